@@ -1,0 +1,102 @@
+"""``satcompress`` commands: ``train`` a base model, run the ``demo``.
+
+Heavy imports (torch, the pipeline) happen inside the commands so ``--help`` is instant.
+Errors the user can fix (unknown task, missing data, unreadable model) are printed as one
+clear line and exit with status 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from satcompress.data import DataFileError
+from satcompress.tasks.registry import get_task, task_names
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help="Compress trained PyTorch models to fit satellites and alert brokers.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+TASK_HELP = f"Reference task: {' | '.join(task_names())}."
+
+
+def _fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code=2)
+
+
+def _check_task(name: str) -> None:
+    try:
+        get_task(name)
+    except ValueError as error:
+        _fail(str(error))
+
+
+@app.command()
+def train(
+    task: str = typer.Option(..., help=TASK_HELP),
+    out: Path = typer.Option(Path("models"), help="Folder for the model file and its metrics."),
+    seed: int = typer.Option(0, help="Seed of the split, initialisation and shuffling."),
+    max_epochs: int = typer.Option(None, help="Override the task's epoch limit."),
+) -> None:
+    """Train a task's base model; save it (weights-only) with its test metrics and baseline."""
+    _check_task(task)
+    from satcompress.fileio import atomic_write_text
+    from satcompress.pipeline.base_model import save_model, train_base_model
+    from satcompress.report import rich_table
+    from satcompress.training import TrainConfig
+
+    reference = get_task(task)
+    settings = dict(reference.train_settings, seed=seed)
+    if max_epochs is not None:
+        settings["max_epochs"] = max_epochs
+    try:
+        with console.status(f"loading {task} data"):
+            data = reference.load(seed=seed)
+        trained = train_base_model(task, seed, TrainConfig(**settings), progress=True, data=data)
+        with console.status("fitting the classical baseline"):
+            baseline = reference.baseline(data, seed=seed)
+    except (DataFileError, ValueError) as error:
+        _fail(str(error))
+    metadata = {"task": task, "seed": seed, "width_multiplier": 1.0, "depth_multiplier": 1.0,
+                "train_settings": settings, "metrics": trained.metrics, "baseline": baseline}
+    model_path = save_model(trained.model, out / f"{task}.pt", metadata)
+    atomic_write_text(out / f"{task}.json", json.dumps(metadata, indent=2) + "\n")
+    rows = [{"model": "base", **trained.metrics}]
+    console.print(rich_table(rows, title=f"{task}: test metrics"))
+    console.print(rich_table([{"baseline": k, "value": v} for k, v in baseline.items()]))
+    console.print(f"saved {model_path}")
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("out"), help="Output folder."),
+    task: str = typer.Option("flares", help=TASK_HELP),
+    seed: int = typer.Option(0, help="Seed of the split and training."),
+) -> None:
+    """Train (or reuse) the base model, measure it, write measurement.json and summary.md."""
+    _check_task(task)
+    from satcompress.measure import Measurement
+    from satcompress.pipeline.demo import run_demo
+    from satcompress.report import rich_table
+
+    try:
+        result = run_demo(out, task_name=task, seed=seed, progress=True)
+    except (DataFileError, ValueError) as error:
+        _fail(str(error))
+    rows = [Measurement.from_dict(stage).summary_row() for stage in result["stages"]]
+    console.print(rich_table(rows, title=f"satcompress demo: {task}"))
+    console.print(rich_table([{"baseline": k, "value": v} for k, v in result["baseline"].items()]))
+    console.print(f"wrote {out / task / 'measurement.json'} and {out / task / 'summary.md'}")
+
+
+def main() -> None:
+    """Entry point of the ``satcompress`` console script."""
+    app()

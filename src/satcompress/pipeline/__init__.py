@@ -1,0 +1,1 @@
+"""Putting the pieces together: base models, and (later) recipes, budgets and the runner."""

@@ -1,0 +1,48 @@
+"""Render rows of results (dicts with the same keys) as a rich table or a Markdown table."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.table import Table
+
+__all__ = ["format_value", "markdown_table", "rich_table"]
+
+
+def format_value(value: object) -> str:
+    """Numbers with sensible precision, everything else as ``str``."""
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:,.0f}"
+    return str(value)
+
+
+def _columns(rows: Sequence[dict]) -> list[str]:
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(key for key in row if key not in columns)
+    return columns
+
+
+def rich_table(rows: Sequence[dict], title: str | None = None) -> Table:
+    """A rich table with one column per key seen in ``rows`` (missing cells blank)."""
+    table = Table(title=title)
+    columns = _columns(rows)
+    for column in columns:
+        table.add_column(column, justify="left" if column == columns[0] else "right")
+    for row in rows:
+        table.add_row(*(format_value(row[c]) if c in row else "" for c in columns))
+    return table
+
+
+def markdown_table(rows: Sequence[dict]) -> str:
+    """The same table as GitHub-flavoured Markdown."""
+    columns = _columns(rows)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = (format_value(row[c]) if c in row else "" for c in columns)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,165 @@
+"""Supervised training of a classifier on a task's splits, shared by every task and stage.
+
+One loop serves base-model training and the fine-tuning that compression stages need:
+AdamW, class-weighted cross-entropy (the task's heavy class imbalance), a cosine learning-rate
+schedule, and early stopping on the validation loss with the best weights restored.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import nn
+
+from satcompress.tasks.base import Split, TaskData
+
+__all__ = ["TrainConfig", "fit", "predict_proba", "class_weighted_loss"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of :func:`fit`.
+
+    Attributes
+    ----------
+    max_epochs : int
+        Upper bound on passes over the training split.
+    batch_size : int
+        Examples per optimiser step.
+    learning_rate : float
+        Peak AdamW learning rate (cosine-decayed to zero over ``max_epochs``).
+    weight_decay : float
+        AdamW decoupled weight decay.
+    patience_epochs : int
+        Stop after this many epochs without a better validation loss.
+    seed : int
+        Seeds the shuffling and any dropout, so a run is repeatable.
+    """
+
+    max_epochs: int = 60
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    patience_epochs: int = 10
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("max_epochs", "batch_size", "patience_epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}.")
+        if not self.learning_rate > 0:
+            raise ValueError(f"TrainConfig.learning_rate must be > 0, got {self.learning_rate}.")
+        if self.weight_decay < 0:
+            raise ValueError(f"TrainConfig.weight_decay must be >= 0, got {self.weight_decay}.")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def class_weighted_loss(data: TaskData) -> nn.CrossEntropyLoss:
+    """Cross-entropy with balanced class weights from the training labels."""
+    return nn.CrossEntropyLoss(weight=torch.from_numpy(data.class_weights()))
+
+
+def _batches(split: Split, batch_size: int, order: np.ndarray | None = None):
+    indices = np.arange(len(split)) if order is None else order
+    for start in range(0, len(indices), batch_size):
+        chosen = indices[start : start + batch_size]
+        yield torch.from_numpy(split.x[chosen]), torch.from_numpy(split.y[chosen])
+
+
+@torch.no_grad()
+def _mean_loss(model: nn.Module, split: Split, loss_fn: nn.Module, batch_size: int) -> float:
+    model.eval()
+    total = 0.0
+    for inputs, labels in _batches(split, batch_size):
+        total += loss_fn(model(inputs), labels).item() * len(labels)
+    return total / len(split)
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Class probabilities (softmax of the model's logits) for inputs ``x``, in eval mode.
+
+    The model's train/eval mode is restored afterwards.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        outputs = [
+            torch.softmax(model(torch.from_numpy(x[start : start + batch_size])), dim=-1)
+            for start in range(0, len(x), batch_size)
+        ]
+    finally:
+        model.train(was_training)
+    return torch.cat(outputs).numpy().astype(np.float64)
+
+
+def fit(
+    model: nn.Module,
+    data: TaskData,
+    config: TrainConfig = TrainConfig(),
+    *,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    description: str = "training",
+    progress: bool = False,
+) -> nn.Module:
+    """Train a copy of ``model`` on ``data.train``; return the copy with the best validation loss.
+
+    The input model is never modified. ``loss_fn(logits, labels)`` defaults to class-weighted
+    cross-entropy; early stopping always uses that class-weighted validation loss, so every
+    task's imbalance is respected the same way.
+    """
+    if len(data.train) == 0 or len(data.val) == 0:
+        raise ValueError("fit needs non-empty train and validation splits.")
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    model = copy.deepcopy(model)
+    weighted_ce = class_weighted_loss(data)
+    train_loss = loss_fn or weighted_ce
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    steps_per_epoch = -(-len(data.train) // config.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=config.learning_rate,
+        total_steps=config.max_epochs * steps_per_epoch,
+        pct_start=0.1,
+    )
+    best_loss, best_state, epochs_since_best = np.inf, copy.deepcopy(model.state_dict()), 0
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("epoch {task.completed}/{task.total} val loss {task.fields[val_loss]}"),
+        TimeElapsedColumn(),
+        disable=not progress,
+        transient=True,
+    ) as bar:
+        job = bar.add_task(description, total=config.max_epochs, val_loss="-")
+        for _ in range(config.max_epochs):
+            model.train()
+            for inputs, labels in _batches(
+                data.train, config.batch_size, rng.permutation(len(data.train))
+            ):
+                optimizer.zero_grad(set_to_none=True)
+                train_loss(model(inputs), labels).backward()
+                optimizer.step()
+                schedule.step()
+            val_loss = _mean_loss(model, data.val, weighted_ce, config.batch_size * 4)
+            bar.update(job, advance=1, val_loss=f"{val_loss:.4f}")
+            if val_loss < best_loss - 1e-6:
+                best_loss, best_state, epochs_since_best = val_loss, copy.deepcopy(model.state_dict()), 0
+            else:
+                epochs_since_best += 1
+                if epochs_since_best >= config.patience_epochs:
+                    break
+    model.load_state_dict(best_state)
+    model.eval()
+    return model
