@@ -1,5 +1,20 @@
-"""One way of measuring every model at every stage: science metrics and resource use."""
+"""One way of measuring every model at every stage: science metrics and resource use.
+
+:mod:`~satcompress.measure.metrics` is NumPy-only (the flight path scores with it);
+:class:`Measurement` and :func:`measure` need torch and are imported on first use, so that
+importing the metrics never pulls torch in (PEP 562 module ``__getattr__``).
+"""
+
+from importlib import import_module
 
 from satcompress.measure import metrics
 
-__all__ = ["metrics"]
+__all__ = ["metrics", "Measurement", "measure"]
+
+_TORCH_NAMES = {"Measurement", "measure"}
+
+
+def __getattr__(name: str):
+    if name in _TORCH_NAMES:
+        return getattr(import_module("satcompress.measure.measurement"), name)
+    raise AttributeError(f"module 'satcompress.measure' has no attribute {name!r}")
