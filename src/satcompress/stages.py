@@ -1,0 +1,157 @@
+"""The stage registry: one verb, ``apply(model, config, data) -> model``, for every method family.
+
+Every compression stage (prune, distill, quantize, cluster, factorize, ...) is a frozen config
+dataclass plus a handler registered for that config type (the torchao pattern). Configs
+validate themselves in ``__post_init__`` with ``ValueError`` and round-trip through plain
+dicts (hence JSON and TOML) under their registered ``stage`` name, so recipes, search results,
+artifacts and reports all speak one language. A handler returns a new model and never mutates
+its input; :func:`apply` checks that promise on every call.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from torch import nn
+
+from satcompress.tasks.base import TaskData
+
+__all__ = [
+    "StageConfig",
+    "Handler",
+    "register_stage",
+    "registered_stages",
+    "config_type",
+    "apply",
+    "config_to_dict",
+    "config_from_dict",
+    "config_to_json",
+    "config_from_json",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class StageConfig:
+    """Base class of stage configs: frozen, validated, serialisable.
+
+    Subclasses are frozen dataclasses whose fields are plain values (numbers, strings,
+    booleans, tuples of them) and which validate in ``__post_init__``, raising ``ValueError``
+    with what is wrong and how to fix it.
+    """
+
+
+class Handler(Protocol):
+    def __call__(self, model: nn.Module, config: Any, data: TaskData | None) -> nn.Module: ...
+
+
+
+_HANDLERS: dict[type, Handler] = {}
+_BY_NAME: dict[str, type] = {}
+
+
+def register_stage(name: str) -> Callable[[Handler], Handler]:
+    """Decorator registering ``handler`` for the config class named in its annotation.
+
+    Usage::
+
+        @register_stage("magnitude_prune")
+        def magnitude_prune(model: nn.Module, config: MagnitudePruneConfig, data) -> nn.Module:
+            ...
+    """
+
+    def decorator(handler: Handler) -> Handler:
+        config_class = handler.__annotations__.get("config")
+        if isinstance(config_class, str):
+            config_class = handler.__globals__[config_class]
+        if not (isinstance(config_class, type) and issubclass(config_class, StageConfig)):
+            raise TypeError(
+                f"Stage handler {handler.__name__} must annotate its `config` argument with a "
+                "StageConfig subclass."
+            )
+        if name in _BY_NAME and _BY_NAME[name] is not config_class:
+            raise ValueError(f"Stage name {name!r} is already registered to {_BY_NAME[name]}.")
+        _BY_NAME[name] = config_class
+        _HANDLERS[config_class] = handler
+        config_class.stage_name = name
+        return handler
+
+    return decorator
+
+
+def registered_stages() -> dict[str, type]:
+    """Stage name -> config class, for every registered stage."""
+    return dict(sorted(_BY_NAME.items()))
+
+
+def config_type(name: str) -> type:
+    """The config class registered under ``name``; a clear error lists the known stages."""
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise ValueError(
+            f"Unknown stage {name!r}. Known stages: {', '.join(registered_stages()) or 'none'}."
+        ) from None
+
+
+def apply(model: nn.Module, config: StageConfig, data: TaskData | None = None) -> nn.Module:
+    """Run the stage ``config`` describes on a copy of ``model`` and return the new model.
+
+    The handler gets a deep copy, so even a careless handler cannot modify the caller's model.
+    """
+    handler = _HANDLERS.get(type(config))
+    if handler is None:
+        raise ValueError(
+            f"No stage handler is registered for {type(config).__name__}; known stages: "
+            f"{', '.join(registered_stages()) or 'none'}."
+        )
+    result = handler(copy.deepcopy(model), config, data)
+    if not isinstance(result, nn.Module):
+        raise TypeError(f"Stage {config.stage_name!r} returned {type(result).__name__}, not a model.")
+    return result
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
+
+
+def config_to_dict(config: StageConfig) -> dict[str, Any]:
+    """``{"stage": name, **fields}`` with tuples as lists: ready for JSON or TOML."""
+    if type(config) not in _HANDLERS:
+        raise ValueError(f"{type(config).__name__} is not a registered stage config.")
+    fields = {field.name: _plain(getattr(config, field.name)) for field in dataclasses.fields(config)}
+    return {"stage": config.stage_name, **fields}
+
+
+def config_from_dict(content: dict[str, Any]) -> StageConfig:
+    """Rebuild a config from :func:`config_to_dict` output; unknown keys are errors."""
+    content = dict(content)
+    if "stage" not in content:
+        raise ValueError(f"A stage entry needs a 'stage' key naming the stage; got {sorted(content)}.")
+    config_class = config_type(content.pop("stage"))
+    fields = {field.name: field for field in dataclasses.fields(config_class)}
+    unknown = sorted(set(content) - set(fields))
+    if unknown:
+        raise ValueError(
+            f"Stage {config_class.stage_name!r} has no setting(s) {unknown}; "
+            f"its settings are {sorted(fields)}."
+        )
+    values = {
+        key: tuple(value) if isinstance(value, list) else value for key, value in content.items()
+    }
+    return config_class(**values)
+
+
+def config_to_json(config: StageConfig) -> str:
+    return json.dumps(config_to_dict(config), sort_keys=True)
+
+
+def config_from_json(text: str) -> StageConfig:
+    return config_from_dict(json.loads(text))
