@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+from importlib import import_module
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -31,7 +32,11 @@ __all__ = [
     "config_from_dict",
     "config_to_json",
     "config_from_json",
+    "load_builtin_stages",
 ]
+
+BUILTIN_STAGE_MODULES: tuple[str, ...] = ()
+"""Modules whose import registers the built-in stages (each method family adds itself)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +87,13 @@ def register_stage(name: str) -> Callable[[Handler], Handler]:
     return decorator
 
 
+def load_builtin_stages() -> dict[str, type]:
+    """Import every built-in method family so its stages are registered; return them all."""
+    for module in BUILTIN_STAGE_MODULES:
+        import_module(module)
+    return registered_stages()
+
+
 def registered_stages() -> dict[str, type]:
     """Stage name -> config class, for every registered stage."""
     return dict(sorted(_BY_NAME.items()))
@@ -89,6 +101,7 @@ def registered_stages() -> dict[str, type]:
 
 def config_type(name: str) -> type:
     """The config class registered under ``name``; a clear error lists the known stages."""
+    load_builtin_stages()
     try:
         return _BY_NAME[name]
     except KeyError:

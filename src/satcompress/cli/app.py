@@ -85,14 +85,14 @@ def demo(
     _check_task(task)
     from satcompress.measure import Measurement
     from satcompress.pipeline.demo import run_demo
-    from satcompress.report import rich_table
+    from satcompress.report import rich_table, rich_table_by_column
 
     try:
         result = run_demo(out, task_name=task, seed=seed, progress=True)
     except (DataFileError, ValueError) as error:
         _fail(str(error))
     rows = [Measurement.from_dict(stage).summary_row() for stage in result["stages"]]
-    console.print(rich_table(rows, title=f"satcompress demo: {task}"))
+    console.print(rich_table_by_column(rows, title=f"satcompress demo: {task}"))
     console.print(rich_table([{"baseline": k, "value": v} for k, v in result["baseline"].items()]))
     console.print(f"wrote {out / task / 'measurement.json'} and {out / task / 'summary.md'}")
 

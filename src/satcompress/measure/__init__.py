@@ -9,9 +9,20 @@ from importlib import import_module
 
 from satcompress.measure import metrics
 
-__all__ = ["metrics", "Measurement", "measure"]
+_TORCH_NAMES = (
+    "Measurement",
+    "measure",
+    "count_macs",
+    "count_parameters",
+    "serialized_bytes",
+    "theoretical_bytes",
+    "peak_ram_bytes",
+    "latency_ms",
+    "MacCountWarning",
+    "STORED_BITS_ATTRIBUTE",
+)
 
-_TORCH_NAMES = {"Measurement", "measure"}
+__all__ = ["metrics", *_TORCH_NAMES]
 
 
 def __getattr__(name: str):

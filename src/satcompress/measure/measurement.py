@@ -53,6 +53,8 @@ import io
 import json
 import math
 import numbers
+import os
+import sys
 import time
 import warnings
 from collections.abc import Iterator, Mapping
@@ -98,7 +100,8 @@ def _check_model(model: Any, where: str) -> None:
         raise ValueError(
             f"{where}: model must be a torch.nn.Module, got {type(model).__name__}."
         )
-    for kind, tensors in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
+    named = (("parameter", model.named_parameters()), ("buffer", model.named_buffers()))
+    for kind, tensors in named:
         for name, tensor in tensors:
             if tensor.device.type != "cpu":
                 raise ValueError(
@@ -127,10 +130,11 @@ def _check_input(example_input: Any, where: str) -> None:
 
 
 def _check_int(name: str, value: Any, minimum: int, where: str, hint: str) -> int:
+    hint = f" {hint}" if hint else ""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{where}: {name} must be an integer, got {value!r}. {hint}")
+        raise ValueError(f"{where}: {name} must be an integer, got {value!r}.{hint}")
     if value < minimum:
-        raise ValueError(f"{where}: {name} must be >= {minimum}, got {value}. {hint}")
+        raise ValueError(f"{where}: {name} must be >= {minimum}, got {value}.{hint}")
     return int(value)
 
 
@@ -327,7 +331,9 @@ def _prod(values: Any) -> int:
     return math.prod(int(v) for v in values)
 
 
-def _sdpa_cpu_flop(query: Any, key: Any, value: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+def _sdpa_cpu_flop(
+    query: Any, key: Any, value: Any, *args: Any, out_shape: Any = None, **kwargs: Any
+) -> int:
     # (..., L_q, E) @ (..., E, L_k) then (..., L_q, L_k) @ (..., L_k, E_v); the leading dims of
     # the query carry all heads (grouped-query attention broadcasts key/value heads to them).
     batch = _prod(query[:-2])
@@ -348,7 +354,9 @@ def _mv_flop(matrix: Any, vector: Any, *args: Any, out_shape: Any = None, **kwar
     return 2 * _prod(matrix)
 
 
-def _addmv_flop(bias: Any, matrix: Any, vector: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+def _addmv_flop(
+    bias: Any, matrix: Any, vector: Any, *args: Any, out_shape: Any = None, **kwargs: Any
+) -> int:
     return 2 * _prod(matrix)
 
 
@@ -480,6 +488,20 @@ def count_macs(model: nn.Module, example_input: torch.Tensor) -> int:
 # --------------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null: the profiler's C++ core prints start/stop lines."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _peak_activation_bytes(model: nn.Module, example_input: torch.Tensor, where: str) -> int:
     """Peak of the running sum of CPU allocations/frees during one profiled forward pass."""
     _forward(model, example_input, where)  # warm-up: one-off kernel set-up is not per-inference
@@ -487,7 +509,9 @@ def _peak_activation_bytes(model: nn.Module, example_input: torch.Tensor, where:
         # the profiler's own housekeeping warnings are no concern of the caller's
         warnings.filterwarnings("ignore", module=r"torch\.profiler")
         warnings.filterwarnings("ignore", module=r"torch\.autograd\.profiler")
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        with _native_stderr_silenced(), profile(
+            activities=[ProfilerActivity.CPU], profile_memory=True
+        ) as prof:
             output = _forward(model, example_input, where)
         del output
         try:
@@ -629,7 +653,8 @@ def _clean_metrics(metrics: Any, where: str) -> dict[str, float]:
         return {}
     if not isinstance(metrics, Mapping):
         raise ValueError(
-            f"{where}: metrics must be a dict of metric name -> number, got {type(metrics).__name__}."
+            f"{where}: metrics must be a dict of metric name -> number, "
+            f"got {type(metrics).__name__}."
         )
     clean: dict[str, float] = {}
     for name, value in metrics.items():
@@ -705,7 +730,9 @@ class Measurement:
         for name in ("latency_ms_p50", "latency_ms_p95"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                raise ValueError(f"{where}: {name} must be a number of milliseconds, got {value!r}.")
+                raise ValueError(
+                    f"{where}: {name} must be a number of milliseconds, got {value!r}."
+                )
             number = float(value)
             if not math.isfinite(number) or number < 0:
                 raise ValueError(f"{where}: {name} must be finite and >= 0, got {number}.")
@@ -716,7 +743,9 @@ class Measurement:
                 f"({self.latency_ms_p50}); a 95th percentile cannot be below the median."
             )
         if not isinstance(self.stage, str) or not self.stage:
-            raise ValueError(f"{where}: stage must be a non-empty string label, got {self.stage!r}.")
+            raise ValueError(
+                f"{where}: stage must be a non-empty string label, got {self.stage!r}."
+            )
         object.__setattr__(self, "metrics", _clean_metrics(self.metrics, where))
 
     def to_dict(self) -> dict[str, Any]:

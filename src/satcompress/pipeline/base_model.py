@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 MODEL_FORMAT = "satcompress-model/1"
-BASE_MODEL_VERSION = 1  # bump when training or architecture code changes cached results
+BASE_MODEL_VERSION = 2  # bump when training or architecture code changes cached results
 
 
 class ModelFileError(ValueError):
@@ -111,6 +111,7 @@ def train_base_model(
     task = get_task(task_name)
     data = task.load(seed=seed) if data is None else data
     config = train_config or TrainConfig(seed=seed, **task.train_settings)
+    torch.manual_seed(config.seed)  # the initial weights are part of the run
     model = fit(task.build_model(data), data, config, description=f"{task.name} base model",
                 progress=progress)
     return TrainedModel(task=task, model=model, data=data, metrics=task.evaluate(model, data))

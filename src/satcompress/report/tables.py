@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from rich.table import Table
 
-__all__ = ["format_value", "markdown_table", "rich_table"]
+__all__ = ["format_value", "markdown_table", "rich_table", "rich_table_by_column"]
 
 
 def format_value(value: object) -> str:
@@ -35,6 +35,22 @@ def rich_table(rows: Sequence[dict], title: str | None = None) -> Table:
         table.add_column(column, justify="left" if column == columns[0] else "right")
     for row in rows:
         table.add_row(*(format_value(row[c]) if c in row else "" for c in columns))
+    return table
+
+
+def rich_table_by_column(rows: Sequence[dict], title: str | None = None) -> Table:
+    """Transposed table: one column per row (e.g. per stage), one line per quantity.
+
+    Readable in a terminal when the rows have many fields, as stage measurements do; the first
+    key of each row (e.g. ``stage``) heads its column.
+    """
+    columns = _columns(rows)
+    table = Table(title=title)
+    table.add_column(columns[0])
+    for row in rows:
+        table.add_column(format_value(row.get(columns[0], "")), justify="right")
+    for column in columns[1:]:
+        table.add_row(column, *(format_value(row[column]) if column in row else "" for row in rows))
     return table
 
 

@@ -1,0 +1,1123 @@
+"""Reference task: classifying astronomical transients from their g and r light curves.
+
+Data
+----
+Real ZTF alert light curves with spectroscopic TNS classes, as processed by the Fink broker
+(``transients/ztf_tns_labelled/``: six monthly ``fink_cross_tns_*.parquet`` files and the long
+``all_nonIa.csv.gz``; 2,146 distinct objects), plus SIMULATED LSST alerts of SN Ia and SN II
+from the DESC ELAsTiCC challenge (``transients/elasticc_sim/``; 6,676 objects), which are used
+as extra training data only. Validation and test are real ZTF objects, split by object.
+
+Classes (:data:`CLASS_NAMES`): SN Ia, SN II, SN Ibc, SLSN and "other" (non-supernova
+transients and variables), mapped from the TNS types by :func:`label_to_class`. With the
+default settings the real ZTF sample is (after label mapping and skips, see
+:func:`load_preprocessed`) 1,749 objects: SN Ia 754, SN II 601, SN Ibc 138, SLSN 56,
+other 200 (26 objects have an unusable label and 371 fewer than 2 detections in g or r);
+ELAsTiCC adds 1,237 SN Ia and 1,344 SN II training objects (of 6,676: 1,728 have no g or r
+detection and 2,367 fewer than 2 in g or r). The full GP preprocessing of the 4,330 kept
+objects takes about 70 s on 2 CPU cores and is cached (:func:`load_preprocessed`).
+
+Preprocessing
+-------------
+As the t2 time-series transformer (Allam & McEwen 2022, "Paying attention to astronomical
+transients", RASTI 2, 209), which follows Avocado (Boone 2019, AJ 158, 257): each object's g
+and r fluxes are fitted with a 2-D Gaussian process over (time, wavelength), a constant times
+an anisotropic Matern (nu = 3/2) kernel whose wavelength length scale is fixed at 6000 A and
+whose time length scale and amplitude are fitted by maximum likelihood, with the flux errors
+as the observation noise. The GP mean is then sampled at :data:`N_TIMESTEPS` evenly spaced
+times across the object's observed span, at the g and r effective wavelengths of the survey
+that observed it, giving one float32 ``(N_TIMESTEPS, 2)`` array per object. Fluxes are
+divided by the object's maximum observed flux before the fit, so every input lies on a
+common scale (peak ~ 1) and no dataset-level scaling constants are needed.
+
+Metrics: the PLAsTiCC class-weighted log loss (Malz et al. 2019, primary), macro F1,
+per-class recall and the SN Ia vs rest ROC AUC, on the real ZTF test split.
+
+This module is NumPy/pandas/scikit-learn only (scikit-learn imported lazily): it is part of
+the torch-free flight path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import tempfile
+import time
+import warnings
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from satcompress.data import CACHE_DIR_VARIABLE, fetch, fetch_all, registry
+from satcompress.measure.metrics import macro_f1, per_class_recall, roc_auc, weighted_log_loss
+from satcompress.tasks.base import Split, TaskData
+
+__all__ = [
+    "CLASS_NAMES",
+    "PRIMARY_METRIC",
+    "HIGHER_IS_BETTER",
+    "N_TIMESTEPS",
+    "BANDS",
+    "PREPROCESSING_VERSION",
+    "AB_ZERO_POINT_NJY",
+    "ZTF_WAVELENGTHS_ANGSTROM",
+    "LSST_WAVELENGTHS_ANGSTROM",
+    "ZTF_FILES",
+    "ELASTICC_PREFIX",
+    "FEATURES_FILE",
+    "SPLIT_FRACTIONS",
+    "PreprocessingConfig",
+    "PreprocessedCurves",
+    "GPFit",
+    "magnitude_to_flux_njy",
+    "read_ztf_light_curves",
+    "read_elasticc_light_curves",
+    "read_light_curves",
+    "label_to_class",
+    "fit_gp_light_curve",
+    "preprocess",
+    "select_objects",
+    "load_preprocessed",
+    "cache_path",
+    "split_objects",
+    "load",
+    "score",
+    "baseline",
+]
+
+CLASS_NAMES = ("SN Ia", "SN II", "SN Ibc", "SLSN", "other")
+PRIMARY_METRIC = "weighted_log_loss"
+HIGHER_IS_BETTER = False
+N_TIMESTEPS = 100
+BANDS = ("g", "r")
+PREPROCESSING_VERSION = 2
+"""Bump when the reading or GP code changes its output: it is part of the cache key."""
+
+AB_ZERO_POINT_NJY = 31.4
+"""AB magnitude of 1 nJy: m = -2.5 log10(f / 3631 Jy), so f[nJy] = 10**(-0.4 (m - 31.4))."""
+JD_MINUS_MJD_DAYS = 2400000.5
+
+ZTF_WAVELENGTHS_ANGSTROM = {"g": 4804.79, "r": 6436.92}
+"""Mean wavelengths of the ZTF g and r filters (SVO filter service; astronet's ZTF values)."""
+LSST_WAVELENGTHS_ANGSTROM = {"g": 4802.0, "r": 6231.0}
+"""Central wavelengths of the LSST g and r filters used by t2 on PLAsTiCC (astronet)."""
+SURVEY_WAVELENGTHS_ANGSTROM = {"ztf": ZTF_WAVELENGTHS_ANGSTROM, "elasticc": LSST_WAVELENGTHS_ANGSTROM}
+
+_ZTF_FOLDER = "transients/ztf_tns_labelled/"
+ZTF_FILES = tuple(
+    _ZTF_FOLDER + name
+    for name in (
+        "fink_cross_tns_202001.parquet",
+        "fink_cross_tns_202002.parquet",
+        "fink_cross_tns_202003.parquet",
+        "fink_cross_tns_202004.parquet",
+        "fink_cross_tns_nov2019.parquet",
+        "fink_cross_tns_sept2020.parquet",
+        "all_nonIa.csv.gz",
+    )
+)
+ELASTICC_PREFIX = "transients/elasticc_sim/"
+FEATURES_FILE = _ZTF_FOLDER + "features_matrix.csv"
+ELASTICC_CLASS_LABELS = {111: "SN Ia", 113: "SN II"}
+"""ELAsTiCC ``classId`` (from the folder name) -> TNS-style label."""
+
+SPLIT_FRACTIONS = (0.6, 0.2, 0.2)  # train, validation, test (real ZTF objects)
+CURVE_COLUMNS = ("object_id", "mjd", "band", "flux", "flux_err", "label", "source")
+TNS_PREFIX = "(TNS) "
+CONFLICT_SEPARATOR = " | "
+_ZTF_FILTER_IDS = {1: "g", 2: "r"}
+_ZTF_ARRAY_COLUMNS = ("cjd", "cmagpsf", "csigmapsf", "cfid")
+_ELASTICC_SOURCE_FIELDS = ("diaObjectId", "diaSourceId", "filterName", "midPointTai", "psFlux",
+                           "psFluxErr")  # fmt: skip
+OBJECTS_WITHOUT_DETECTIONS = "objects_without_detections"
+_DUPLICATE_TIME_RESOLUTION_DAYS = 1e-5  # points closer than ~1 s in one band are one point
+
+# --- labels ---------------------------------------------------------------------------------
+
+_UNUSED_LABELS = frozenset({"SN", "SN I", "FRB"})
+"""TNS types that cannot be placed in one class: generic "SN" and "SN I" (Ia or Ibc), and
+"FRB" (a radio burst; the class says nothing about the optical light curve)."""
+_OTHER_LABELS = frozenset(
+    {
+        "AGN", "QSO", "Blazar", "Galaxy", "CV", "Nova", "Varstar", "M dwarf", "LBV", "LRN",
+        "ILRT", "TDE", "Kilonova", "Afterglow", "Impostor-SN", "Light-Echo", "Other",
+    }
+)  # fmt: skip
+
+
+def label_to_class(tns_label: str) -> int | None:
+    """Map a TNS classification to an index into :data:`CLASS_NAMES`, or None to drop it.
+
+    Rules (the "(TNS) " prefix of ``all_nonIa.csv.gz`` is ignored):
+
+    * ``SN Ia`` and every subtype (Ia-91T-like, Ia-91bg-like, Ia-pec, Ia-CSM, Iax[02cx-like],
+      ...) and Fink's bare ``Ia`` -> SN Ia;
+    * ``SN II``, IIP, IIL, IIn, IIb, II-pec, ... -> SN II;
+    * ``SN Ib``, Ic, Ic-BL, Ib/c, Ibn, Icn, Ib-pec, ... -> SN Ibc;
+    * ``SLSN-I``, SLSN-II, SLSN-R -> SLSN;
+    * non-supernova transients and variables (CV, Varstar, AGN, QSO, TDE, Nova, M dwarf, LBV,
+      LRN, Galaxy, ...) and TNS's own ``Other`` -> other;
+    * None (dropped): the ambiguous ``SN`` and ``SN I``, ``FRB``, labels that disagree between
+      files (joined with " | " by :func:`read_ztf_light_curves`) and any unrecognised type.
+
+    In the ZTF data this keeps 2,120 of 2,146 objects (SN Ia 964, SN II 691, SN Ibc 166,
+    SLSN 64, other 235) and drops 26: SN I 16, SN 7, FRB 2 and one object labelled both
+    SN Ib and SN II.
+    """
+    label = tns_label.strip()
+    if label.startswith(TNS_PREFIX.strip()):
+        label = label[len(TNS_PREFIX.strip()) :].strip()
+    if not label or CONFLICT_SEPARATOR.strip() in label or label in _UNUSED_LABELS:
+        return None
+    if label == "Ia" or label.startswith("SN Ia"):
+        return 0
+    if label.startswith(("SN Ib", "SN Ic")):
+        return 2
+    if label.startswith("SN II"):
+        return 1
+    if label.startswith("SLSN"):
+        return 3
+    if label in _OTHER_LABELS:
+        return 4
+    return None
+
+
+# --- reading --------------------------------------------------------------------------------
+
+
+def magnitude_to_flux_njy(
+    magnitude: np.ndarray, magnitude_error: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """AB magnitudes and their errors to fluxes in nJy (the unit of LSST/ELAsTiCC ``psFlux``).
+
+    ``f = 10**(-0.4 (m - 31.4))`` and, to first order, ``sigma_f = f * 0.4 ln(10) sigma_m``.
+    """
+    magnitude = np.asarray(magnitude, dtype=np.float64)
+    flux = 10.0 ** (-0.4 * (magnitude - AB_ZERO_POINT_NJY))
+    return flux, flux * 0.4 * math.log(10.0) * np.asarray(magnitude_error, dtype=np.float64)
+
+
+def _require_columns(frame: pd.DataFrame, required: Iterable[str], path: Path) -> None:
+    missing = [name for name in required if name not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"{path} lacks the column(s) {missing} (it has {list(frame.columns)}). The file is "
+            "not the registered version: restore it from the data registry (satcompress.data)."
+        )
+
+
+def _ztf_parquet_rows(path: Path) -> pd.DataFrame:
+    """One row per point of the per-object arrays of a ``fink_cross_tns_*.parquet`` file."""
+    frame = pd.read_parquet(path, columns=None)
+    _require_columns(frame, ("objectId", "TNS", *_ZTF_ARRAY_COLUMNS), path)
+    lengths = frame["cjd"].map(len).to_numpy()
+    for name in _ZTF_ARRAY_COLUMNS[1:]:
+        if not np.array_equal(frame[name].map(len).to_numpy(), lengths):
+            raise ValueError(
+                f"{path}: the arrays 'cjd' and {name!r} differ in length for some objects; "
+                "every per-object array must hold one value per alert."
+            )
+    columns = {name: np.concatenate(frame[name].to_numpy()) for name in _ZTF_ARRAY_COLUMNS}
+    columns["objectId"] = np.repeat(frame["objectId"].to_numpy(), lengths)
+    columns["TNS"] = np.repeat(frame["TNS"].to_numpy(), lengths)
+    return pd.DataFrame(columns)
+
+
+def _resolve_labels(labels: pd.Series) -> str:
+    """One label per object: the distinct labels, less generic ones, must agree on a class."""
+    distinct = sorted(set(labels))
+    if len(distinct) == 1:
+        return distinct[0]
+    specific = [label for label in distinct if label_to_class(label) is not None]
+    if specific and len({label_to_class(label) for label in specific}) == 1:
+        return specific[0]
+    return CONFLICT_SEPARATOR.join(distinct)
+
+
+def read_ztf_light_curves() -> pd.DataFrame:
+    """Detections of the TNS-labelled ZTF objects in long format (see :func:`read_light_curves`).
+
+    The six monthly parquet files hold overlapping 30-day alert histories, and
+    ``all_nonIa.csv.gz`` repeats part of them, so the points of an object are merged across
+    files and de-duplicated by (object, band, time). NaN magnitudes (non-detections) and
+    filters other than g (``cfid`` 1) and r (``cfid`` 2) are dropped. An object whose files
+    disagree on its type keeps the specific label when the others are generic ("SN II" over
+    "SN"); a real conflict ("SN Ib" vs "SN II") gives a " | "-joined label that
+    :func:`label_to_class` drops.
+    """
+    parts = []
+    for name in ZTF_FILES:
+        path = fetch(name)
+        if name.endswith(".parquet"):
+            part = _ztf_parquet_rows(path)
+        else:
+            part = pd.read_csv(path)
+            _require_columns(part, ("objectId", "TNS", *_ZTF_ARRAY_COLUMNS), path)
+        parts.append(part[["objectId", "TNS", *_ZTF_ARRAY_COLUMNS]])
+    rows = pd.concat(parts, ignore_index=True)
+    rows["TNS"] = rows["TNS"].astype(str).str.strip()
+    rows["TNS"] = rows["TNS"].str.removeprefix(TNS_PREFIX)
+    labels = rows.groupby("objectId", sort=True)["TNS"].agg(_resolve_labels)
+
+    detected = rows["cmagpsf"].notna() & rows["cfid"].isin(list(_ZTF_FILTER_IDS))
+    rows = rows[detected]
+    flux, flux_err = magnitude_to_flux_njy(rows["cmagpsf"].to_numpy(), rows["csigmapsf"].to_numpy())
+    curves = pd.DataFrame(
+        {
+            "object_id": rows["objectId"].astype(str).to_numpy(),
+            "mjd": rows["cjd"].to_numpy(np.float64) - JD_MINUS_MJD_DAYS,
+            "band": rows["cfid"].astype(int).map(_ZTF_FILTER_IDS).to_numpy(),
+            "flux": flux,
+            "flux_err": flux_err,
+        }
+    )
+    curves["label"] = curves["object_id"].map(labels)
+    curves["source"] = "ztf"
+    curves = _deduplicate_points(curves)
+    curves.attrs[OBJECTS_WITHOUT_DETECTIONS] = int(len(labels) - curves["object_id"].nunique())
+    return curves
+
+
+def _deduplicate_points(curves: pd.DataFrame) -> pd.DataFrame:
+    time_key = np.round(curves["mjd"].to_numpy() / _DUPLICATE_TIME_RESOLUTION_DAYS)
+    duplicated = curves.assign(_time_key=time_key).duplicated(["object_id", "band", "_time_key"])
+    curves = curves[~duplicated.to_numpy()]
+    return curves.sort_values(["object_id", "mjd", "band"], kind="stable").reset_index(drop=True)
+
+
+def _elasticc_class_id(path: Path) -> int:
+    folder = path.parent.name
+    if not folder.startswith("classId="):
+        raise ValueError(
+            f"{path}: ELAsTiCC files must lie in a 'classId=<id>' folder (the class is read "
+            "from the folder name, as Fink's ftransfer export writes it)."
+        )
+    class_id = int(folder.split("=", 1)[1])
+    if class_id not in ELASTICC_CLASS_LABELS:
+        raise ValueError(
+            f"{path}: ELAsTiCC classId {class_id} is not one of {sorted(ELASTICC_CLASS_LABELS)} "
+            "(SN Ia, SN II); add its TNS-style label to ELASTICC_CLASS_LABELS to use it."
+        )
+    return class_id
+
+
+def read_elasticc_light_curves(paths: Sequence[Path] | None = None) -> pd.DataFrame:
+    """g and r detections of the SIMULATED ELAsTiCC alerts, in long format.
+
+    Each object appears in several alerts, each with the history known at that time; the
+    alert with the longest history (``prvDiaSources`` plus its own ``diaSource``) is kept.
+    ``psFlux`` and ``psFluxErr`` are already in nJy and ``midPointTai`` is an MJD.
+    The label is "SN Ia" (``classId=111``) or "SN II" (``classId=113``).
+    """
+    if paths is None:
+        paths = fetch_all(ELASTICC_PREFIX)
+    best: dict[int, tuple[int, list[dict], str]] = {}
+    for path in paths:
+        path = Path(path)
+        label = ELASTICC_CLASS_LABELS[_elasticc_class_id(path)]
+        frame = pd.read_parquet(path, columns=None)
+        _require_columns(frame, ("diaSource", "prvDiaSources"), path)
+        for source, history in zip(frame["diaSource"], frame["prvDiaSources"]):
+            if not isinstance(source, dict) or any(key not in source for key in _ELASTICC_SOURCE_FIELDS):
+                raise ValueError(
+                    f"{path}: a 'diaSource' lacks one of the fields {_ELASTICC_SOURCE_FIELDS}; "
+                    "the file is not an ELAsTiCC alert export of the registered version."
+                )
+            points = [*(() if history is None else history), source]
+            object_id = int(source["diaObjectId"])
+            if object_id not in best or len(points) > best[object_id][0]:
+                best[object_id] = (len(points), points, label)
+    rows = []
+    for object_id, (_, points, label) in best.items():
+        seen = set()
+        for point in points:
+            if point["filterName"] not in BANDS or point["diaSourceId"] in seen:
+                continue
+            seen.add(point["diaSourceId"])
+            rows.append((str(object_id), point["midPointTai"], point["filterName"],
+                         point["psFlux"], point["psFluxErr"], label))  # fmt: skip
+    curves = pd.DataFrame(rows, columns=list(CURVE_COLUMNS[:-1]))
+    curves["source"] = "elasticc"
+    curves = _deduplicate_points(curves)
+    curves.attrs[OBJECTS_WITHOUT_DETECTIONS] = int(len(best) - curves["object_id"].nunique())
+    return curves
+
+
+def read_light_curves(sources: Sequence[str] = ("ztf", "elasticc")) -> pd.DataFrame:
+    """All light curves of the task in long format, one row per detection.
+
+    Columns: ``object_id`` (str), ``mjd`` (days), ``band`` ('g' or 'r'), ``flux`` and
+    ``flux_err`` (nJy; ZTF magnitudes converted by :func:`magnitude_to_flux_njy`), ``label``
+    (the TNS type as a string, "(TNS) " prefix removed), ``source`` ('ztf' or 'elasticc').
+    Sorted by object, time and band. Objects are not yet filtered by label.
+
+    Objects without a single g or r detection have no row; how many there are per source is
+    in ``curves.attrs["objects_without_detections"]`` (ELAsTiCC: 1,728 of 6,676, detected in
+    u, i, z or y only; ZTF: 0), so that they can be counted.
+    """
+    readers = {"ztf": read_ztf_light_curves, "elasticc": read_elasticc_light_curves}
+    unknown = [name for name in sources if name not in readers]
+    if unknown:
+        raise ValueError(f"Unknown light-curve source(s) {unknown}; choose from {list(readers)}.")
+    parts = {name: readers[name]() for name in sources}
+    curves = pd.concat(list(parts.values()), ignore_index=True)
+    curves.attrs = {OBJECTS_WITHOUT_DETECTIONS: {name: part.attrs[OBJECTS_WITHOUT_DETECTIONS] for name, part in parts.items()}}
+    return curves
+
+
+# --- Gaussian-process interpolation -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PreprocessingConfig:
+    """Settings of the GP interpolation (all of them are part of the cache key).
+
+    Attributes
+    ----------
+    n_timesteps : int
+        Samples of the GP mean per band, evenly spaced over the observed time span.
+    wavelength_length_scale_angstrom : float
+        Fixed wavelength length scale of the Matern kernel (Avocado: 6000 A).
+    initial_time_length_scale_days : float
+        Starting point of the fitted time length scale (Avocado/astronet: 20 days).
+    time_length_scale_bounds_days : tuple[float, float]
+        Range of the fitted time length scale (astronet: 1 to 1000 days).
+    amplitude_log_range : float
+        The squared amplitude may move ``exp(+-amplitude_log_range)`` from its initial guess
+        (astronet: 10).
+    n_restarts_optimizer : int
+        Extra L-BFGS-B starts from random hyperparameters (Avocado uses a single start).
+    min_points_per_band : int
+        Objects with fewer detections than this in g or in r are skipped (and counted).
+    max_elasticc_objects : int | None
+        Cap on the simulated ELAsTiCC objects used (a seeded, class-balanced draw); None = all.
+    """
+
+    n_timesteps: int = N_TIMESTEPS
+    wavelength_length_scale_angstrom: float = 6000.0
+    initial_time_length_scale_days: float = 20.0
+    time_length_scale_bounds_days: tuple[float, float] = (1.0, 1000.0)
+    amplitude_log_range: float = 10.0
+    n_restarts_optimizer: int = 0
+    min_points_per_band: int = 2
+    max_elasticc_objects: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.n_timesteps < 2:
+            raise ValueError(f"PreprocessingConfig.n_timesteps must be >= 2, got {self.n_timesteps}.")
+        if self.min_points_per_band < 1:
+            raise ValueError(
+                f"PreprocessingConfig.min_points_per_band must be >= 1, got {self.min_points_per_band}."
+            )
+        low, high = self.time_length_scale_bounds_days
+        if not 0 < low <= self.initial_time_length_scale_days <= high:
+            raise ValueError(
+                "PreprocessingConfig needs 0 < time_length_scale_bounds_days[0] <= "
+                f"initial_time_length_scale_days <= bounds[1]; got bounds {(low, high)} and "
+                f"initial {self.initial_time_length_scale_days}."
+            )
+        if self.wavelength_length_scale_angstrom <= 0 or self.amplitude_log_range <= 0:
+            raise ValueError(
+                "PreprocessingConfig.wavelength_length_scale_angstrom and amplitude_log_range "
+                "must be > 0."
+            )
+        if self.n_restarts_optimizer < 0:
+            raise ValueError("PreprocessingConfig.n_restarts_optimizer must be >= 0.")
+        if self.max_elasticc_objects is not None and self.max_elasticc_objects < 0:
+            raise ValueError("PreprocessingConfig.max_elasticc_objects must be >= 0 or None.")
+
+
+class PreprocessedCurves(NamedTuple):
+    """GP-interpolated light curves of many objects.
+
+    Attributes
+    ----------
+    x : np.ndarray
+        float32, shape ``(n_objects, n_timesteps, 2)``: the GP mean of the max-normalised flux
+        in g (channel 0) and r (channel 1).
+    labels : np.ndarray
+        The raw label string of each object.
+    object_ids : np.ndarray
+        Object identifiers (str).
+    sources : np.ndarray
+        'ztf' or 'elasticc' per object.
+    skipped_counts : dict[str, int]
+        Objects left out, by ``"<source>/<reason>"``; nothing is dropped without a count.
+    fit_counts : dict[str, int]
+        Diagnostics of the kept fits (not skips): ``optimizer_not_converged`` (L-BFGS-B
+        stopped early; its last hyperparameters are used) and
+        ``time_length_scale_at_bound``.
+    """
+
+    x: np.ndarray
+    labels: np.ndarray
+    object_ids: np.ndarray
+    sources: np.ndarray
+    skipped_counts: dict[str, int]
+    fit_counts: dict[str, int]
+
+
+class _LbfgsOptimizer:
+    """L-BFGS-B for scikit-learn's GP that remembers whether it converged.
+
+    scikit-learn's own optimizer only reports non-convergence as a warning, which cannot be
+    told apart from its (here expected) warning about the fixed wavelength length scale.
+    """
+
+    def __init__(self) -> None:
+        self.converged = True
+
+    def __call__(self, objective, initial_theta: np.ndarray, bounds: np.ndarray):
+        from scipy.optimize import minimize  # noqa: PLC0415
+
+        result = minimize(objective, initial_theta, method="L-BFGS-B", jac=True, bounds=bounds)
+        self.converged = self.converged and bool(result.success)
+        return result.x, float(result.fun)
+
+
+@dataclass(frozen=True)
+class GPFit:
+    """Result of :func:`fit_gp_light_curve`.
+
+    Attributes
+    ----------
+    mean : np.ndarray
+        GP mean, shape ``(n_prediction_times, n_prediction_wavelengths)``.
+    time_length_scale_days : float
+        Fitted time length scale.
+    converged : bool
+        Whether L-BFGS-B reported convergence.
+    time_length_scale_at_bound : bool
+        Whether the time length scale ended at one of its bounds.
+    """
+
+    mean: np.ndarray
+    time_length_scale_days: float
+    converged: bool
+    time_length_scale_at_bound: bool
+
+
+def fit_gp_light_curve(
+    times_days: np.ndarray,
+    wavelengths_angstrom: np.ndarray,
+    flux: np.ndarray,
+    flux_error: np.ndarray,
+    prediction_times_days: np.ndarray,
+    prediction_wavelengths_angstrom: Sequence[float],
+    config: PreprocessingConfig = PreprocessingConfig(),  # noqa: B008 (frozen, immutable)
+) -> GPFit:
+    """Fit the Avocado/t2 2-D Gaussian process to one light curve and predict its mean.
+
+    Kernel ``A**2 * Matern_{3/2}(dt / l_t, dlambda / l_lambda)`` with ``l_lambda`` fixed
+    (``config.wavelength_length_scale_angstrom``) and ``A``, ``l_t`` fitted by maximising
+    the marginal likelihood with L-BFGS-B, the squared flux errors on the diagonal
+    (scikit-learn's ``alpha``) and a zero mean (Boone 2019, sect. 3.2; Allam & McEwen 2022).
+    ``A`` starts at half the flux of the highest signal-to-noise point, ``l_t`` at
+    ``config.initial_time_length_scale_days``.
+
+    Parameters
+    ----------
+    times_days, wavelengths_angstrom, flux, flux_error : np.ndarray
+        The observations (any consistent flux unit; errors > 0).
+    prediction_times_days : np.ndarray
+        Times at which to evaluate the GP mean.
+    prediction_wavelengths_angstrom : sequence of float
+        Wavelengths at which to evaluate it (one output column each).
+
+    Returns
+    -------
+    GPFit
+        ``mean`` of shape ``(len(prediction_times_days), len(prediction_wavelengths_angstrom))``
+        and fit diagnostics.
+
+    Raises
+    ------
+    numpy.linalg.LinAlgError, ValueError
+        If the kernel matrix cannot be factorised or the input is not finite.
+    """
+    from sklearn.exceptions import ConvergenceWarning  # noqa: PLC0415
+    from sklearn.gaussian_process import GaussianProcessRegressor  # noqa: PLC0415
+    from sklearn.gaussian_process.kernels import ConstantKernel, Matern  # noqa: PLC0415
+
+    flux = np.asarray(flux, dtype=np.float64)
+    flux_error = np.asarray(flux_error, dtype=np.float64)
+    signal_to_noise = np.abs(flux) / np.sqrt(flux_error**2 + (1e-2 * np.max(flux)) ** 2)
+    initial_variance = (0.5 * abs(flux[np.argmax(signal_to_noise)])) ** 2
+    variance_factor = math.exp(config.amplitude_log_range)
+    wavelength_scale = config.wavelength_length_scale_angstrom
+    kernel = ConstantKernel(
+        initial_variance, (initial_variance / variance_factor, initial_variance * variance_factor)
+    ) * Matern(
+        length_scale=[config.initial_time_length_scale_days, wavelength_scale],
+        length_scale_bounds=[config.time_length_scale_bounds_days, (wavelength_scale, wavelength_scale)],
+        nu=1.5,
+    )
+    optimizer = _LbfgsOptimizer()
+    regressor = GaussianProcessRegressor(
+        kernel,
+        alpha=flux_error**2,
+        optimizer=optimizer,
+        n_restarts_optimizer=config.n_restarts_optimizer,
+        random_state=0,
+    )
+    points = np.column_stack([times_days, wavelengths_angstrom]).astype(np.float64)
+    with warnings.catch_warnings():
+        # The only ConvergenceWarning left is scikit-learn's note that the fixed wavelength
+        # length scale sits at its (equal) bounds; convergence and bound hits of the fitted
+        # parameters are tracked below instead.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        regressor.fit(points, flux)
+    time_length_scale = float(regressor.kernel_.k2.length_scale[0])
+    low, high = config.time_length_scale_bounds_days
+    at_bound = bool(np.isclose(time_length_scale, low) or np.isclose(time_length_scale, high))
+    prediction_times_days = np.asarray(prediction_times_days, dtype=np.float64)
+    mean = np.empty((len(prediction_times_days), len(prediction_wavelengths_angstrom)))
+    for column, wavelength in enumerate(prediction_wavelengths_angstrom):
+        grid = np.column_stack([prediction_times_days, np.full(len(prediction_times_days), wavelength)])
+        mean[:, column] = regressor.predict(grid)
+    return GPFit(mean, time_length_scale, optimizer.converged, at_bound)
+
+
+@dataclass(frozen=True)
+class _ObjectCurve:
+    object_id: str
+    source: str
+    times_days: np.ndarray
+    bands: np.ndarray
+    flux: np.ndarray
+    flux_error: np.ndarray
+
+
+@dataclass(frozen=True)
+class _ObjectResult:
+    x: np.ndarray | None
+    skip_reason: str | None = None
+    diagnostics: tuple[str, ...] = ()
+
+
+def _interpolate_object(curve: _ObjectCurve, config: PreprocessingConfig) -> _ObjectResult:
+    counts = {band: int(np.sum(curve.bands == band)) for band in BANDS}
+    short = [band for band in BANDS if counts[band] < config.min_points_per_band]
+    if short:
+        return _ObjectResult(
+            None, f"fewer_than_{config.min_points_per_band}_points_in_{'_and_'.join(short)}"
+        )
+    if not (np.all(np.isfinite(curve.flux)) and np.all(np.isfinite(curve.flux_error))
+            and np.all(curve.flux_error > 0)):  # fmt: skip
+        return _ObjectResult(None, "non_finite_flux_or_non_positive_error")
+    span_days = float(curve.times_days.max() - curve.times_days.min())
+    if span_days <= 0:
+        return _ObjectResult(None, "zero_time_span")
+    peak = float(curve.flux.max())
+    if peak <= 0:
+        return _ObjectResult(None, "no_positive_flux")
+    wavelengths = SURVEY_WAVELENGTHS_ANGSTROM[curve.source]
+    start = curve.times_days.min()
+    try:
+        fit = fit_gp_light_curve(
+            curve.times_days - start,
+            np.array([wavelengths[band] for band in curve.bands]),
+            curve.flux / peak,
+            curve.flux_error / peak,
+            np.linspace(0.0, span_days, config.n_timesteps),
+            [wavelengths[band] for band in BANDS],
+            config,
+        )
+    except (np.linalg.LinAlgError, ValueError):
+        return _ObjectResult(None, "gp_fit_failed")
+    if not np.all(np.isfinite(fit.mean)):
+        return _ObjectResult(None, "gp_prediction_not_finite")
+    diagnostics = (("optimizer_not_converged",) if not fit.converged else ()) + (
+        ("time_length_scale_at_bound",) if fit.time_length_scale_at_bound else ()
+    )
+    return _ObjectResult(fit.mean.astype(np.float32), None, diagnostics)
+
+
+def _single_threaded_blas():
+    """Limit BLAS to one thread: the GP matrices are small (tens to ~1,000 points), and
+    multi-threaded OpenBLAS made the fits 3-8x slower on the 2-core machine (and
+    oversubscribes it when objects run in parallel processes)."""
+    try:
+        from threadpoolctl import threadpool_limits  # noqa: PLC0415 (a scikit-learn dependency)
+    except ImportError:  # pragma: no cover
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _interpolate_chunk(curves: list[_ObjectCurve], config: PreprocessingConfig) -> list[_ObjectResult]:
+    with _single_threaded_blas():
+        return [_interpolate_object(curve, config) for curve in curves]
+
+
+def _object_curves(curves: pd.DataFrame) -> tuple[list[_ObjectCurve], list[str]]:
+    """Split a long table into per-object arrays (object order = sorted object ids)."""
+    _require_columns(curves, CURVE_COLUMNS, Path("<light-curve table>"))
+    bad_bands = sorted(set(curves["band"].unique()) - set(BANDS))
+    if bad_bands:
+        raise ValueError(f"Light curves hold bands {bad_bands}; only {BANDS} are supported.")
+    bad_sources = sorted(set(curves["source"].unique()) - set(SURVEY_WAVELENGTHS_ANGSTROM))
+    if bad_sources:
+        raise ValueError(
+            f"Light curves come from unknown source(s) {bad_sources}; known: "
+            f"{sorted(SURVEY_WAVELENGTHS_ANGSTROM)} (add the survey's wavelengths to use one)."
+        )
+    curves = curves.sort_values(["object_id", "mjd"], kind="stable")
+    object_ids = curves["object_id"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, object_ids[1:] != object_ids[:-1]])
+    ends = np.r_[starts[1:], len(curves)]
+    columns = {name: curves[name].to_numpy() for name in ("mjd", "band", "flux", "flux_err", "source", "label")}
+    objects, labels = [], []
+    for start, end in zip(starts, ends):
+        objects.append(
+            _ObjectCurve(
+                object_id=str(object_ids[start]),
+                source=str(columns["source"][start]),
+                times_days=columns["mjd"][start:end].astype(np.float64),
+                bands=columns["band"][start:end].astype(str),
+                flux=columns["flux"][start:end].astype(np.float64),
+                flux_error=columns["flux_err"][start:end].astype(np.float64),
+            )
+        )
+        labels.append(str(columns["label"][start]))
+    return objects, labels
+
+
+def preprocess(
+    curves: pd.DataFrame,
+    config: PreprocessingConfig = PreprocessingConfig(),  # noqa: B008 (frozen, immutable)
+    n_jobs: int = 2,
+) -> PreprocessedCurves:
+    """GP-interpolate every object of a long light-curve table (no caching; see
+    :func:`load_preprocessed`).
+
+    Skips, each counted under ``"<source>/<reason>"`` in ``skipped_counts``: fewer than
+    ``config.min_points_per_band`` detections in g or r (a 2-D GP needs each band
+    constrained), non-finite fluxes or non-positive errors, a zero time span, no positive flux
+    (the normalisation needs a peak), a failed fit or a non-finite prediction.
+
+    Parameters
+    ----------
+    curves : pd.DataFrame
+        Columns as returned by :func:`read_light_curves`.
+    config : PreprocessingConfig
+        GP settings.
+    n_jobs : int
+        Worker processes; fewer than 64 objects are always done in this process.
+    """
+    if n_jobs < 1:
+        raise ValueError(f"n_jobs must be >= 1, got {n_jobs}.")
+    objects, labels = _object_curves(curves)
+    if n_jobs == 1 or len(objects) < 64:
+        results = _interpolate_chunk(objects, config)
+    else:
+        # joblib (a scikit-learn dependency): its loky workers are fresh processes (no forked
+        # torch/OpenMP state) and need no ``if __name__ == "__main__"`` guard in scripts.
+        from joblib import Parallel, delayed  # noqa: PLC0415
+
+        chunk_size = 16
+        chunks = [objects[i : i + chunk_size] for i in range(0, len(objects), chunk_size)]
+        per_chunk = Parallel(n_jobs=n_jobs)(delayed(_interpolate_chunk)(chunk, config) for chunk in chunks)
+        results = [result for chunk_results in per_chunk for result in chunk_results]
+
+    skipped: Counter[str] = Counter()
+    diagnostics: Counter[str] = Counter()
+    kept = []
+    for index, (curve, result) in enumerate(zip(objects, results)):
+        if result.x is None:
+            skipped[f"{curve.source}/{result.skip_reason}"] += 1
+            continue
+        kept.append(index)
+        diagnostics.update(f"{curve.source}/{name}" for name in result.diagnostics)
+    x = np.stack([results[i].x for i in kept]) if kept else np.zeros((0, config.n_timesteps, len(BANDS)), np.float32)
+    return PreprocessedCurves(
+        x=x.astype(np.float32),
+        labels=np.array([labels[i] for i in kept], dtype=str),
+        object_ids=np.array([objects[i].object_id for i in kept], dtype=str),
+        sources=np.array([objects[i].source for i in kept], dtype=str),
+        skipped_counts=dict(sorted(skipped.items())),
+        fit_counts=dict(sorted(diagnostics.items())),
+    )
+
+
+# --- selection and caching --------------------------------------------------------------------
+
+
+def _seeded_order(object_ids: Sequence[str], seed: int) -> list[str]:
+    """A fixed pseudo-random order of ids that does not depend on their input order."""
+    return sorted(object_ids, key=lambda oid: hashlib.sha256(f"{seed}:{oid}".encode()).hexdigest())
+
+
+def select_objects(
+    curves: pd.DataFrame, max_objects: int, seed: int = 0, min_points_per_band: int = 2
+) -> pd.DataFrame:
+    """A small, deterministic, class-balanced subset of a light-curve table (for tests).
+
+    Objects are drawn round-robin from the (source, class) groups in a seeded order, among
+    those with at least ``min_points_per_band`` detections in both bands, so a handful of
+    objects still covers every class and both sources instead of being mostly skips.
+    """
+    if max_objects < 1:
+        raise ValueError(f"max_objects must be >= 1 (or None for all objects), got {max_objects}.")
+    band_counts = curves.groupby(["object_id", "band"]).size().unstack(fill_value=0)
+    enough = band_counts.reindex(columns=list(BANDS), fill_value=0).min(axis=1) >= min_points_per_band
+    per_object = curves.drop_duplicates("object_id").set_index("object_id")
+    per_object = per_object[enough.reindex(per_object.index, fill_value=False)]
+    groups: dict[tuple[str, int | None], list[str]] = {}
+    for object_id, source, label in zip(per_object.index, per_object["source"], per_object["label"]):
+        groups.setdefault((source, label_to_class(label)), []).append(object_id)
+    queues = [_seeded_order(groups[key], seed) for key in sorted(groups, key=str)]
+    chosen: list[str] = []
+    while len(chosen) < max_objects and any(queues):
+        for queue in queues:
+            if queue and len(chosen) < max_objects:
+                chosen.append(queue.pop(0))
+    return curves[curves["object_id"].isin(chosen)].reset_index(drop=True)
+
+
+def _cache_dir() -> Path:
+    configured = os.environ.get(CACHE_DIR_VARIABLE)
+    if configured:
+        return Path(configured)
+    import pooch  # noqa: PLC0415
+
+    return Path(pooch.os_cache("satcompress"))
+
+
+def _input_file_names() -> list[str]:
+    return [*ZTF_FILES, *sorted(name for name in registry() if name.startswith(ELASTICC_PREFIX))]
+
+
+def _cache_key(config: PreprocessingConfig, max_objects: int | None) -> str:
+    files = registry()
+    payload = {
+        "task": "transients",
+        "version": PREPROCESSING_VERSION,
+        "files": {name: files[name].sha256 for name in _input_file_names()},
+        "config": asdict(config),
+        "max_objects": max_objects,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _save_atomically(path: Path, result: PreprocessedCurves, seconds: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as stream:
+            np.savez(
+                stream,
+                x=result.x,
+                labels=result.labels,
+                object_ids=result.object_ids,
+                sources=result.sources,
+                skipped_keys=np.array(list(result.skipped_counts), dtype=str),
+                skipped_values=np.array(list(result.skipped_counts.values()), dtype=np.int64),
+                fit_keys=np.array(list(result.fit_counts), dtype=str),
+                fit_values=np.array(list(result.fit_counts.values()), dtype=np.int64),
+                preprocessing_seconds=np.float64(seconds),
+            )
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _load_cached(path: Path) -> tuple[PreprocessedCurves, float] | None:
+    import zipfile  # noqa: PLC0415
+
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            result = PreprocessedCurves(
+                x=stored["x"],
+                labels=stored["labels"],
+                object_ids=stored["object_ids"],
+                sources=stored["sources"],
+                skipped_counts=dict(zip(stored["skipped_keys"].tolist(), stored["skipped_values"].tolist())),
+                fit_counts=dict(zip(stored["fit_keys"].tolist(), stored["fit_values"].tolist())),
+            )
+            return result, float(stored["preprocessing_seconds"])
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None  # absent or unreadable: recompute and overwrite
+
+
+def cache_path(
+    config: PreprocessingConfig = PreprocessingConfig(),  # noqa: B008 (frozen, immutable)
+    max_objects: int | None = None,
+) -> Path:
+    """Where :func:`load_preprocessed` stores its result for these settings."""
+    return _cache_dir() / "preprocessed" / f"transients_gp_{_cache_key(config, max_objects)[:24]}.npz"
+
+
+def _label_filter(curves: pd.DataFrame) -> tuple[pd.DataFrame, Counter[str]]:
+    per_object = curves.drop_duplicates("object_id")
+    classes = per_object["label"].map(label_to_class)
+    unused = per_object[classes.isna()]
+    skipped = Counter(f"{source}/label_not_used" for source in unused["source"])
+    return curves[~curves["object_id"].isin(set(unused["object_id"]))], skipped
+
+
+def _cap_elasticc(curves: pd.DataFrame, max_objects: int, seed: int = 0) -> tuple[pd.DataFrame, int]:
+    """Keep at most ``max_objects`` ELAsTiCC objects, balanced over their labels."""
+    elasticc = curves[curves["source"] == "elasticc"].drop_duplicates("object_id")
+    queues = [_seeded_order(list(group["object_id"]), seed) for _, group in elasticc.groupby("label")]
+    chosen: set[str] = set()
+    while len(chosen) < max_objects and any(queues):
+        for queue in queues:
+            if queue and len(chosen) < max_objects:
+                chosen.add(queue.pop(0))
+    dropped = len(elasticc) - len(chosen)
+    keep = (curves["source"] != "elasticc") | curves["object_id"].isin(chosen)
+    return curves[keep], dropped
+
+
+def load_preprocessed(
+    max_objects: int | None = None,
+    config: PreprocessingConfig = PreprocessingConfig(),  # noqa: B008 (frozen, immutable)
+    n_jobs: int = 2,
+    refresh: bool = False,
+) -> tuple[PreprocessedCurves, dict]:
+    """Read, label-filter and GP-interpolate the task's light curves, with an on-disk cache.
+
+    The result is stored as ``.npz`` under ``$SATCOMPRESS_CACHE_DIR/preprocessed/`` (default:
+    the user cache of pooch), keyed by a sha256 of the registered checksums of every input
+    file, ``config``, ``max_objects`` and :data:`PREPROCESSING_VERSION`; it is written to a
+    temporary file and renamed, so a crash never leaves a half-written cache.
+
+    Parameters
+    ----------
+    max_objects : int | None
+        Use only this many objects (a class-balanced draw, :func:`select_objects`): for tests.
+    config : PreprocessingConfig
+        GP settings.
+    n_jobs : int
+        Worker processes for the GP fits (not part of the key: the output does not depend on it).
+    refresh : bool
+        Recompute even when a cached result exists.
+
+    Returns
+    -------
+    PreprocessedCurves
+        Kept objects only; ``skipped_counts`` also counts ``label_not_used`` objects (see
+        :func:`label_to_class`) and ELAsTiCC objects left out by ``max_elasticc_objects``.
+    dict
+        ``cache_path``, ``cache_hit`` and ``preprocessing_seconds`` (of the run that filled it).
+    """
+    path = cache_path(config, max_objects)
+    if not refresh:
+        cached = _load_cached(path)
+        if cached is not None:
+            result, seconds = cached
+            return result, {"cache_path": str(path), "cache_hit": True, "preprocessing_seconds": seconds}
+    started = time.perf_counter()
+    curves = read_light_curves()
+    without_detections = curves.attrs.get(OBJECTS_WITHOUT_DETECTIONS, {})
+    curves, skipped = _label_filter(curves)
+    for source, count in without_detections.items():
+        if count:
+            skipped[f"{source}/no_g_or_r_detection"] += count
+    if config.max_elasticc_objects is not None:
+        curves, dropped = _cap_elasticc(curves, config.max_elasticc_objects)
+        if dropped:
+            skipped["elasticc/over_max_elasticc_objects"] += dropped
+    if max_objects is not None:
+        curves = select_objects(curves, max_objects, min_points_per_band=config.min_points_per_band)
+        skipped = Counter()  # a deliberate subset: the counts describe the objects fitted
+    result = preprocess(curves, config, n_jobs=n_jobs)
+    skipped.update(result.skipped_counts)
+    result = result._replace(skipped_counts=dict(sorted(skipped.items())))
+    seconds = time.perf_counter() - started
+    _save_atomically(path, result, seconds)
+    return result, {"cache_path": str(path), "cache_hit": False, "preprocessing_seconds": seconds}
+
+
+# --- splits and task data -----------------------------------------------------------------------
+
+
+def split_objects(
+    classes: np.ndarray, seed: int = 0, fractions: tuple[float, float, float] = SPLIT_FRACTIONS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stratified train/validation/test indices of objects (one entry per object).
+
+    Within each class the objects are shuffled with ``seed`` and the first
+    ``n - round(f_val n) - round(f_test n)`` go to train, then validation, then test; a class
+    with very few members therefore lands in train first.
+    """
+    if len(fractions) != 3 or not math.isclose(sum(fractions), 1.0) or min(fractions) < 0:
+        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}.")
+    classes = np.asarray(classes)
+    rng = np.random.default_rng(seed)
+    parts: tuple[list[int], list[int], list[int]] = ([], [], [])
+    for cls in np.unique(classes):
+        members = rng.permutation(np.flatnonzero(classes == cls))
+        n_val = round(fractions[1] * len(members))
+        n_test = round(fractions[2] * len(members))
+        n_train = len(members) - n_val - n_test
+        parts[0].extend(members[:n_train])
+        parts[1].extend(members[n_train : n_train + n_val])
+        parts[2].extend(members[n_train + n_val :])
+    return tuple(np.sort(np.array(part, dtype=np.int64)) for part in parts)  # type: ignore[return-value]
+
+
+def load(
+    seed: int = 0,
+    max_objects: int | None = None,
+    config: PreprocessingConfig = PreprocessingConfig(),  # noqa: B008 (frozen, immutable)
+) -> TaskData:
+    """The transient task: GP-interpolated light curves split by object.
+
+    Real ZTF objects are split 60/20/20 by object, stratified by class (:func:`split_objects`
+    with ``seed``); the simulated ELAsTiCC objects are added to the training split only, so
+    validation and test are real data. ``x`` has shape ``(n, N_TIMESTEPS, 2)`` (float32, g and
+    r max-normalised GP flux), ``y`` the class index (int64), ``groups`` the object id. The
+    per-object normalisation needs no dataset constants, so nothing is fitted on any split.
+
+    ``preprocessing`` records the settings, counts per class and source, every skip count and
+    the GP fit diagnostics.
+    """
+    result, cache_info = load_preprocessed(max_objects=max_objects, config=config)
+    classes = np.array([label_to_class(label) for label in result.labels], dtype=object)
+    if any(cls is None for cls in classes):
+        raise ValueError("Preprocessed objects include unused labels; delete the cache and rerun.")
+    y = classes.astype(np.int64)
+    real = np.flatnonzero(result.sources == "ztf")
+    simulated = np.flatnonzero(result.sources == "elasticc")
+    if len(real) == 0:
+        raise ValueError("No real ZTF object survived preprocessing; there is nothing to evaluate on.")
+    train, val, test = (real[part] for part in split_objects(y[real], seed))
+    train = np.concatenate([train, simulated])
+
+    def subset(index: np.ndarray) -> Split:
+        return Split(x=result.x[index], y=y[index], groups=result.object_ids[index])
+
+    counts = {
+        source: {name: int(np.sum((result.sources == source) & (y == cls))) for cls, name in enumerate(CLASS_NAMES)}
+        for source in ("ztf", "elasticc")
+    }
+    preprocessing = {
+        "method": "2-D GP (Matern 3/2 x constant over time and wavelength), Boone 2019 / Allam & McEwen 2022",
+        "preprocessing_version": PREPROCESSING_VERSION,
+        "config": {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(config).items()},
+        "flux_normalisation": "divided by each object's maximum observed flux",
+        "channels": list(BANDS),
+        "wavelengths_angstrom": {source: dict(w) for source, w in SURVEY_WAVELENGTHS_ANGSTROM.items()},
+        "objects_per_class": counts,
+        "skipped_counts": dict(result.skipped_counts),
+        "fit_counts": dict(result.fit_counts),
+        "split_seed": seed,
+        "split_sizes": {"train": len(train), "train_simulated": len(simulated), "val": len(val), "test": len(test)},
+        "max_objects": max_objects,
+        **cache_info,
+    }
+    return TaskData(subset(train), subset(val), subset(test), CLASS_NAMES, preprocessing)
+
+
+# --- metrics and baseline ------------------------------------------------------------------------
+
+
+def _metric_name(class_name: str) -> str:
+    return class_name.lower().replace(" ", "_")
+
+
+def score(
+    val_probabilities: np.ndarray,
+    val_labels: np.ndarray,
+    test_probabilities: np.ndarray,
+    test_labels: np.ndarray,
+) -> dict[str, float]:
+    """Science scores on the test split (the validation split is not needed for this task).
+
+    Returns ``weighted_log_loss`` (PLAsTiCC metric, Malz et al. 2019, equal class weights;
+    primary, lower is better), ``macro_f1``, ``accuracy``, ``recall_<class>`` for each class
+    (``recall_sn_ia``, ``recall_sn_ii``, ``recall_sn_ibc``, ``recall_slsn``, ``recall_other``;
+    NaN when the class is absent from the test labels) and ``ia_vs_rest_auc`` (ROC AUC of the
+    SN Ia probability for SN Ia vs all others; NaN if only one side is present). Predicted
+    class = highest probability.
+    """
+    del val_probabilities, val_labels
+    probabilities = np.asarray(test_probabilities, dtype=np.float64)
+    labels = np.asarray(test_labels)
+    if probabilities.ndim != 2 or probabilities.shape[1] != len(CLASS_NAMES):
+        raise ValueError(
+            f"test_probabilities must have shape (n, {len(CLASS_NAMES)}) for the classes "
+            f"{CLASS_NAMES}; got {probabilities.shape}."
+        )
+    if len(labels) != len(probabilities):
+        raise ValueError(f"{len(labels)} test labels but {len(probabilities)} rows of probabilities.")
+    predicted = probabilities.argmax(axis=1)
+    scores = {
+        "weighted_log_loss": weighted_log_loss(labels, probabilities),
+        "macro_f1": macro_f1(labels, predicted, len(CLASS_NAMES)),
+        "accuracy": float(np.mean(predicted == labels)),
+    }
+    recall = per_class_recall(labels, predicted, len(CLASS_NAMES))
+    for name, value in zip(CLASS_NAMES, recall):
+        scores[f"recall_{_metric_name(name)}"] = float(value)
+    is_ia = labels == 0
+    scores["ia_vs_rest_auc"] = roc_auc(is_ia, probabilities[:, 0]) if 0 < is_ia.sum() < len(labels) else float("nan")
+    return scores
+
+
+BAZIN_FEATURES = ("a_g", "b_g", "c_g", "snratio_g", "chisq_g", "nrise_g",
+                  "a_r", "b_r", "c_r", "snratio_r", "chisq_r", "nrise_r")  # fmt: skip
+
+
+def baseline(data: TaskData, seed: int = 0, n_trees: int = 1000) -> dict[str, float]:
+    """The classical baseline: a random forest on Fink's Bazin-fit features, SN Ia vs rest.
+
+    ``features_matrix.csv`` holds 12 features (sigmoid/Bazin fit parameters, S/N, chi2 and
+    number of rising points in g and r) of 860 ZTF objects (Leoni et al. 2022, Fink's early SN
+    Ia classifier; Ishida et al. 2019 for the active-learning setup). The forest has
+    ``n_trees`` trees (1000 as in ``actsnclass``) and a fixed ``seed``. SN Ia = the
+    :func:`label_to_class` SN Ia class (the bare "Ia" type and all Ia subtypes).
+
+    Returns
+    -------
+    dict
+        ``cv_auc_ia_vs_rest`` (mean) and ``cv_auc_ia_vs_rest_std`` of 5-fold stratified CV
+        over all objects with a usable label, ``cv_n_objects``; ``split_auc_ia_vs_rest`` of the
+        forest trained on the feature rows of ``data.train``'s objects and scored on those of
+        ``data.test`` (NaN if the covered test objects hold one class only), with
+        ``split_n_train_objects`` and ``split_n_test_objects`` (how many it covered).
+    """
+    from sklearn.ensemble import RandomForestClassifier  # noqa: PLC0415
+    from sklearn.model_selection import StratifiedKFold  # noqa: PLC0415
+
+    path = fetch(FEATURES_FILE)
+    table = pd.read_csv(path)
+    _require_columns(table, ("id", "type", *BAZIN_FEATURES), path)
+    classes = table["type"].astype(str).map(label_to_class)
+    table = table[classes.notna().to_numpy()]
+    is_ia = (classes[classes.notna()] == 0).to_numpy()
+    features = table[list(BAZIN_FEATURES)].to_numpy(np.float64)
+
+    def forest() -> RandomForestClassifier:
+        return RandomForestClassifier(n_estimators=n_trees, random_state=seed, n_jobs=2)
+
+    fold_aucs = []
+    for train_index, test_index in StratifiedKFold(5, shuffle=True, random_state=seed).split(features, is_ia):
+        model = forest().fit(features[train_index], is_ia[train_index])
+        fold_aucs.append(roc_auc(is_ia[test_index], model.predict_proba(features[test_index])[:, 1]))
+
+    ids = table["id"].astype(str).to_numpy()
+    in_train = np.isin(ids, data.train.groups.astype(str))
+    in_test = np.isin(ids, data.test.groups.astype(str))
+    split_auc = float("nan")
+    if in_train.sum() and len(np.unique(is_ia[in_train])) == 2 and len(np.unique(is_ia[in_test])) == 2:
+        model = forest().fit(features[in_train], is_ia[in_train])
+        split_auc = roc_auc(is_ia[in_test], model.predict_proba(features[in_test])[:, 1])
+    return {
+        "cv_auc_ia_vs_rest": float(np.mean(fold_aucs)),
+        "cv_auc_ia_vs_rest_std": float(np.std(fold_aucs)),
+        "cv_n_objects": float(len(table)),
+        "split_auc_ia_vs_rest": float(split_auc),
+        "split_n_train_objects": float(in_train.sum()),
+        "split_n_test_objects": float(in_test.sum()),
+    }
