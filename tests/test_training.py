@@ -47,3 +47,21 @@ def test_predict_proba_returns_probabilities_and_restores_training_mode(blobs):
 def test_impossible_settings_are_refused(setting):
     with pytest.raises(ValueError, match="TrainConfig"):
         TrainConfig(**setting)
+
+
+def test_after_step_runs_after_every_optimiser_step_and_custom_losses_see_the_inputs(blobs):
+    steps, seen_batches = [], []
+
+    def loss(model, inputs, labels):
+        seen_batches.append(len(inputs))
+        return torch.nn.functional.cross_entropy(model(inputs), labels)
+
+    def zero_first_row(model):
+        steps.append(1)
+        with torch.no_grad():
+            model[0].weight[0].zero_()
+
+    trained = fit(tiny_model(), blobs, TrainConfig(max_epochs=2, batch_size=64, patience_epochs=5),
+                  loss_fn=loss, after_step=zero_first_row)
+    assert len(steps) == len(seen_batches) == 2 * 3  # 180 examples / 64 per batch, 2 epochs
+    assert torch.count_nonzero(trained[0].weight[0]) == 0

@@ -8,7 +8,7 @@ schedule, and early stopping on the validation loss with the best weights restor
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -18,7 +18,11 @@ from torch import nn
 
 from satcompress.tasks.base import Split, TaskData
 
-__all__ = ["TrainConfig", "fit", "predict_proba", "class_weighted_loss"]
+__all__ = ["TrainConfig", "TrainingLoss", "fit", "predict_proba", "class_weighted_loss"]
+
+TrainingLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+"""``loss(model, inputs, labels) -> scalar``: runs the forward pass itself, so a loss may
+also use a teacher's outputs (distillation) or hooked intermediate features (hints)."""
 
 
 @dataclass(frozen=True)
@@ -110,22 +114,38 @@ def fit(
     data: TaskData,
     config: TrainConfig = TrainConfig(),
     *,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    loss_fn: TrainingLoss | None = None,
+    extra_parameters: Iterable[nn.Parameter] = (),
+    after_step: Callable[[nn.Module], None] | None = None,
+    copy_model: bool = True,
     description: str = "training",
     progress: bool = False,
 ) -> nn.Module:
-    """Train a copy of ``model`` on ``data.train``; return the copy with the best validation loss.
+    """Train ``model`` on ``data.train``; return it with the weights of the best validation loss.
 
-    The input model is never modified. ``loss_fn(logits, labels)`` defaults to class-weighted
-    cross-entropy; early stopping always uses that class-weighted validation loss, so every
-    task's imbalance is respected the same way.
+    Parameters
+    ----------
+    loss_fn : TrainingLoss, optional
+        ``loss(model, inputs, labels)``; default class-weighted cross-entropy of
+        ``model(inputs)``. Early stopping always uses the class-weighted validation
+        cross-entropy, so every task's imbalance is respected the same way.
+    extra_parameters : iterable of Parameter
+        Trained alongside the model but not part of it (e.g. a FitNets regressor).
+    after_step : callable, optional
+        Called with the model after every optimiser step (e.g. to re-apply pruning masks).
+    copy_model : bool
+        Train a deep copy (default), so the caller's model is never modified. Stages that
+        already hold their own copy, with hooks or references into it, pass ``False``.
     """
     if len(data.train) == 0 or len(data.val) == 0:
         raise ValueError("fit needs non-empty train and validation splits.")
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
     try:
-        return _fit(model, data, config, loss_fn, description, progress)
+        return _fit(
+            copy.deepcopy(model) if copy_model else model, data, config,
+            loss_fn, tuple(extra_parameters), after_step, description, progress,
+        )
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -134,17 +154,19 @@ def _fit(
     model: nn.Module,
     data: TaskData,
     config: TrainConfig,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None,
+    loss_fn: TrainingLoss | None,
+    extra_parameters: tuple[nn.Parameter, ...],
+    after_step: Callable[[nn.Module], None] | None,
     description: str,
     progress: bool,
 ) -> nn.Module:
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    model = copy.deepcopy(model)
     weighted_ce = class_weighted_loss(data)
-    train_loss = loss_fn or weighted_ce
+    train_loss = loss_fn or (lambda net, inputs, labels: weighted_ce(net(inputs), labels))
+    trainable = [p for p in model.parameters() if p.requires_grad] + list(extra_parameters)
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        trainable, lr=config.learning_rate, weight_decay=config.weight_decay
     )
     steps_per_epoch = -(-len(data.train) // config.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
@@ -170,9 +192,11 @@ def _fit(
                 data.train, config.batch_size, rng.permutation(len(data.train))
             ):
                 optimizer.zero_grad(set_to_none=True)
-                train_loss(model(inputs), labels).backward()
+                train_loss(model, inputs, labels).backward()
                 optimizer.step()
                 schedule.step()
+                if after_step is not None:
+                    after_step(model)
             val_loss = _mean_loss(model, data.val, weighted_ce, config.batch_size * 4)
             bar.update(job, advance=1, val_loss=f"{val_loss:.4f}")
             if val_loss < best_loss - 1e-6:

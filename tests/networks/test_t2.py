@@ -48,7 +48,8 @@ def test_attention_matches_torch_multihead_attention():
     ours = MultiHeadSelfAttention(d_model=16, n_heads=4).eval()
     reference = nn.MultiheadAttention(16, 4, batch_first=True).eval()
     with torch.no_grad():
-        reference.in_proj_weight.copy_(torch.cat([ours.query.weight, ours.key.weight, ours.value.weight]))
+        weights = [ours.query.weight, ours.key.weight, ours.value.weight]
+        reference.in_proj_weight.copy_(torch.cat(weights))
         reference.in_proj_bias.copy_(torch.cat([ours.query.bias, ours.key.bias, ours.value.bias]))
         reference.out_proj.weight.copy_(ours.out.weight)
         reference.out_proj.bias.copy_(ours.out.bias)
@@ -97,7 +98,9 @@ def test_onnx_export_matches_torch(tmp_path):
     with warnings.catch_warnings():
         # torch's exporter raises deprecation warnings from its own internals (torch 2.13).
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x,), str(path), input_names=["light_curve"], output_names=["logits"])
+        torch.onnx.export(
+            model, (x,), str(path), input_names=["light_curve"], output_names=["logits"]
+        )
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (logits,) = session.run(None, {"light_curve": x.numpy()})
     np.testing.assert_allclose(logits, model(x).detach().numpy(), rtol=1e-4, atol=1e-5)

@@ -101,7 +101,10 @@ def _write_elasticc_alerts(folder: Path) -> Path:
         return {"diaObjectId": 7, "diaSourceId": source_id, "filterName": band,
                 "midPointTai": mjd, "psFlux": flux, "psFluxErr": 10.0}  # fmt: skip
 
-    short = {"diaSource": point(2, "r", 60001.0, 200.0), "prvDiaSources": [point(1, "g", 60000.0, 100.0)]}
+    short = {
+        "diaSource": point(2, "r", 60001.0, 200.0),
+        "prvDiaSources": [point(1, "g", 60000.0, 100.0)],
+    }
     long = {
         "diaSource": point(5, "g", 60004.0, 500.0),
         "prvDiaSources": [point(1, "g", 60000.0, 100.0), point(2, "r", 60001.0, 200.0),
@@ -126,7 +129,8 @@ def test_elasticc_file_without_alert_columns_is_a_clear_error(tmp_path):
     path = tmp_path / "classId=111" / "part-0.parquet"
     path.parent.mkdir()
     pd.DataFrame({"alertId": [1]}).to_parquet(path)
-    with pytest.raises(ValueError, match=r"part-0.parquet lacks the column\(s\) \['diaSource', 'prvDiaSources'\]"):
+    expected = r"part-0.parquet lacks the column\(s\) \['diaSource', 'prvDiaSources'\]"
+    with pytest.raises(ValueError, match=expected):
         transients.read_elasticc_light_curves([path])
 
 
@@ -159,7 +163,8 @@ def test_score_on_hand_made_case():
 def test_split_objects_is_stratified_disjoint_and_deterministic():
     classes = np.repeat(np.arange(5), [50, 30, 10, 5, 1])
     train, val, test = transients.split_objects(classes, seed=3)
-    assert len(np.intersect1d(train, val)) == len(np.intersect1d(train, test)) == len(np.intersect1d(val, test)) == 0
+    for first, second in ((train, val), (train, test), (val, test)):
+        assert len(np.intersect1d(first, second)) == 0
     assert len(train) + len(val) + len(test) == len(classes)
     assert np.bincount(classes[test], minlength=5).tolist() == [10, 6, 2, 1, 0]
     again = transients.split_objects(classes, seed=3)

@@ -77,7 +77,8 @@ class MultiHeadSelfAttention(nn.Module):
         q = self._split_heads(self.query(x))
         k = self._split_heads(self.key(x))
         v = self._split_heads(self.value(x))
-        weights = torch.softmax(torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(self.head_dim), dim=-1)
+        scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(self.head_dim)
+        weights = torch.softmax(scores, dim=-1)
         mixed = torch.matmul(self.attention_dropout(weights), v)
         return self.out(mixed.transpose(1, 2).reshape(batch, steps, self.n_heads * self.head_dim))
 
@@ -152,7 +153,9 @@ class T2Transformer(nn.Module):
         if not 0 <= dropout < 1:
             raise ValueError(f"T2Transformer dropout must be in [0, 1), got {dropout}.")
         if d_model % n_heads:
-            raise ValueError(f"T2Transformer d_model ({d_model}) must be divisible by n_heads ({n_heads}).")
+            raise ValueError(
+                f"T2Transformer d_model ({d_model}) must be divisible by n_heads ({n_heads})."
+            )
         self.n_timesteps = n_timesteps
         self.n_channels = n_channels
         self.embedding = nn.Conv1d(n_channels, d_model, kernel_size=1)

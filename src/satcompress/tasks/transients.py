@@ -15,7 +15,7 @@ default settings the real ZTF sample is (after label mapping and skips, see
 other 200 (26 objects have an unusable label and 371 fewer than 2 detections in g or r);
 ELAsTiCC adds 1,237 SN Ia and 1,344 SN II training objects (of 6,676: 1,728 have no g or r
 detection and 2,367 fewer than 2 in g or r). The full GP preprocessing of the 4,330 kept
-objects takes about 70 s on 2 CPU cores and is cached (:func:`load_preprocessed`).
+objects takes about 40 s on 2 CPU cores and is cached (:func:`load_preprocessed`).
 
 Preprocessing
 -------------
@@ -109,7 +109,10 @@ ZTF_WAVELENGTHS_ANGSTROM = {"g": 4804.79, "r": 6436.92}
 """Mean wavelengths of the ZTF g and r filters (SVO filter service; astronet's ZTF values)."""
 LSST_WAVELENGTHS_ANGSTROM = {"g": 4802.0, "r": 6231.0}
 """Central wavelengths of the LSST g and r filters used by t2 on PLAsTiCC (astronet)."""
-SURVEY_WAVELENGTHS_ANGSTROM = {"ztf": ZTF_WAVELENGTHS_ANGSTROM, "elasticc": LSST_WAVELENGTHS_ANGSTROM}
+SURVEY_WAVELENGTHS_ANGSTROM = {
+    "ztf": ZTF_WAVELENGTHS_ANGSTROM,
+    "elasticc": LSST_WAVELENGTHS_ANGSTROM,
+}
 
 _ZTF_FOLDER = "transients/ztf_tns_labelled/"
 ZTF_FILES = tuple(
@@ -326,7 +329,10 @@ def read_elasticc_light_curves(paths: Sequence[Path] | None = None) -> pd.DataFr
         frame = pd.read_parquet(path, columns=None)
         _require_columns(frame, ("diaSource", "prvDiaSources"), path)
         for source, history in zip(frame["diaSource"], frame["prvDiaSources"]):
-            if not isinstance(source, dict) or any(key not in source for key in _ELASTICC_SOURCE_FIELDS):
+            fields_missing = not isinstance(source, dict) or any(
+                name not in source for name in _ELASTICC_SOURCE_FIELDS
+            )
+            if fields_missing:
                 raise ValueError(
                     f"{path}: a 'diaSource' lacks one of the fields {_ELASTICC_SOURCE_FIELDS}; "
                     "the file is not an ELAsTiCC alert export of the registered version."
@@ -369,7 +375,11 @@ def read_light_curves(sources: Sequence[str] = ("ztf", "elasticc")) -> pd.DataFr
         raise ValueError(f"Unknown light-curve source(s) {unknown}; choose from {list(readers)}.")
     parts = {name: readers[name]() for name in sources}
     curves = pd.concat(list(parts.values()), ignore_index=True)
-    curves.attrs = {OBJECTS_WITHOUT_DETECTIONS: {name: part.attrs[OBJECTS_WITHOUT_DETECTIONS] for name, part in parts.items()}}
+    curves.attrs = {
+        OBJECTS_WITHOUT_DETECTIONS: {
+            name: part.attrs[OBJECTS_WITHOUT_DETECTIONS] for name, part in parts.items()
+        }
+    }
     return curves
 
 
@@ -412,10 +422,13 @@ class PreprocessingConfig:
 
     def __post_init__(self) -> None:
         if self.n_timesteps < 2:
-            raise ValueError(f"PreprocessingConfig.n_timesteps must be >= 2, got {self.n_timesteps}.")
+            raise ValueError(
+                f"PreprocessingConfig.n_timesteps must be >= 2, got {self.n_timesteps}."
+            )
         if self.min_points_per_band < 1:
             raise ValueError(
-                f"PreprocessingConfig.min_points_per_band must be >= 1, got {self.min_points_per_band}."
+                "PreprocessingConfig.min_points_per_band must be >= 1, got "
+                f"{self.min_points_per_band}."
             )
         low, high = self.time_length_scale_bounds_days
         if not 0 < low <= self.initial_time_length_scale_days <= high:
@@ -557,7 +570,10 @@ def fit_gp_light_curve(
         initial_variance, (initial_variance / variance_factor, initial_variance * variance_factor)
     ) * Matern(
         length_scale=[config.initial_time_length_scale_days, wavelength_scale],
-        length_scale_bounds=[config.time_length_scale_bounds_days, (wavelength_scale, wavelength_scale)],
+        length_scale_bounds=[
+            config.time_length_scale_bounds_days,
+            (wavelength_scale, wavelength_scale),  # fixed
+        ],
         nu=1.5,
     )
     optimizer = _LbfgsOptimizer()
@@ -581,7 +597,9 @@ def fit_gp_light_curve(
     prediction_times_days = np.asarray(prediction_times_days, dtype=np.float64)
     mean = np.empty((len(prediction_times_days), len(prediction_wavelengths_angstrom)))
     for column, wavelength in enumerate(prediction_wavelengths_angstrom):
-        grid = np.column_stack([prediction_times_days, np.full(len(prediction_times_days), wavelength)])
+        grid = np.column_stack(
+            [prediction_times_days, np.full(len(prediction_times_days), wavelength)]
+        )
         mean[:, column] = regressor.predict(grid)
     return GPFit(mean, time_length_scale, optimizer.converged, at_bound)
 
@@ -652,7 +670,9 @@ def _single_threaded_blas():
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def _interpolate_chunk(curves: list[_ObjectCurve], config: PreprocessingConfig) -> list[_ObjectResult]:
+def _interpolate_chunk(
+    curves: list[_ObjectCurve], config: PreprocessingConfig
+) -> list[_ObjectResult]:
     with _single_threaded_blas():
         return [_interpolate_object(curve, config) for curve in curves]
 
@@ -673,7 +693,7 @@ def _object_curves(curves: pd.DataFrame) -> tuple[list[_ObjectCurve], list[str]]
     object_ids = curves["object_id"].to_numpy()
     starts = np.flatnonzero(np.r_[True, object_ids[1:] != object_ids[:-1]])
     ends = np.r_[starts[1:], len(curves)]
-    columns = {name: curves[name].to_numpy() for name in ("mjd", "band", "flux", "flux_err", "source", "label")}
+    columns = {name: curves[name].to_numpy() for name in CURVE_COLUMNS[1:]}
     objects, labels = [], []
     for start, end in zip(starts, ends):
         objects.append(
@@ -724,7 +744,9 @@ def preprocess(
 
         chunk_size = 16
         chunks = [objects[i : i + chunk_size] for i in range(0, len(objects), chunk_size)]
-        per_chunk = Parallel(n_jobs=n_jobs)(delayed(_interpolate_chunk)(chunk, config) for chunk in chunks)
+        per_chunk = Parallel(n_jobs=n_jobs)(
+            delayed(_interpolate_chunk)(chunk, config) for chunk in chunks
+        )
         results = [result for chunk_results in per_chunk for result in chunk_results]
 
     skipped: Counter[str] = Counter()
@@ -736,7 +758,11 @@ def preprocess(
             continue
         kept.append(index)
         diagnostics.update(f"{curve.source}/{name}" for name in result.diagnostics)
-    x = np.stack([results[i].x for i in kept]) if kept else np.zeros((0, config.n_timesteps, len(BANDS)), np.float32)
+    x = (
+        np.stack([results[i].x for i in kept])
+        if kept
+        else np.zeros((0, config.n_timesteps, len(BANDS)), np.float32)
+    )
     return PreprocessedCurves(
         x=x.astype(np.float32),
         labels=np.array([labels[i] for i in kept], dtype=str),
@@ -767,11 +793,14 @@ def select_objects(
     if max_objects < 1:
         raise ValueError(f"max_objects must be >= 1 (or None for all objects), got {max_objects}.")
     band_counts = curves.groupby(["object_id", "band"]).size().unstack(fill_value=0)
-    enough = band_counts.reindex(columns=list(BANDS), fill_value=0).min(axis=1) >= min_points_per_band
+    band_counts = band_counts.reindex(columns=list(BANDS), fill_value=0)
+    enough = band_counts.min(axis=1) >= min_points_per_band
     per_object = curves.drop_duplicates("object_id").set_index("object_id")
     per_object = per_object[enough.reindex(per_object.index, fill_value=False)]
     groups: dict[tuple[str, int | None], list[str]] = {}
-    for object_id, source, label in zip(per_object.index, per_object["source"], per_object["label"]):
+    for object_id, source, label in zip(
+        per_object.index, per_object["source"], per_object["label"]
+    ):
         groups.setdefault((source, label_to_class(label)), []).append(object_id)
     queues = [_seeded_order(groups[key], seed) for key in sorted(groups, key=str)]
     chosen: list[str] = []
@@ -824,10 +853,15 @@ def _save_atomically(path: Path, result: PreprocessedCurves, seconds: float) -> 
                 fit_values=np.array(list(result.fit_counts.values()), dtype=np.int64),
                 preprocessing_seconds=np.float64(seconds),
             )
+        os.chmod(temporary, 0o644)  # mkstemp creates 0600; the cache is an ordinary file
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _counts(keys: np.ndarray, values: np.ndarray) -> dict[str, int]:
+    return dict(zip(keys.tolist(), values.tolist()))
 
 
 def _load_cached(path: Path) -> tuple[PreprocessedCurves, float] | None:
@@ -840,8 +874,8 @@ def _load_cached(path: Path) -> tuple[PreprocessedCurves, float] | None:
                 labels=stored["labels"],
                 object_ids=stored["object_ids"],
                 sources=stored["sources"],
-                skipped_counts=dict(zip(stored["skipped_keys"].tolist(), stored["skipped_values"].tolist())),
-                fit_counts=dict(zip(stored["fit_keys"].tolist(), stored["fit_values"].tolist())),
+                skipped_counts=_counts(stored["skipped_keys"], stored["skipped_values"]),
+                fit_counts=_counts(stored["fit_keys"], stored["fit_values"]),
             )
             return result, float(stored["preprocessing_seconds"])
     except (OSError, KeyError, ValueError, zipfile.BadZipFile):
@@ -853,7 +887,8 @@ def cache_path(
     max_objects: int | None = None,
 ) -> Path:
     """Where :func:`load_preprocessed` stores its result for these settings."""
-    return _cache_dir() / "preprocessed" / f"transients_gp_{_cache_key(config, max_objects)[:24]}.npz"
+    key = _cache_key(config, max_objects)
+    return _cache_dir() / "preprocessed" / f"transients_gp_{key[:24]}.npz"
 
 
 def _label_filter(curves: pd.DataFrame) -> tuple[pd.DataFrame, Counter[str]]:
@@ -864,10 +899,14 @@ def _label_filter(curves: pd.DataFrame) -> tuple[pd.DataFrame, Counter[str]]:
     return curves[~curves["object_id"].isin(set(unused["object_id"]))], skipped
 
 
-def _cap_elasticc(curves: pd.DataFrame, max_objects: int, seed: int = 0) -> tuple[pd.DataFrame, int]:
+def _cap_elasticc(
+    curves: pd.DataFrame, max_objects: int, seed: int = 0
+) -> tuple[pd.DataFrame, int]:
     """Keep at most ``max_objects`` ELAsTiCC objects, balanced over their labels."""
     elasticc = curves[curves["source"] == "elasticc"].drop_duplicates("object_id")
-    queues = [_seeded_order(list(group["object_id"]), seed) for _, group in elasticc.groupby("label")]
+    queues = [
+        _seeded_order(list(group["object_id"]), seed) for _, group in elasticc.groupby("label")
+    ]
     chosen: set[str] = set()
     while len(chosen) < max_objects and any(queues):
         for queue in queues:
@@ -915,7 +954,8 @@ def load_preprocessed(
         cached = _load_cached(path)
         if cached is not None:
             result, seconds = cached
-            return result, {"cache_path": str(path), "cache_hit": True, "preprocessing_seconds": seconds}
+            info = {"cache_path": str(path), "cache_hit": True, "preprocessing_seconds": seconds}
+            return result, info
     started = time.perf_counter()
     curves = read_light_curves()
     without_detections = curves.attrs.get(OBJECTS_WITHOUT_DETECTIONS, {})
@@ -951,7 +991,9 @@ def split_objects(
     with very few members therefore lands in train first.
     """
     if len(fractions) != 3 or not math.isclose(sum(fractions), 1.0) or min(fractions) < 0:
-        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}.")
+        raise ValueError(
+            f"fractions must be three non-negative numbers summing to 1, got {fractions}."
+        )
     classes = np.asarray(classes)
     rng = np.random.default_rng(seed)
     parts: tuple[list[int], list[int], list[int]] = ([], [], [])
@@ -963,7 +1005,8 @@ def split_objects(
         parts[0].extend(members[:n_train])
         parts[1].extend(members[n_train : n_train + n_val])
         parts[2].extend(members[n_train + n_val :])
-    return tuple(np.sort(np.array(part, dtype=np.int64)) for part in parts)  # type: ignore[return-value]
+    train, val, test = (np.sort(np.array(part, dtype=np.int64)) for part in parts)
+    return train, val, test
 
 
 def load(
@@ -990,7 +1033,9 @@ def load(
     real = np.flatnonzero(result.sources == "ztf")
     simulated = np.flatnonzero(result.sources == "elasticc")
     if len(real) == 0:
-        raise ValueError("No real ZTF object survived preprocessing; there is nothing to evaluate on.")
+        raise ValueError(
+            "No real ZTF object survived preprocessing; there is nothing to evaluate on."
+        )
     train, val, test = (real[part] for part in split_objects(y[real], seed))
     train = np.concatenate([train, simulated])
 
@@ -998,21 +1043,32 @@ def load(
         return Split(x=result.x[index], y=y[index], groups=result.object_ids[index])
 
     counts = {
-        source: {name: int(np.sum((result.sources == source) & (y == cls))) for cls, name in enumerate(CLASS_NAMES)}
+        source: {
+            name: int(np.sum((result.sources == source) & (y == cls)))
+            for cls, name in enumerate(CLASS_NAMES)
+        }
         for source in ("ztf", "elasticc")
     }
     preprocessing = {
-        "method": "2-D GP (Matern 3/2 x constant over time and wavelength), Boone 2019 / Allam & McEwen 2022",
+        "method": "2-D GP (constant x Matern 3/2 over time and wavelength); Boone 2019, "
+        "Allam & McEwen 2022",
         "preprocessing_version": PREPROCESSING_VERSION,
-        "config": {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(config).items()},
+        "config": json.loads(json.dumps(asdict(config))),  # tuples -> lists
         "flux_normalisation": "divided by each object's maximum observed flux",
         "channels": list(BANDS),
-        "wavelengths_angstrom": {source: dict(w) for source, w in SURVEY_WAVELENGTHS_ANGSTROM.items()},
+        "wavelengths_angstrom": {
+            source: dict(values) for source, values in SURVEY_WAVELENGTHS_ANGSTROM.items()
+        },
         "objects_per_class": counts,
         "skipped_counts": dict(result.skipped_counts),
         "fit_counts": dict(result.fit_counts),
         "split_seed": seed,
-        "split_sizes": {"train": len(train), "train_simulated": len(simulated), "val": len(val), "test": len(test)},
+        "split_sizes": {
+            "train": len(train),
+            "train_simulated": len(simulated),
+            "val": len(val),
+            "test": len(test),
+        },
         "max_objects": max_objects,
         **cache_info,
     }
@@ -1050,7 +1106,9 @@ def score(
             f"{CLASS_NAMES}; got {probabilities.shape}."
         )
     if len(labels) != len(probabilities):
-        raise ValueError(f"{len(labels)} test labels but {len(probabilities)} rows of probabilities.")
+        raise ValueError(
+            f"{len(labels)} test labels but {len(probabilities)} rows of probabilities."
+        )
     predicted = probabilities.argmax(axis=1)
     scores = {
         "weighted_log_loss": weighted_log_loss(labels, probabilities),
@@ -1061,7 +1119,8 @@ def score(
     for name, value in zip(CLASS_NAMES, recall):
         scores[f"recall_{_metric_name(name)}"] = float(value)
     is_ia = labels == 0
-    scores["ia_vs_rest_auc"] = roc_auc(is_ia, probabilities[:, 0]) if 0 < is_ia.sum() < len(labels) else float("nan")
+    both_sides = 0 < is_ia.sum() < len(labels)
+    scores["ia_vs_rest_auc"] = roc_auc(is_ia, probabilities[:, 0]) if both_sides else float("nan")
     return scores
 
 
@@ -1102,15 +1161,17 @@ def baseline(data: TaskData, seed: int = 0, n_trees: int = 1000) -> dict[str, fl
         return RandomForestClassifier(n_estimators=n_trees, random_state=seed, n_jobs=2)
 
     fold_aucs = []
-    for train_index, test_index in StratifiedKFold(5, shuffle=True, random_state=seed).split(features, is_ia):
+    folds = StratifiedKFold(5, shuffle=True, random_state=seed).split(features, is_ia)
+    for train_index, test_index in folds:
         model = forest().fit(features[train_index], is_ia[train_index])
-        fold_aucs.append(roc_auc(is_ia[test_index], model.predict_proba(features[test_index])[:, 1]))
+        probability = model.predict_proba(features[test_index])[:, 1]
+        fold_aucs.append(roc_auc(is_ia[test_index], probability))
 
     ids = table["id"].astype(str).to_numpy()
     in_train = np.isin(ids, data.train.groups.astype(str))
     in_test = np.isin(ids, data.test.groups.astype(str))
     split_auc = float("nan")
-    if in_train.sum() and len(np.unique(is_ia[in_train])) == 2 and len(np.unique(is_ia[in_test])) == 2:
+    if len(np.unique(is_ia[in_train])) == 2 and len(np.unique(is_ia[in_test])) == 2:
         model = forest().fit(features[in_train], is_ia[in_train])
         split_auc = roc_auc(is_ia[in_test], model.predict_proba(features[in_test])[:, 1])
     return {
