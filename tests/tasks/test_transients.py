@@ -225,6 +225,10 @@ def test_subset_task_shapes_and_splits(subset_task):
     assert len(data.test) > 0 and len(data.val) > 0
     counts = data.preprocessing["objects_per_class"]
     assert sum(sum(per_class.values()) for per_class in counts.values()) == N_SUBSET_OBJECTS
+    real_only = transients.load(seed=0, max_objects=N_SUBSET_OBJECTS, include_simulated=False)
+    assert all(group.startswith("ZTF") for group in real_only.train.groups)
+    assert len(real_only.train) == len(data.train) - n_simulated
+    np.testing.assert_array_equal(real_only.test.groups, data.test.groups)
 
 
 def test_subset_gp_output_is_near_the_normalised_peak(subset_task):

@@ -466,8 +466,8 @@ class PreprocessedCurves(NamedTuple):
         Objects left out, by ``"<source>/<reason>"``; nothing is dropped without a count.
     fit_counts : dict[str, int]
         Diagnostics of the kept fits (not skips): ``optimizer_not_converged`` (L-BFGS-B
-        stopped early; its last hyperparameters are used) and
-        ``time_length_scale_at_bound``.
+        stopped early; its last hyperparameters are used) and ``time_length_scale_at_bound``
+        (in practice flat or slowly varying curves at the 1000-day upper bound).
     """
 
     x: np.ndarray
@@ -1013,12 +1013,13 @@ def load(
     seed: int = 0,
     max_objects: int | None = None,
     config: PreprocessingConfig = PreprocessingConfig(),  # noqa: B008 (frozen, immutable)
+    include_simulated: bool = True,
 ) -> TaskData:
     """The transient task: GP-interpolated light curves split by object.
 
     Real ZTF objects are split 60/20/20 by object, stratified by class (:func:`split_objects`
-    with ``seed``); the simulated ELAsTiCC objects are added to the training split only, so
-    validation and test are real data. ``x`` has shape ``(n, N_TIMESTEPS, 2)`` (float32, g and
+    with ``seed``); the simulated ELAsTiCC objects are added to the training split only
+    (unless ``include_simulated`` is False), so validation and test are real data. ``x`` has shape ``(n, N_TIMESTEPS, 2)`` (float32, g and
     r max-normalised GP flux), ``y`` the class index (int64), ``groups`` the object id. The
     per-object normalisation needs no dataset constants, so nothing is fitted on any split.
 
@@ -1037,6 +1038,8 @@ def load(
             "No real ZTF object survived preprocessing; there is nothing to evaluate on."
         )
     train, val, test = (real[part] for part in split_objects(y[real], seed))
+    if not include_simulated:
+        simulated = simulated[:0]
     train = np.concatenate([train, simulated])
 
     def subset(index: np.ndarray) -> Split:
@@ -1063,6 +1066,7 @@ def load(
         "skipped_counts": dict(result.skipped_counts),
         "fit_counts": dict(result.fit_counts),
         "split_seed": seed,
+        "include_simulated": include_simulated,
         "split_sizes": {
             "train": len(train),
             "train_simulated": len(simulated),
