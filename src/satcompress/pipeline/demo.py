@@ -16,12 +16,10 @@ from satcompress.measure import Measurement, measure
 from satcompress.pipeline.base_model import cached_base_model
 from satcompress.report import markdown_table
 
-__all__ = ["DemoResult", "run_demo", "summary_markdown"]
-
-DemoResult = dict
+__all__ = ["run_demo", "summary_markdown"]
 
 
-def summary_markdown(result: DemoResult) -> str:
+def summary_markdown(result: dict) -> str:
     """A short Markdown report of a demo run."""
     stages = [Measurement.from_dict(stage).summary_row() for stage in result["stages"]]
     baseline = [{"baseline": key, "value": value} for key, value in result["baseline"].items()]
@@ -36,13 +34,13 @@ def summary_markdown(result: DemoResult) -> str:
 
 
 def run_demo(out_dir: str | Path, task_name: str = "flares", seed: int = 0,
-             progress: bool = True) -> DemoResult:
+             progress: bool = True) -> dict:
     """Train (or reuse) the base model, measure it and write ``measurement.json`` and
     ``summary.md`` into ``out_dir/<task>/`` atomically."""
     trained = cached_base_model(task_name, seed=seed, progress=progress)
     example_input = torch.from_numpy(trained.data.test.x[:1])
     stages = [measure(trained.model, example_input, metrics=trained.metrics, stage="base")]
-    result: DemoResult = {
+    result: dict = {
         "task": trained.task.name,
         "description": trained.task.description,
         "seed": seed,
