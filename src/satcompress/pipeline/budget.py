@@ -1,0 +1,184 @@
+"""Hard limits of a deployment target, in physical units, and the check a candidate must pass.
+
+A budget is written as ``max_bytes=40kB,max_ram_bytes=256KiB,max_latency_ms=2,
+max_metric_drop=tss:0.01`` on the command line (or as a TOML table). A metric drop is
+measured in the metric's own direction: for TSS (higher is better) the drop is
+``base - candidate``; for a log loss (lower is better) it is ``candidate - base``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from satcompress.measure import Measurement
+
+__all__ = [
+    "Budget",
+    "Violation",
+    "parse_bytes",
+    "parse_milliseconds",
+    "metric_direction",
+    "METRIC_ALIASES",
+]
+
+_BYTE_UNITS = {
+    "b": 1, "": 1,
+    "kb": 1000, "mb": 1000**2, "gb": 1000**3,
+    "kib": 1024, "mib": 1024**2, "gib": 1024**3,
+}  # fmt: skip
+_TIME_UNITS = {"ms": 1.0, "": 1.0, "s": 1000.0, "us": 1e-3}
+_QUANTITY = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z]*)\s*$")
+
+HIGHER_IS_BETTER = {"tss", "hss", "recall", "precision", "bss", "macro_f1", "accuracy",
+                    "ia_vs_rest_auc"}  # fmt: skip
+LOWER_IS_BETTER = {"weighted_log_loss", "false_alarm_rate"}
+METRIC_ALIASES = {"logloss": "weighted_log_loss", "log_loss": "weighted_log_loss",
+                  "auc": "ia_vs_rest_auc", "f1": "macro_f1"}  # fmt: skip
+
+
+def _quantity(text: str, units: dict[str, float], what: str, example: str) -> float:
+    match = _QUANTITY.match(str(text))
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in units:
+        raise ValueError(
+            f"Cannot read {what} {text!r}: write a number with one of the units "
+            f"{', '.join(u for u in units if u)} (e.g. {example})."
+        )
+    return float(match.group(1)) * units[unit]
+
+
+def parse_bytes(text: str | int) -> int:
+    """``"40kB"`` -> 40000, ``"1.5MiB"`` -> 1572864; a bare number is bytes."""
+    if isinstance(text, int):
+        return text
+    return int(round(_quantity(text, _BYTE_UNITS, "a byte size", "40kB or 1MiB")))
+
+
+def parse_milliseconds(text: str | float) -> float:
+    """``"2ms"`` -> 2.0, ``"0.5s"`` -> 500.0, ``"800us"`` -> 0.8; a bare number is ms."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    return _quantity(text, _TIME_UNITS, "a latency", "2ms or 0.5s")
+
+
+def metric_direction(metric: str) -> bool:
+    """True when higher values of ``metric`` are better; a clear error for unknown metrics."""
+    metric = METRIC_ALIASES.get(metric, metric)
+    if metric in HIGHER_IS_BETTER or metric.startswith("recall_"):
+        return True
+    if metric in LOWER_IS_BETTER:
+        return False
+    known = sorted(HIGHER_IS_BETTER | LOWER_IS_BETTER | set(METRIC_ALIASES))
+    raise ValueError(f"Unknown metric {metric!r} in a budget; known metrics: {', '.join(known)}.")
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One limit a candidate breaks: which, the limit, and the candidate's value."""
+
+    limit: str
+    allowed: float
+    actual: float
+
+    def __str__(self) -> str:
+        return f"{self.limit}: {self.actual:.6g} > allowed {self.allowed:.6g}"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Hard limits; ``None`` means unconstrained.
+
+    Attributes
+    ----------
+    max_bytes : int, optional
+        Flash: everything the flight artifact stores (here: the measurement's
+        ``theoretical_bytes`` until the artifact exists).
+    max_ram_bytes : int, optional
+        Peak RAM of one inference (weights + live activations).
+    max_latency_ms : float, optional
+        Batch-1 latency, p50, on the measuring machine.
+    max_metric_drop : tuple of (metric, drop) pairs
+        Largest allowed worsening of each named test metric relative to the base model.
+    """
+
+    max_bytes: int | None = None
+    max_ram_bytes: int | None = None
+    max_latency_ms: float | None = None
+    max_metric_drop: tuple[tuple[str, float], ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("max_bytes", "max_ram_bytes", "max_latency_ms"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"Budget {name} must be > 0, got {value}.")
+        drops = tuple((METRIC_ALIASES.get(m, m), float(d)) for m, d in self.max_metric_drop)
+        for metric, drop in drops:
+            metric_direction(metric)
+            if drop < 0:
+                raise ValueError(f"Budget max_metric_drop for {metric} must be >= 0, got {drop}.")
+        object.__setattr__(self, "max_metric_drop", drops)
+
+    @classmethod
+    def parse(cls, text: str) -> "Budget":
+        """Parse ``"max_bytes=40kB,max_metric_drop=tss:0.01"`` (comma-separated key=value).
+
+        ``max_metric_drop`` may repeat, or list several ``metric:drop`` pairs joined by ``+``.
+        """
+        settings: dict[str, Any] = {"max_metric_drop": []}
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            key, separator, value = item.partition("=")
+            key = key.strip()
+            if not separator or not value.strip():
+                raise ValueError(f"Budget item {item!r} is not of the form key=value.")
+            if key == "max_metric_drop":
+                for pair in value.split("+"):
+                    metric, colon, drop = pair.partition(":")
+                    if not colon:
+                        raise ValueError(
+                            f"max_metric_drop {pair!r} must be metric:drop, e.g. tss:0.01."
+                        )
+                    settings["max_metric_drop"].append((metric.strip(), float(drop)))
+            elif key in ("max_bytes", "max_ram_bytes"):
+                settings[key] = parse_bytes(value.strip())
+            elif key == "max_latency_ms":
+                settings[key] = parse_milliseconds(value.strip())
+            else:
+                fields = [field.name for field in dataclasses.fields(cls)]
+                raise ValueError(f"Unknown budget limit {key!r}; the limits are {', '.join(fields)}.")
+        settings["max_metric_drop"] = tuple(settings["max_metric_drop"])
+        return cls(**settings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "max_bytes": self.max_bytes,
+            "max_ram_bytes": self.max_ram_bytes,
+            "max_latency_ms": self.max_latency_ms,
+            "max_metric_drop": dict(self.max_metric_drop),
+        }
+
+    def violations(self, candidate: Measurement, base: Measurement) -> list[Violation]:
+        """Every limit ``candidate`` breaks (empty when it fits), relative to ``base``."""
+        found = []
+        resource_limits = (
+            ("max_bytes", self.max_bytes, candidate.theoretical_bytes),
+            ("max_ram_bytes", self.max_ram_bytes, candidate.peak_ram_bytes),
+            ("max_latency_ms", self.max_latency_ms, candidate.latency_ms_p50),
+        )
+        for name, allowed, actual in resource_limits:
+            if allowed is not None and actual > allowed:
+                found.append(Violation(name, allowed, actual))
+        for metric, allowed_drop in self.max_metric_drop:
+            for side, values in (("candidate", candidate.metrics), ("base", base.metrics)):
+                if metric not in values:
+                    raise ValueError(
+                        f"The budget limits {metric!r} but the {side} measurement has no such "
+                        f"metric; it has {', '.join(sorted(values))}."
+                    )
+            change = candidate.metrics[metric] - base.metrics[metric]
+            drop = -change if metric_direction(metric) else change
+            if drop > allowed_drop + 1e-12:
+                found.append(Violation(f"max_metric_drop[{metric}]", allowed_drop, drop))
+        return found
