@@ -1,0 +1,142 @@
+"""Recipes: ordered lists of stage configs, validated as a whole, stored as TOML.
+
+A recipe file names stages from the registry only (never Python objects)::
+
+    name = "deep-compression"
+    description = "Han et al. 2016: prune, cluster, Huffman-code"
+
+    [[stage]]
+    stage = "magnitude_prune"
+    sparsity = 0.8
+
+    [[stage]]
+    stage = "weight_cluster"
+    clusters = 16
+
+Order matters and is checked: a stage of a later family may not come before one of an
+earlier family (distill -> prune / factorize -> quantize / cluster -> entropy-code), so
+e.g. clustering before pruning, which would break the shared codebook or revive weights,
+is refused with a message saying how to reorder.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from satcompress import stages
+from satcompress.fileio import atomic_write_text
+
+__all__ = ["Recipe", "stage_family", "FAMILY_ORDER"]
+
+FAMILY_ORDER = {"distill": 0, "prune": 1, "lowrank": 1, "quantize": 2, "cluster": 2, "entropy": 3}
+"""Rank of each method family in a valid recipe; equal ranks may come in either order."""
+
+
+def stage_family(config: stages.StageConfig) -> str:
+    """The method family of a stage: the ``satcompress`` sub-package its config lives in."""
+    parts = type(config).__module__.split(".")
+    family = parts[1] if len(parts) > 1 and parts[0] == "satcompress" else "other"
+    if family not in FAMILY_ORDER:
+        raise ValueError(
+            f"Stage {config.stage_name!r} belongs to no known method family ({family}); "
+            f"families: {', '.join(FAMILY_ORDER)}."
+        )
+    return family
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    raise ValueError(f"Cannot write {value!r} ({type(value).__name__}) to a recipe file.")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named, ordered list of stage configs.
+
+    Raises ``ValueError`` on construction when the order is impossible (see module docs).
+    """
+
+    name: str
+    stages: tuple[stages.StageConfig, ...]
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("A recipe needs a name.")
+        if not self.stages:
+            raise ValueError(f"Recipe {self.name!r} has no stages; add at least one [[stage]].")
+        object.__setattr__(self, "stages", tuple(self.stages))
+        for position, config in enumerate(self.stages):
+            if not isinstance(config, stages.StageConfig):
+                raise ValueError(
+                    f"Recipe {self.name!r} stage {position + 1} is {type(config).__name__}, "
+                    "not a stage config."
+                )
+        families = [stage_family(config) for config in self.stages]
+        for position in range(1, len(families)):
+            earlier, later = families[position - 1], families[position]
+            if FAMILY_ORDER[later] < FAMILY_ORDER[earlier]:
+                raise ValueError(
+                    f"Recipe {self.name!r}: stage {position + 1} "
+                    f"({self.stages[position].stage_name}, a {later} stage) comes after stage "
+                    f"{position} ({self.stages[position - 1].stage_name}, a {earlier} stage). "
+                    f"{later.capitalize()} must run before {earlier}: the later stage would "
+                    "undo or break what the earlier one stored. Reorder the stages."
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "stage": [stages.config_to_dict(config) for config in self.stages],
+        }
+
+    @classmethod
+    def from_dict(cls, content: dict[str, Any]) -> "Recipe":
+        unknown = sorted(set(content) - {"name", "description", "stage"})
+        if unknown:
+            raise ValueError(f"Unknown recipe key(s) {unknown}; a recipe has name, description, stage.")
+        entries = content.get("stage", [])
+        if not isinstance(entries, list):
+            raise ValueError("A recipe's stages are a list of [[stage]] tables.")
+        return cls(
+            name=content.get("name", ""),
+            description=content.get("description", ""),
+            stages=tuple(stages.config_from_dict(entry) for entry in entries),
+        )
+
+    def to_toml(self) -> str:
+        lines = [f"name = {_toml_value(self.name)}",
+                 f"description = {_toml_value(self.description)}"]
+        for entry in self.to_dict()["stage"]:
+            lines += ["", "[[stage]]"]
+            lines += [f"{key} = {_toml_value(value)}" for key, value in entry.items()]
+        return "\n".join(lines) + "\n"
+
+    @classmethod
+    def from_toml(cls, text: str, source: str = "<recipe>") -> "Recipe":
+        try:
+            content = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as error:
+            raise ValueError(f"{source} is not valid TOML: {error}.") from None
+        return cls.from_dict(content)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Recipe":
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"Recipe file {path} does not exist.")
+        return cls.from_toml(path.read_text(), source=str(path))
+
+    def save(self, path: str | Path) -> Path:
+        return atomic_write_text(path, self.to_toml())

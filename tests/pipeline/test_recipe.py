@@ -1,0 +1,42 @@
+"""Recipes: one schema for TOML files and dataclasses, order checked, registry names only."""
+
+from __future__ import annotations
+
+import pytest
+
+from satcompress import stages
+from satcompress.pipeline.recipe import Recipe
+
+REGISTERED = stages.load_builtin_stages()
+prune_config = REGISTERED["magnitude_prune"]
+cluster_config = REGISTERED["weight_cluster"]
+quantize_config = REGISTERED["post_training_quantize"]
+
+
+def test_a_recipe_round_trips_through_toml(tmp_path):
+    recipe = Recipe("deep-compression", (prune_config(sparsity=0.8), cluster_config(n_clusters=16)),
+                    description="prune then cluster")
+    path = recipe.save(tmp_path / "recipe.toml")
+    assert Recipe.load(path) == recipe
+    assert 'stage = "magnitude_prune"' in path.read_text()
+
+
+def test_clustering_before_pruning_is_refused_with_a_way_out():
+    with pytest.raises(ValueError, match="Prune must run before cluster.*Reorder"):
+        Recipe("backwards", (cluster_config(), prune_config()))
+
+
+def test_same_rank_families_may_come_in_either_order():
+    Recipe("tinho-like", (prune_config(), cluster_config(), quantize_config()))
+
+
+@pytest.mark.parametrize("toml, message", [
+    ('name = "x"\n[[stage]]\nstage = "os.system"\n', "Unknown stage 'os.system'"),
+    ('name = "x"\n[[stage]]\nstage = "magnitude_prune"\nsparsity = 1.5\n', "sparsity"),
+    ('name = "x"\n', "has no stages"),
+    ('name = "x"\nowner = "me"\n[[stage]]\nstage = "magnitude_prune"\n', "Unknown recipe key"),
+    ('name = "x"\n[[stage]\n', "not valid TOML"),
+])
+def test_bad_recipe_files_get_clear_errors(toml, message):
+    with pytest.raises(ValueError, match=message):
+        Recipe.from_toml(toml)
