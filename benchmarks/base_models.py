@@ -34,7 +34,7 @@ def main(task_names: list[str]) -> None:
         measurement = measure(trained.model, example, metrics=trained.metrics, stage="base")
         results["tasks"][name] = {
             "measurement": measurement.to_dict(),
-            "baseline": trained.task.baseline(trained.data, seed=0),
+            "baseline": trained.task.baseline(trained.data, seed=0, model=trained.model),
             "split_sizes": {part: len(getattr(trained.data, part)) for part in ("train", "val", "test")},
             "preprocessing_skips": {k: v for k, v in trained.data.preprocessing.items()
                                     if "skip" in k},

@@ -36,7 +36,7 @@ def test_demo_writes_measurement_and_summary(quick_flares, tmp_path):
     assert base["stage"] == "base" and base["parameters"] > 1_000_000
     assert base["macs"] > 1_000_000 and base["latency_ms_p95"] >= base["latency_ms_p50"] > 0
     assert {"tss", "hss", "recall", "false_alarm_rate", "bss"} <= set(base["metrics"])
-    assert "logreg_tss" in report["baseline"]
+    assert "logreg_tss" in report["baseline"] and "model_tss_at_0.5" in report["baseline"]
     summary = (tmp_path / "flares" / "summary.md").read_text()
     assert "| base |" in summary and "logreg_tss" in summary
     assert not list((tmp_path / "flares").glob(".*"))  # no temporary files left behind

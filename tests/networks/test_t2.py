@@ -24,8 +24,8 @@ def _n_parameters(model: nn.Module) -> int:
 def test_default_size_shape_and_finite_logits():
     torch.manual_seed(0)
     model = T2Transformer().eval()
-    assert _n_parameters(model) == 150_341 >= 100_000
-    logits = model(torch.randn(4, 100, 2))
+    assert _n_parameters(model) == 150_533 >= 100_000
+    logits = model(torch.randn(4, 100, 4))
     assert logits.shape == (4, 5)
     assert torch.all(torch.isfinite(logits))
     # Logits, not probabilities: rows do not sum to one.
@@ -35,7 +35,7 @@ def test_default_size_shape_and_finite_logits():
 def test_gradient_reaches_every_parameter():
     torch.manual_seed(0)
     model = T2Transformer(dropout=0.0)
-    loss = nn.functional.cross_entropy(model(torch.randn(8, 100, 2)), torch.arange(8) % 5)
+    loss = nn.functional.cross_entropy(model(torch.randn(8, 100, 4)), torch.arange(8) % 5)
     loss.backward()
     for name, parameter in model.named_parameters():
         assert parameter.grad is not None and torch.any(parameter.grad != 0), name
@@ -69,10 +69,10 @@ def test_positional_encoding_values():
 
 
 def test_build_t2_scales_width_and_depth():
-    base = build_t2((100, 2), 5)
+    base = build_t2((100, 4), 5)
     assert _n_parameters(base) == _n_parameters(T2Transformer())
-    narrow = build_t2((100, 2), 5, width_multiplier=0.5)
-    shallow = build_t2((100, 2), 5, depth_multiplier=0.5)
+    narrow = build_t2((100, 4), 5, width_multiplier=0.5)
+    shallow = build_t2((100, 4), 5, depth_multiplier=0.5)
     assert narrow.head.in_features == 48 and len(narrow.blocks) == 2
     assert len(shallow.blocks) == 1
     assert _n_parameters(narrow) < _n_parameters(shallow) < _n_parameters(base)
@@ -84,7 +84,7 @@ def test_bad_arguments_are_clear_errors():
         T2Transformer(d_model=30, n_heads=4)
     with pytest.raises(ValueError, match="n_timesteps, n_channels"):
         build_t2((100,), 5)
-    with pytest.raises(ValueError, match=r"shape \(batch, 100, 2\)"):
+    with pytest.raises(ValueError, match=r"shape \(batch, 100, 4\)"):
         T2Transformer()(torch.zeros(2, 2, 100))
 
 
@@ -93,7 +93,7 @@ def test_onnx_export_matches_torch(tmp_path):
     onnxruntime = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
     model = T2Transformer().eval()
-    x = torch.randn(2, 100, 2)
+    x = torch.randn(2, 100, 4)
     path = tmp_path / "t2.onnx"
     with warnings.catch_warnings():
         # torch's exporter raises deprecation warnings from its own internals (torch 2.13).

@@ -67,7 +67,7 @@ def test_object_with_fewer_than_two_points_in_a_band_is_skipped_and_counted():
     lonely_g = _curve("lonely", times[:6], ["g"] + ["r"] * 5, _bazin(times[:6], 500.0))
     result = preprocess(pd.concat([good, lonely_g]), n_jobs=1)
     assert result.object_ids.tolist() == ["good"]
-    assert result.x.shape == (1, N_TIMESTEPS, 2) and result.x.dtype == np.float32
+    assert result.x.shape == (1, N_TIMESTEPS, 4) and result.x.dtype == np.float32
     assert result.skipped_counts == {"ztf/fewer_than_2_points_in_g": 1}
 
 
@@ -79,13 +79,20 @@ def test_gp_passes_near_observed_normalised_fluxes():
     error = np.full(len(times), 0.02)
     observed = truth + rng.normal(0, 0.02, len(times))
     wavelengths = np.where(bands == "g", 4804.79, 6436.92)
-    fit = fit_gp_light_curve(times, wavelengths, observed, error, times, [4804.79, 6436.92])
-    at_observations = np.where(bands == "g", fit.mean[:, 0], fit.mean[:, 1])
-    assert np.all(np.isfinite(fit.mean))
+    fit = fit_gp_light_curve(times, wavelengths, observed, error)
+    mean, std = fit.predict(times, [4804.79, 6436.92])
+    at_observations = np.where(bands == "g", mean[:, 0], mean[:, 1])
+    assert np.all(np.isfinite(mean))
     # Within a few noise sigmas of the data, and closer to the truth than the data are.
     assert np.max(np.abs(at_observations - observed)) < 4 * 0.02
     assert np.sqrt(np.mean((at_observations - truth) ** 2)) < 0.02
     assert 1.0 < fit.time_length_scale_days < 1000.0
+    # The predictive spread is below the noise where the data are and grows far from them.
+    far_mean, far_std = fit.predict(np.array([80.0 + 1000.0]), [4804.79, 6436.92])
+    assert np.median(std) < 0.02 and np.all(far_std > 5 * std.max())
+    assert np.all(np.abs(far_mean) < 0.05)  # zero-mean GP: reverts to no flux
+    # The true Bazin peak is at 20 + 4 ln(25/4 - 1) = 26.6 days.
+    assert fit.peak_time(0.0, 80.0, [4804.79, 6436.92]) == pytest.approx(26.6, abs=3.0)
 
 
 def test_preprocess_rejects_bad_table():
@@ -186,7 +193,7 @@ def subset_task(real_curves, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SATCOMPRESS_CACHE_DIR", str(cache))
         patch.setattr(transients, "read_light_curves", lambda: real_curves)
-        data = transients.load(seed=0, max_objects=N_SUBSET_OBJECTS)
+        data = transients.load(seed=0, max_objects=N_SUBSET_OBJECTS, include_simulated=True)
         yield data, cache
 
 
@@ -211,7 +218,7 @@ def test_ztf_reading_merges_files_and_converts_magnitudes(real_curves):
 def test_subset_task_shapes_and_splits(subset_task):
     data, _ = subset_task
     for split in (data.train, data.val, data.test):
-        assert split.x.shape[1:] == (N_TIMESTEPS, 2) and split.x.dtype == np.float32
+        assert split.x.shape[1:] == (N_TIMESTEPS, 4) and split.x.dtype == np.float32
         assert split.y.dtype == np.int64 and np.all(np.isfinite(split.x))
     n_objects = len(data.train) + len(data.val) + len(data.test)
     assert n_objects == N_SUBSET_OBJECTS
@@ -231,13 +238,19 @@ def test_subset_task_shapes_and_splits(subset_task):
     np.testing.assert_array_equal(real_only.test.groups, data.test.groups)
 
 
-def test_subset_gp_output_is_near_the_normalised_peak(subset_task):
+def test_subset_gp_grid_is_anchored_at_the_normalised_peak(subset_task):
     data, _ = subset_task
     x = np.concatenate([data.train.x, data.val.x, data.test.x])
-    # Fluxes are divided by each object's maximum, and the GP interpolates through the
-    # points, so each object's curve peaks near 1 and never far above it.
-    peaks = x.max(axis=(1, 2))
-    assert np.all(peaks > 0.5) and np.all(peaks < 1.5)
+    mean, std = x[:, :, :2], x[:, :, 2:]
+    anchor = np.flatnonzero(transients.grid_offsets_days(PreprocessingConfig()) == 0.0)
+    assert anchor.tolist() == [25]  # -50 days + 25 steps of 2 days
+    # Fluxes are divided by each object's maximum and the grid is centred on the GP peak, so
+    # the summed g + r mean there is near the curve's maximum (a zero-mean GP can overshoot a
+    # little beyond the last point of a rising curve, hence not exactly the maximum).
+    summed = mean.sum(axis=2)
+    assert np.all(summed[:, 25] >= 0.3 * summed.max(axis=1))
+    assert np.all(mean[:, 25].max(axis=1) > 0.2) and np.median(mean.max(axis=(1, 2))) < 1.5
+    assert np.all(std > 0)
 
 
 def test_cache_hit_does_not_refit(subset_task, monkeypatch):
@@ -251,7 +264,7 @@ def test_cache_hit_does_not_refit(subset_task, monkeypatch):
     monkeypatch.setattr(transients, "fit_gp_light_curve", refuse)
     result, info = transients.load_preprocessed(max_objects=N_SUBSET_OBJECTS)
     assert info["cache_hit"]
-    again = transients.load(seed=0, max_objects=N_SUBSET_OBJECTS)
+    again = transients.load(seed=0, max_objects=N_SUBSET_OBJECTS, include_simulated=True)
     np.testing.assert_array_equal(again.test.x, data.test.x)
     np.testing.assert_array_equal(again.train.groups, data.train.groups)
     with pytest.raises(RuntimeError, match="cache was not used"):  # the patch does bite
@@ -260,9 +273,16 @@ def test_cache_hit_does_not_refit(subset_task, monkeypatch):
 
 def test_baseline_on_bazin_features(subset_task):
     data, _ = subset_task
-    result = transients.baseline(data, seed=0, n_trees=50)
+    perfect = np.eye(len(CLASS_NAMES))[data.test.y]  # a model that is always right
+    result = transients.baseline(data, seed=0, n_trees=50, test_probabilities=perfect)
     assert 0.7 < result["cv_auc_ia_vs_rest"] < 0.95
     assert result["cv_n_objects"] == 848  # 860 rows less 12 with an unused label (SN, SN I)
     features = pd.read_csv(transients.fetch(transients.FEATURES_FILE))
     covered = np.isin(data.test.groups, features["id"]).sum()
     assert result["split_n_test_objects"] == covered
+    if math.isnan(result["split_auc_ia_vs_rest"]):  # the covered test objects are one class
+        assert math.isnan(result["model_split_auc_ia_vs_rest"])
+    else:
+        assert result["model_split_auc_ia_vs_rest"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="test_probabilities has 1 rows"):
+        transients.baseline(data, n_trees=5, test_probabilities=perfect[:1])

@@ -62,7 +62,7 @@ def train(
             data = reference.load(seed=seed)
         trained = train_base_model(task, seed, TrainConfig(**settings), progress=True, data=data)
         with console.status("fitting the classical baseline"):
-            baseline = reference.baseline(data, seed=seed)
+            baseline = reference.baseline(data, seed=seed, model=trained.model)
     except (DataFileError, ValueError) as error:
         _fail(str(error))
     metadata = {"task": task, "seed": seed, "width_multiplier": 1.0, "depth_multiplier": 1.0,

@@ -114,7 +114,8 @@ class T2Transformer(nn.Module):
     n_timesteps : int
         Length of the input sequences (the GP grid, 100 in t2).
     n_channels : int
-        Bands per time step (g and r).
+        Features per time step (the transient task: GP mean and GP standard deviation in g
+        and r, so 4; t2 itself feeds the GP mean of each band only).
     n_classes : int
         Output classes.
     d_model : int
@@ -129,14 +130,14 @@ class T2Transformer(nn.Module):
         Dropout after attention, feed-forward and pooling.
 
     Input ``(batch, n_timesteps, n_channels)``; output LOGITS ``(batch, n_classes)``.
-    The defaults (d_model 96, 4 heads, ff 192, 2 blocks) have 150,341 parameters for 2
-    channels and 5 classes.
+    The defaults (d_model 96, 4 heads, ff 192, 2 blocks, 4 channels, 5 classes) have
+    150,533 parameters.
     """
 
     def __init__(
         self,
         n_timesteps: int = 100,
-        n_channels: int = 2,
+        n_channels: int = 4,
         n_classes: int = 5,
         d_model: int = 96,
         n_heads: int = 4,

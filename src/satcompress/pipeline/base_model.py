@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 MODEL_FORMAT = "satcompress-model/1"
-BASE_MODEL_VERSION = 2  # bump when training or architecture code changes cached results
+BASE_MODEL_VERSION = 3  # bump when training or architecture code changes cached results
 
 
 class ModelFileError(ValueError):

@@ -47,7 +47,7 @@ def run_demo(out_dir: str | Path, task_name: str = "flares", seed: int = 0,
         "primary_metric": trained.task.primary_metric,
         "model_file": str(trained.path),
         "preprocessing": trained.data.preprocessing,
-        "baseline": trained.task.baseline(trained.data, seed=seed),
+        "baseline": trained.task.baseline(trained.data, seed=seed, model=trained.model),
         "stages": [stage.to_dict() for stage in stages],
     }
     task_dir = Path(out_dir) / trained.task.name

@@ -91,9 +91,20 @@ class ReferenceTask:
             predict_proba(model, data.test.x), data.test.y,
         )
 
-    def baseline(self, data: TaskData, seed: int = 0) -> dict[str, float]:
-        """The classical baseline the base model must at least match."""
-        return self._module.baseline(data, seed=seed)
+    def baseline(
+        self, data: TaskData, seed: int = 0, model: "nn.Module | None" = None
+    ) -> dict[str, float]:
+        """The classical baseline the base model must at least match.
+
+        Given ``model``, the baseline also scores it on exactly the baseline's test examples
+        (keys starting ``model_``), so the two are compared like for like.
+        """
+        test_probabilities = None
+        if model is not None:
+            from satcompress.training import predict_proba
+
+            test_probabilities = predict_proba(model, data.test.x)
+        return self._module.baseline(data, seed=seed, test_probabilities=test_probabilities)
 
 
 TASKS: dict[str, ReferenceTask] = {
