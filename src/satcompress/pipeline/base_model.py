@@ -120,7 +120,7 @@ def train_base_model(
 def _cache_key(task: ReferenceTask, seed: int) -> str:
     recipe = {"task": task.name, "seed": seed, "builder": task.model_builder,
               "train": task.train_settings, "version": BASE_MODEL_VERSION,
-              "torch": torch.__version__}
+              "preprocessing": task.preprocessing_version, "torch": torch.__version__}
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
 

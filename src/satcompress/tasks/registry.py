@@ -60,6 +60,11 @@ class ReferenceTask:
     def higher_is_better(self) -> bool:
         return self._module.HIGHER_IS_BETTER
 
+    @property
+    def preprocessing_version(self) -> int:
+        """Version of the task's preprocessing; cached models trained on another are stale."""
+        return getattr(self._module, "PREPROCESSING_VERSION", 0)
+
     def load(self, seed: int = 0, **options: Any) -> TaskData:
         """The task's train/val/test splits (see the task module's ``load``)."""
         return self._module.load(seed=seed, **options)
