@@ -65,3 +65,26 @@ def test_after_step_runs_after_every_optimiser_step_and_custom_losses_see_the_in
                   loss_fn=loss, after_step=zero_first_row)
     assert len(steps) == len(seen_batches) == 2 * 3  # 180 examples / 64 per batch, 2 epochs
     assert torch.count_nonzero(trained[0].weight[0]) == 0
+
+
+@pytest.mark.parametrize("epochs, batch_size", [(5, 90), (1, 64), (1, 180)])  # 10, 3 and 1 steps
+def test_short_runs_of_any_length_train_without_a_schedule_error(blobs, epochs, batch_size):
+    fit(tiny_model(), blobs, TrainConfig(max_epochs=epochs, batch_size=batch_size))
+
+
+def test_fine_tuning_never_returns_a_model_worse_on_validation_than_its_input(blobs):
+    from satcompress.training import class_weighted_loss
+
+    good = fit(tiny_model(), blobs, TrainConfig(max_epochs=30, batch_size=32, learning_rate=1e-2))
+    # A learning rate this large wrecks the model; the input must come back instead.
+    worse = fit(good, blobs, TrainConfig(max_epochs=2, batch_size=32, learning_rate=50.0))
+    loss = class_weighted_loss(blobs)
+    with torch.no_grad():
+        x, y = torch.from_numpy(blobs.val.x), torch.from_numpy(blobs.val.y)
+        assert loss(worse(x), y) <= loss(good(x), y) + 1e-6
+
+
+def test_predict_proba_accepts_read_only_arrays(blobs):
+    x = blobs.test.x.copy()
+    x.flags.writeable = False
+    assert predict_proba(tiny_model(), x).shape == (len(x), 3)

@@ -91,6 +91,24 @@ def _mean_loss(model: nn.Module, split: Split, loss_fn: nn.Module, batch_size: i
     return total / len(split)
 
 
+def _learning_rate_schedule(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """One-cycle schedule (Smith 2018): 10% warm-up, then cosine decay to near zero.
+
+    The warm-up is stretched to at least two steps (OneCycleLR divides by its length minus
+    one), and runs too short for two phases keep a constant learning rate.
+    """
+    if total_steps < 4:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=config.learning_rate,
+        total_steps=total_steps,
+        pct_start=max(0.1, 2.0 / total_steps),
+    )
+
+
 @torch.no_grad()
 def predict_proba(model: nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
     """Class probabilities (softmax of the model's logits) for inputs ``x``, in eval mode.
@@ -101,7 +119,7 @@ def predict_proba(model: nn.Module, x: np.ndarray, batch_size: int = 512) -> np.
     model.eval()
     try:
         outputs = [
-            torch.softmax(model(torch.from_numpy(x[start : start + batch_size])), dim=-1)
+            torch.softmax(model(torch.tensor(x[start : start + batch_size])), dim=-1)
             for start in range(0, len(x), batch_size)
         ]
     finally:
@@ -169,13 +187,11 @@ def _fit(
         trainable, lr=config.learning_rate, weight_decay=config.weight_decay
     )
     steps_per_epoch = -(-len(data.train) // config.batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer,
-        max_lr=config.learning_rate,
-        total_steps=config.max_epochs * steps_per_epoch,
-        pct_start=0.1,
-    )
-    best_loss, best_state, epochs_since_best = np.inf, copy.deepcopy(model.state_dict()), 0
+    schedule = _learning_rate_schedule(optimizer, config, config.max_epochs * steps_per_epoch)
+    # The starting weights are the first candidate: fine-tuning never returns a model that is
+    # worse on validation than the one it was given.
+    best_loss = _mean_loss(model, data.val, weighted_ce, config.batch_size * 4)
+    best_state, epochs_since_best = copy.deepcopy(model.state_dict()), 0
 
     with Progress(
         TextColumn("{task.description}"),
