@@ -1,0 +1,144 @@
+"""Post-training quantization: calibration, stored bytes, ONNX QDQ export and ONNX Runtime.
+
+Also the folding of exported weight quantizers into integer initializers."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from conftest import make_blobs, make_sequences, tiny_mlp, tiny_t2
+from satcompress import stages
+from satcompress.measure import theoretical_bytes
+from satcompress.onnx_export import export_onnx, run_onnx
+from satcompress.quantize import (
+    PostTrainingQuantizeConfig,
+    fold_weight_quantizers,
+    QuantConv1d,
+    QuantLinear,
+    calibrate,
+    post_training_quantize,
+    quantizable_layers,
+    quantized_layers,
+)
+
+
+def _case(kind: str):
+    return (tiny_mlp(), make_blobs()) if kind == "mlp" else (tiny_t2(), make_sequences())
+
+
+def test_quantizable_layers_of_both_architectures_and_exclusions():
+    assert quantizable_layers(tiny_mlp()) == [
+        "stem", "blocks.0.fc1", "blocks.0.fc2", "blocks.1.fc1", "blocks.1.fc2", "head"]
+    t2_layers = quantizable_layers(tiny_t2(), exclude=("head",))
+    assert t2_layers[0] == "embedding" and "head" not in t2_layers and len(t2_layers) == 7
+    with pytest.raises(ValueError, match="does not have"):
+        quantizable_layers(tiny_mlp(), exclude=("nope",))
+
+
+def test_minmax_calibration_records_each_layers_input_range():
+    model, data = tiny_mlp(), make_blobs()
+    x = torch.from_numpy(data.train.x[:300])
+    bounds = calibrate(model, ["stem", "head"], x)
+    assert bounds["stem"] == (x.min().item(), x.max().item())
+    with torch.no_grad():
+        head_input = model.norm(model.blocks(model.stem(x)))
+    assert bounds["head"] == pytest.approx((head_input.min().item(), head_input.max().item()))
+
+
+def test_default_is_w8a8_with_weights_reduced_to_seven_bits_against_int16_saturation():
+    model, data = _case("mlp")
+    result = post_training_quantize(model, PostTrainingQuantizeConfig(), data)
+    layers = quantized_layers(result)
+    assert list(layers) == quantizable_layers(model)
+    assert all(layer.weight_bits == 7 and layer.quantize_input for layer in layers.values())
+    assert max(layer.integer_weight().abs().max().item() for layer in layers.values()) == 63
+    full = post_training_quantize(model, PostTrainingQuantizeConfig(reduce_range=False), data)
+    assert {layer.weight_bits for layer in quantized_layers(full).values()} == {8}
+    weight_only = PostTrainingQuantizeConfig(quantize_activations=False)
+    assert weight_only.stored_weight_bits() == 8
+
+
+def test_theoretical_bytes_count_weights_at_their_width_and_every_scale():
+    model, data = _case("t2")
+    float_bytes = theoretical_bytes(model)
+    names = quantizable_layers(model)
+    weights = [model.get_submodule(name).weight for name in names]
+    int4 = post_training_quantize(
+        model, PostTrainingQuantizeConfig(weight_bits=4, quantize_activations=False), None)
+    expected = (float_bytes - sum(4 * w.numel() for w in weights)
+                + sum(-(-w.numel() * 4 // 8) + 4 * w.shape[0] for w in weights))
+    assert theoretical_bytes(int4) == expected
+    w8a8 = post_training_quantize(model, PostTrainingQuantizeConfig(reduce_range=False), data)
+    activation_params = len(names) * (4 + 1)  # float32 scale + uint8 zero point per layer
+    int8_extra = sum(w.numel() // 2 for w in weights)  # 8 instead of 4 bits per weight
+    assert theoretical_bytes(w8a8) == expected + int8_extra + activation_params
+
+
+@pytest.mark.parametrize("kind, settings, activation_inputs", [
+    ("t2", {}, 6),  # query, key and value share one quantized input: 8 layers, 6 inputs
+    ("mlp", {"weight_bits": 4, "quantize_activations": False}, 0),
+])
+def test_onnx_export_is_a_qdq_graph_that_onnx_runtime_reproduces(kind, settings, activation_inputs):
+    model, data = _case(kind)
+    result = stages.apply(model, PostTrainingQuantizeConfig(**settings), data)
+    x = torch.from_numpy(data.test.x)
+    with torch.no_grad():
+        expected = result(x).numpy()
+    exported = export_onnx(result, x[:1])
+    nodes = onnx.load_from_string(exported).graph.node
+    scales = [node.input[1] for node in nodes if node.op_type == "DequantizeLinear"]
+    assert sorted(name for name in scales if name.endswith("weight_scale")) == sorted(
+        f"{name}.weight_scale" for name in quantized_layers(result))
+    assert sum(name.endswith("input_scale") for name in scales) == activation_inputs
+    assert len(scales) == [node.op_type for node in nodes].count("QuantizeLinear")
+    assert np.allclose(run_onnx(exported, x.numpy()), expected, atol=1e-5, rtol=1e-5)
+
+    folded = fold_weight_quantizers(exported)
+    graph = onnx.load_from_string(folded).graph
+    onnx.checker.check_model(onnx.load_from_string(folded))
+    integer_weights = [tensor for tensor in graph.initializer
+                       if tensor.data_type == onnx.TensorProto.INT8 and len(tensor.dims) >= 2]
+    assert len(integer_weights) == len(quantized_layers(result))
+    float_weights = {f"{name}.weight" for name in quantized_layers(result)}
+    assert not float_weights & {tensor.name for tensor in graph.initializer}
+    assert [node.op_type for node in graph.node].count("QuantizeLinear") == activation_inputs
+    assert len(folded) < len(exported)
+    assert np.array_equal(run_onnx(folded, x.numpy()), run_onnx(exported, x.numpy()))
+
+
+def test_w8a8_stays_close_to_the_float_model():
+    model, data = _case("t2")
+    result = post_training_quantize(model, PostTrainingQuantizeConfig(), data)
+    x = torch.from_numpy(data.test.x)
+    with torch.no_grad():
+        assert torch.allclose(result(x), model(x), atol=0.05)
+    assert isinstance(result.embedding, QuantConv1d)
+    assert isinstance(result.blocks[0].attention.query, QuantLinear)
+
+
+def test_direct_call_leaves_the_input_model_untouched():
+    model, data = _case("mlp")
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    post_training_quantize(model, PostTrainingQuantizeConfig(), data)
+    assert all(torch.equal(value, before[key]) for key, value in model.state_dict().items())
+    assert type(model.stem) is torch.nn.Linear
+
+
+def test_activation_calibration_needs_data_but_weight_only_does_not():
+    with pytest.raises(ValueError, match="pass the task's data"):
+        post_training_quantize(tiny_mlp(), PostTrainingQuantizeConfig(), None)
+    post_training_quantize(tiny_mlp(), PostTrainingQuantizeConfig(quantize_activations=False), None)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"weight_bits": 1}, "from 2 to 8"),
+    ({"observer": "histogram"}, "observer must be one of"),
+    ({"percentile": 40.0}, "percentile must be in"),
+    ({"calibration_samples": 0}, "calibration_samples must be >= 1"),
+])
+def test_bad_settings_are_refused_with_a_clear_message(settings, message):
+    with pytest.raises(ValueError, match=message):
+        PostTrainingQuantizeConfig(**settings)
