@@ -12,6 +12,7 @@ FLIGHT_MODULES = [
     "satcompress.tasks.transients",
     "satcompress.tasks.registry",
     "satcompress.fileio",
+    "satcompress.entropy",
 ]
 
 

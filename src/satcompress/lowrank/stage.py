@@ -1,0 +1,125 @@
+"""Stage ``low_rank``: factor layers into thinner chains, then fine-tune (``fit``).
+
+Ranks come from :func:`satcompress.lowrank.select_ranks` (energy kept, a fixed rank, or a
+parameter or MAC budget for the whole model); the layers are replaced by
+:func:`satcompress.lowrank.factorize_model` (SVD for Linear and pointwise convolutions,
+Tucker-2 or CP for other convolutions) and the model is fine-tuned briefly with
+:func:`satcompress.training.fit`, as Kim et al. (2016) and Lebedev et al. (2015) fine-tune
+after decomposing. The result holds only plain ``nn.Linear``/``nn.Conv*d`` layers in
+``nn.Sequential`` chains, so it trains, exports to ONNX and runs anywhere.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from satcompress.lowrank.plan import CONV_METHODS, RANK_CRITERIA, factorize_model, select_ranks
+from satcompress.prune import FinetuneSettings
+from satcompress.stages import register_stage
+from satcompress.tasks.base import TaskData
+
+__all__ = ["LOWRANK_REPORT_ATTRIBUTE", "LowRankConfig", "low_rank", "lowrank_report"]
+
+LOWRANK_REPORT_ATTRIBUTE = "lowrank_report_"
+"""Model attribute where :func:`low_rank` leaves its report (a JSON-able dict)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LowRankConfig(FinetuneSettings):
+    """Settings of stage ``low_rank`` (fine-tuning fields: see ``FinetuneSettings``).
+
+    Attributes
+    ----------
+    rank_by : {"energy", "rank", "parameters", "macs"}
+        How ranks are chosen (see :func:`satcompress.lowrank.select_ranks`).
+    energy : float
+        Fraction of the squared singular values each layer keeps (``rank_by="energy"``).
+    rank : int
+        Rank of every factored layer, capped per layer (``rank_by="rank"``).
+    budget_ratio : float
+        Largest fraction of the model's parameters or batch-1 MACs left
+        (``rank_by="parameters"`` / ``"macs"``).
+    conv_method : {"tucker2", "cp"}
+        Decomposition of convolutions with a kernel larger than 1.
+    decomposition_iterations : int
+        Iteration limit of the Tucker (HOOI) or CP (ALS) solver.
+    skip_layers : tuple of str
+        Module names left unfactored.
+    """
+
+    rank_by: str = "energy"
+    energy: float = 0.9
+    rank: int = 8
+    budget_ratio: float = 0.5
+    conv_method: str = "tucker2"
+    decomposition_iterations: int = 100
+    skip_layers: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        name = type(self).__name__
+        if self.rank_by not in RANK_CRITERIA:
+            raise ValueError(
+                f"{name}.rank_by must be one of {RANK_CRITERIA}, got {self.rank_by!r}."
+            )
+        for field_name in ("energy", "budget_ratio"):
+            value = getattr(self, field_name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not math.isfinite(value) or not 0 < value <= 1:
+                raise ValueError(
+                    f"{name}.{field_name} must be a number in (0, 1] (a fraction), got {value!r}."
+                )
+        for field_name in ("rank", "decomposition_iterations"):
+            value = getattr(self, field_name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}.{field_name} must be an integer >= 1, got {value!r}.")
+        if self.conv_method not in CONV_METHODS:
+            raise ValueError(
+                f"{name}.conv_method must be one of {CONV_METHODS}, got {self.conv_method!r}."
+            )
+        if not isinstance(self.skip_layers, tuple) or not all(
+            isinstance(layer, str) for layer in self.skip_layers
+        ):
+            raise ValueError(
+                f"{name}.skip_layers must be a tuple of module names, got {self.skip_layers!r}."
+            )
+
+
+@register_stage("low_rank")
+def low_rank(model: nn.Module, config: LowRankConfig, data: TaskData | None) -> nn.Module:
+    """Factor the layers of a copy of ``model`` as ``config`` says, then fine-tune it.
+
+    Needs ``data`` for ``rank_by="macs"`` (an example input) and unless
+    ``finetune_epochs == 0``. The report is left in :data:`LOWRANK_REPORT_ATTRIBUTE`.
+    """
+    if config.rank_by == "macs" and data is None:
+        raise ValueError("low_rank with rank_by='macs' needs the task's data to count MACs.")
+    model = copy.deepcopy(model)
+    example = None if data is None else torch.from_numpy(data.train.x[:1])
+    plan = select_ranks(
+        model, config.rank_by, energy=config.energy, rank=config.rank,
+        budget_ratio=config.budget_ratio, conv_method=config.conv_method,
+        skip_layers=config.skip_layers, example_input=example,
+    )
+    layers = factorize_model(model, plan, config.conv_method, config.decomposition_iterations,
+                             config.seed)
+    config.finetune(model, data)
+    setattr(model, LOWRANK_REPORT_ATTRIBUTE, {"rank_by": config.rank_by, "layers": layers})
+    return model
+
+
+def lowrank_report(model: nn.Module) -> dict[str, Any]:
+    """A copy of the report :func:`low_rank` left on ``model``."""
+    report = getattr(model, LOWRANK_REPORT_ATTRIBUTE, None)
+    if report is None:
+        raise ValueError(
+            f"{type(model).__name__} carries no low-rank report (attribute "
+            f"{LOWRANK_REPORT_ATTRIBUTE!r}); only models returned by stage 'low_rank' do."
+        )
+    return copy.deepcopy(report)
