@@ -14,6 +14,14 @@ if not os.environ.get("SATCOMPRESS_DATA_DIR") and (SHARED_DATA / "README.md").is
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread() -> None:
+    """Tiny-tensor tests are fastest, and repeatable, on one thread (the machine is shared)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Downloads, preprocessed arrays and cached models go to a fresh folder per test run."""
     os.environ["SATCOMPRESS_CACHE_DIR"] = str(tmp_path_factory.mktemp("satcompress-cache"))

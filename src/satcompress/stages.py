@@ -35,7 +35,13 @@ __all__ = [
     "load_builtin_stages",
 ]
 
-BUILTIN_STAGE_MODULES: tuple[str, ...] = ()
+BUILTIN_STAGE_MODULES: tuple[str, ...] = (
+    "satcompress.distill",
+    "satcompress.prune",
+    "satcompress.lowrank",
+    "satcompress.quantize",
+    "satcompress.cluster",
+)
 """Modules whose import registers the built-in stages (each method family adds itself)."""
 
 
