@@ -29,6 +29,7 @@ import torch
 
 from satcompress import stages
 from satcompress.fileio import atomic_write_text
+from satcompress.finetune import validation_score
 from satcompress.measure import measure
 from satcompress.pipeline.base_model import TrainedModel, cached_base_model
 from satcompress.prune import (
@@ -37,7 +38,6 @@ from satcompress.prune import (
     StructuredPruneConfig,
     prune_report,
     sparse_storage_bytes,
-    validation_score,
 )
 from satcompress.report import markdown_table
 

@@ -9,15 +9,8 @@ from conftest import make_blobs, make_sequences, tiny_mlp, tiny_t2
 from satcompress import stages
 from satcompress.measure.metrics import best_tss_threshold, binary_scores, weighted_log_loss
 from satcompress.networks import ResidualMLP
-from satcompress.prune import (
-    DropBoundPruneConfig,
-    StructuredPruner,
-    prune_report,
-    register_validation_metric,
-    units_to_remove,
-    validation_metrics,
-    validation_score,
-)
+from satcompress.finetune import register_validation_metric, validation_metrics, validation_score
+from satcompress.prune import DropBoundPruneConfig, StructuredPruner, prune_report, units_to_remove
 from satcompress.training import TrainConfig, fit, predict_proba
 
 

@@ -37,7 +37,8 @@ from torch.nn.utils import parametrize
 
 from satcompress.cluster.kmeans import INITIALISATIONS, kmeans_1d
 from satcompress.measure import STORED_BITS_ATTRIBUTE
-from satcompress.prune import FinetuneSettings, prunable_weights
+from satcompress.finetune import FinetuneSettings
+from satcompress.prune import prunable_weights
 from satcompress.stages import register_stage
 from satcompress.tasks.base import TaskData
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from satcompress.lowrank.plan import CONV_METHODS, RANK_CRITERIA, factorize_model, select_ranks
-from satcompress.prune import FinetuneSettings
+from satcompress.finetune import FinetuneSettings
 from satcompress.stages import register_stage
 from satcompress.tasks.base import TaskData
 

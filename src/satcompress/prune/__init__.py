@@ -21,16 +21,8 @@ dense tensors (the file does not shrink; :func:`sparse_storage_bytes` gives what
 encoding would take); structured pruning gives a smaller dense model.
 """
 
-from satcompress.prune._common import PRUNE_REPORT_ATTRIBUTE, FinetuneSettings, prune_report
-from satcompress.prune.drop_bound import (
-    SEARCH_STRATEGIES,
-    DropBoundPruneConfig,
-    ValidationMetric,
-    drop_bound_prune,
-    register_validation_metric,
-    validation_metrics,
-    validation_score,
-)
+from satcompress.prune._common import PRUNE_REPORT_ATTRIBUTE, prune_report
+from satcompress.prune.drop_bound import SEARCH_STRATEGIES, DropBoundPruneConfig, drop_bound_prune
 from satcompress.prune.magnitude import (
     MagnitudePruneConfig,
     StdThresholdPruneConfig,
@@ -58,7 +50,6 @@ from satcompress.prune.structured import (
 
 __all__ = [
     "PRUNE_REPORT_ATTRIBUTE",
-    "FinetuneSettings",
     "prune_report",
     # unstructured
     "MagnitudePruneConfig",
@@ -85,9 +76,5 @@ __all__ = [
     # drop bound
     "SEARCH_STRATEGIES",
     "DropBoundPruneConfig",
-    "ValidationMetric",
     "drop_bound_prune",
-    "register_validation_metric",
-    "validation_metrics",
-    "validation_score",
 ]

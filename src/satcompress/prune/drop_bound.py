@@ -28,100 +28,22 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 from torch import nn
 
-from satcompress.measure.metrics import (
-    best_tss_threshold,
-    binary_counts,
-    true_skill_statistic,
-    weighted_log_loss,
-)
+from satcompress.finetune import validation_metrics, validation_score
 from satcompress.prune._common import PRUNE_REPORT_ATTRIBUTE
 from satcompress.prune.structured import GroupPruneSettings, StructuredPruner, units_to_remove
 from satcompress.stages import register_stage
 from satcompress.tasks.base import TaskData
-from satcompress.training import predict_proba
 
 __all__ = [
     "SEARCH_STRATEGIES",
-    "ValidationMetric",
-    "register_validation_metric",
-    "validation_metrics",
-    "validation_score",
     "DropBoundPruneConfig",
     "drop_bound_prune",
 ]
 
 SEARCH_STRATEGIES = ("largest_first", "bisection")
 """How the ratio grid is searched for each group."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ValidationMetric:
-    """A metric the drop bound is measured in.
-
-    Attributes
-    ----------
-    function : callable
-        ``function(labels, probabilities) -> float`` on the validation split; probabilities
-        have shape ``(n, classes)``.
-    higher_is_better : bool
-        Direction of the metric: the "drop" is ``before - after`` if True, else
-        ``after - before``.
-    """
-
-    function: Callable[[np.ndarray, np.ndarray], float]
-    higher_is_better: bool
-
-    def drop(self, before: float, after: float) -> float:
-        """How much worse ``after`` is than ``before`` (negative: better)."""
-        return before - after if self.higher_is_better else after - before
-
-
-def _validation_tss(labels: np.ndarray, probabilities: np.ndarray) -> float:
-    """TSS at the threshold that maximises it on these same (validation) examples."""
-    if probabilities.shape[1] != 2:
-        raise ValueError(f"The 'tss' metric is for binary tasks; the model predicts "
-                         f"{probabilities.shape[1]} classes. Use 'accuracy' or "
-                         "'weighted_log_loss'.")
-    flare = probabilities[:, 1]
-    return true_skill_statistic(binary_counts(labels, flare >= best_tss_threshold(labels, flare)))
-
-
-def _accuracy(labels: np.ndarray, probabilities: np.ndarray) -> float:
-    return float(np.mean(probabilities.argmax(axis=1) == labels))
-
-
-_VALIDATION_METRICS: dict[str, ValidationMetric] = {
-    "tss": ValidationMetric(_validation_tss, higher_is_better=True),
-    "weighted_log_loss": ValidationMetric(weighted_log_loss, higher_is_better=False),
-    "accuracy": ValidationMetric(_accuracy, higher_is_better=True),
-}
-
-
-def register_validation_metric(
-    name: str, function: Callable[[np.ndarray, np.ndarray], float], higher_is_better: bool
-) -> None:
-    """Make ``function(labels, probabilities) -> float`` usable as ``metric=name``."""
-    if name in _VALIDATION_METRICS:
-        raise ValueError(f"A validation metric called {name!r} is already registered.")
-    _VALIDATION_METRICS[name] = ValidationMetric(function, higher_is_better)
-
-
-def validation_metrics() -> dict[str, ValidationMetric]:
-    """Name -> metric, for every registered validation metric."""
-    return dict(_VALIDATION_METRICS)
-
-
-def validation_score(model: nn.Module, data: TaskData, metric: str) -> float:
-    """``model``'s score in the registered ``metric`` on ``data.val``."""
-    if metric not in _VALIDATION_METRICS:
-        raise ValueError(f"Unknown validation metric {metric!r}; registered: "
-                         f"{sorted(_VALIDATION_METRICS)} (add one with "
-                         "register_validation_metric).")
-    probabilities = predict_proba(model, data.val.x)
-    return float(_VALIDATION_METRICS[metric].function(data.val.y, probabilities))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,9 +76,9 @@ class DropBoundPruneConfig(GroupPruneSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.metric not in _VALIDATION_METRICS:
+        if self.metric not in validation_metrics():
             raise ValueError(f"DropBoundPruneConfig.metric must be a registered validation "
-                             f"metric {sorted(_VALIDATION_METRICS)}, got {self.metric!r}.")
+                             f"metric {sorted(validation_metrics())}, got {self.metric!r}.")
         if not (isinstance(self.max_drop, (int, float)) and 0 <= self.max_drop < math.inf):
             raise ValueError(f"DropBoundPruneConfig.max_drop must be a finite number >= 0 in "
                              f"the metric's units (e.g. 0.01), got {self.max_drop!r}.")
@@ -223,7 +145,7 @@ def drop_bound_prune(
     ``val_score`` after it, ``finetuned``: whether the fine-tuned weights were kept).
     """
     pruner = config.pruner(data)
-    metric = _VALIDATION_METRICS[config.metric]
+    metric = validation_metrics()[config.metric]
     current = copy.deepcopy(model).eval()
     base_score = validation_score(current, data, config.metric)
     score = base_score

@@ -34,7 +34,8 @@ import torch
 from torch import nn
 
 from satcompress.measure import theoretical_bytes
-from satcompress.prune._common import PRUNE_REPORT_ATTRIBUTE, FinetuneSettings
+from satcompress.finetune import FinetuneSettings
+from satcompress.prune._common import PRUNE_REPORT_ATTRIBUTE
 from satcompress.stages import register_stage
 from satcompress.tasks.base import TaskData
 

@@ -44,7 +44,8 @@ from torch import nn
 
 from satcompress.measure import count_macs
 from satcompress.networks.t2 import MultiHeadSelfAttention
-from satcompress.prune._common import PRUNE_REPORT_ATTRIBUTE, FinetuneSettings
+from satcompress.finetune import FinetuneSettings
+from satcompress.prune._common import PRUNE_REPORT_ATTRIBUTE
 from satcompress.stages import register_stage
 from satcompress.tasks.base import TaskData
 from satcompress.training import class_weighted_loss

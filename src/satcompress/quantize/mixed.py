@@ -30,7 +30,7 @@ from satcompress.quantize._threads import torch_threads
 from satcompress.quantize.fake_quant import check_bits, quantized_layer_from_float
 from satcompress.quantize.ptq import quantizable_layers, quantize_layers, quantized_layers
 from satcompress.quantize.qat import fine_tune_quantized
-from satcompress.prune.drop_bound import validation_metrics, validation_score
+from satcompress.finetune import validation_metrics, validation_score
 from satcompress.stages import StageConfig, register_stage
 from satcompress.tasks.base import TaskData
 from satcompress.training import TrainConfig
@@ -58,7 +58,7 @@ class MixedPrecisionQuantizeConfig(StageConfig):
         the smallest and largest candidate (4.0 stores like uniform int4).
     metric : str
         Validation metric whose drop measures sensitivity, from the registry shared with
-        the drop-bound pruning stage (:func:`satcompress.prune.drop_bound.validation_metrics`:
+        the drop-bound pruning stage (:func:`satcompress.finetune.validation_metrics`:
         ``"weighted_log_loss"``, ``"accuracy"``, ``"tss"``, or one registered there). The
         default is continuous, so it ranks even changes too small to flip a prediction.
     exclude : tuple of str
@@ -129,7 +129,7 @@ def layer_sensitivity(
 ) -> dict[str, dict[int, float]]:
     """Validation-metric drop when ONE layer's weights are quantized, per layer and width.
 
-    Scores on ``data.val`` with :func:`satcompress.prune.drop_bound.validation_score`, on one
+    Scores on ``data.val`` with :func:`satcompress.finetune.validation_score`, on one
     thread; ``model`` is not modified.
 
     Returns
