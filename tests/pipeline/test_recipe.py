@@ -40,3 +40,37 @@ def test_same_rank_families_may_come_in_either_order():
 def test_bad_recipe_files_get_clear_errors(toml, message):
     with pytest.raises(ValueError, match=message):
         Recipe.from_toml(toml)
+
+
+@pytest.mark.parametrize("name", ["assembled", "deep-compression", "tinho", "int8"])
+def test_shipped_recipes_load_and_validate(name):
+    recipe = Recipe.load(name)
+    assert recipe.name == name and recipe.description and recipe.stages
+
+
+def test_the_tinho_recipe_is_the_published_one():
+    stages_ = Recipe.load("tinho").stages
+    assert [config.stage_name for config in stages_] == [
+        "magnitude_prune", "weight_cluster", "post_training_quantize"]
+    assert stages_[0].sparsity == 0.5 and stages_[1].n_clusters == 16
+    assert stages_[2].weight_bits == 8 and not stages_[2].quantize_activations
+
+
+def test_an_unknown_recipe_name_lists_the_shipped_ones():
+    with pytest.raises(ValueError, match="neither a shipped recipe.*assembled"):
+        Recipe.load("no-such-recipe")
+
+
+@pytest.mark.parametrize("name", ["assembled", "deep-compression", "tinho", "int8"])
+def test_shipped_recipes_run_stage_by_stage_and_shrink_a_tiny_model(name):
+    import torch
+    from conftest import make_blobs, tiny_mlp
+
+    from satcompress.measure import theoretical_bytes
+
+    model, data = tiny_mlp(), make_blobs()
+    result = model
+    for config in Recipe.load(name).stages:
+        result = stages.apply(result, config, data)
+    assert theoretical_bytes(result) < theoretical_bytes(model)
+    assert torch.isfinite(result(torch.from_numpy(data.test.x))).all()

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from satcompress import stages
 from satcompress.fileio import atomic_write_text
 
-__all__ = ["Recipe", "stage_family", "FAMILY_ORDER"]
+__all__ = ["Recipe", "stage_family", "named_recipes", "FAMILY_ORDER"]
 
 FAMILY_ORDER = {"distill": 0, "prune": 1, "lowrank": 1, "quantize": 2, "cluster": 2, "entropy": 3}
 """Rank of each method family in a valid recipe; equal ranks may come in either order."""
@@ -132,11 +133,28 @@ class Recipe:
         return cls.from_dict(content)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Recipe":
-        path = Path(path)
+    def load(cls, name_or_path: str | Path) -> "Recipe":
+        """A shipped recipe by name (see :func:`named_recipes`) or a recipe TOML file."""
+        shipped = named_recipes()
+        if str(name_or_path) in shipped:
+            return cls.from_toml(shipped[str(name_or_path)], source=f"recipe {name_or_path}")
+        path = Path(name_or_path)
         if not path.is_file():
-            raise ValueError(f"Recipe file {path} does not exist.")
+            raise ValueError(
+                f"{name_or_path} is neither a shipped recipe ({', '.join(sorted(shipped))}) "
+                "nor an existing recipe file."
+            )
         return cls.from_toml(path.read_text(), source=str(path))
 
     def save(self, path: str | Path) -> Path:
         return atomic_write_text(path, self.to_toml())
+
+
+def named_recipes() -> dict[str, str]:
+    """The recipes shipped with satcompress, name -> TOML text (``pipeline/recipes/*.toml``)."""
+    folder = resources.files("satcompress.pipeline").joinpath("recipes")
+    return {
+        entry.name.removesuffix(".toml"): entry.read_text()
+        for entry in folder.iterdir()
+        if entry.name.endswith(".toml")
+    }
