@@ -58,3 +58,23 @@ def test_missing_data_is_one_clear_line(monkeypatch, tmp_path):
     result = runner.invoke(app, ["train", "--task", "flares", "--out", str(tmp_path)])
     assert result.exit_code == 2
     assert "SATCOMPRESS_DATA_DIR" in result.output and "Traceback" not in result.output
+
+
+def test_compress_meets_a_budget_and_writes_every_stage(quick_flares, tmp_path):
+    result = runner.invoke(app, ["compress", "--task", "flares", "--recipe", "int8",
+                                 "--budget", "max_bytes=3MB,max_metric_drop=tss:0.2",
+                                 "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "stages.json").read_text())
+    assert report["fits_budget"] and [s["stage"] for s in report["stages"]] == [
+        "base", "1:post_training_quantize"]
+    assert report["stages"][1]["theoretical_bytes"] < report["stages"][0]["theoretical_bytes"] / 3
+
+
+def test_compress_under_an_impossible_budget_names_the_closest_candidate(quick_flares, tmp_path):
+    result = runner.invoke(app, ["compress", "--task", "flares", "--recipe", "int8",
+                                 "--budget", "max_bytes=1kB", "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    message = " ".join(result.output.split())  # rich wraps long lines
+    assert "Closest candidate: stage 1:post_training_quantize (max_bytes" in message
+    assert "Traceback" not in result.output

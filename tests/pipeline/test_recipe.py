@@ -74,3 +74,10 @@ def test_shipped_recipes_run_stage_by_stage_and_shrink_a_tiny_model(name):
         result = stages.apply(result, config, data)
     assert theoretical_bytes(result) < theoretical_bytes(model)
     assert torch.isfinite(result(torch.from_numpy(data.test.x))).all()
+
+
+def test_settings_left_at_a_none_default_round_trip_through_toml():
+    config = REGISTERED["structured_prune"](mac_reduction=4.0)
+    assert config.channel_ratio is None
+    recipe = Recipe("structured", (config,))
+    assert Recipe.from_toml(recipe.to_toml()) == recipe

@@ -1,4 +1,4 @@
-"""``satcompress`` commands: ``train`` a base model, run the ``demo``.
+"""``satcompress`` commands: ``train`` a base model, ``compress`` it with a recipe, ``demo``.
 
 Heavy imports (torch, the pipeline) happen inside the commands so ``--help`` is instant.
 Errors the user can fix (unknown task, missing data, unreadable model) are printed as one
@@ -95,6 +95,37 @@ def demo(
     console.print(rich_table_by_column(rows, title=f"satcompress demo: {task}"))
     console.print(rich_table([{"baseline": k, "value": v} for k, v in result["baseline"].items()]))
     console.print(f"wrote {out / task / 'measurement.json'} and {out / task / 'summary.md'}")
+
+
+@app.command()
+def compress(
+    task: str = typer.Option(..., help=TASK_HELP),
+    recipe: str = typer.Option("assembled", help="Shipped recipe name or a recipe TOML file."),
+    budget: str = typer.Option("", help="Hard limits, e.g. max_bytes=40kB,max_metric_drop=tss:0.01"),
+    out: Path = typer.Option(Path("out/compress"), help="Output folder (resumed if it exists)."),
+    seed: int = typer.Option(0, help="Seed of the split and the base model."),
+) -> None:
+    """Compress a task's base model with a recipe, measuring every stage against the budget."""
+    _check_task(task)
+    from satcompress.pipeline.base_model import cached_base_model
+    from satcompress.pipeline.budget import Budget
+    from satcompress.pipeline.recipe import Recipe
+    from satcompress.pipeline.runner import BudgetNotMet, run_recipe
+    from satcompress.report import rich_table_by_column
+
+    try:
+        chosen_recipe, limits = Recipe.load(recipe), Budget.parse(budget)
+        trained = cached_base_model(task, seed=seed, progress=True)
+        with console.status("compressing") as status:
+            result = run_recipe(trained, chosen_recipe, limits, out, seed=seed,
+                                on_stage=lambda name: status.update(f"stage {name}"))
+    except BudgetNotMet as failure:
+        console.print(rich_table_by_column(failure.result.rows(), title=f"{task}: {recipe}"))
+        _fail(str(failure))
+    except (DataFileError, ValueError) as error:
+        _fail(str(error))
+    console.print(rich_table_by_column(result.rows(), title=f"{task}: {recipe}"))
+    console.print(f"all limits met; wrote {out / 'stages.json'} and {out / 'summary.md'}")
 
 
 def main() -> None:

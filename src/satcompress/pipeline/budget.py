@@ -83,6 +83,12 @@ class Violation:
     allowed: float
     actual: float
 
+    @property
+    def relative_excess(self) -> float:
+        """How far over the limit, as a fraction of it (absolute when the limit is 0)."""
+        over = self.actual - self.allowed
+        return over / self.allowed if self.allowed > 0 else over
+
     def __str__(self) -> str:
         return f"{self.limit}: {self.actual:.6g} > allowed {self.allowed:.6g}"
 

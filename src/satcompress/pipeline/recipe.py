@@ -21,6 +21,7 @@ is refused with a message saying how to reorder.
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
@@ -119,9 +120,13 @@ class Recipe:
     def to_toml(self) -> str:
         lines = [f"name = {_toml_value(self.name)}",
                  f"description = {_toml_value(self.description)}"]
-        for entry in self.to_dict()["stage"]:
+        for config, entry in zip(self.stages, self.to_dict()["stage"]):
+            defaults = {field.name: field.default for field in dataclasses.fields(config)}
             lines += ["", "[[stage]]"]
-            lines += [f"{key} = {_toml_value(value)}" for key, value in entry.items()]
+            for key, value in entry.items():
+                if value is None and defaults.get(key) is None:
+                    continue  # TOML has no null: an absent key means the default, None
+                lines.append(f"{key} = {_toml_value(value)}")
         return "\n".join(lines) + "\n"
 
     @classmethod
