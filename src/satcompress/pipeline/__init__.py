@@ -1,1 +1,1 @@
-"""Putting the pieces together: base models, and (later) recipes, budgets and the runner."""
+"""Putting the pieces together: base models, budgets, recipes, the recipe runner and the demo."""
