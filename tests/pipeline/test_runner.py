@@ -62,3 +62,28 @@ def test_a_budget_the_result_breaks_fails_naming_the_closest_stage(trained, tmp_
     with pytest.raises(BudgetNotMet, match=r"Closest candidate: stage 2:post_training_quantize \(max_bytes"):
         run_recipe(trained, RECIPE, Budget(max_bytes=10), tmp_path, latency_repeats=3)
     assert not json.loads((tmp_path / "stages.json").read_text())["fits_budget"]
+
+
+def test_resuming_after_an_interrupted_stage_equals_an_uninterrupted_run(trained, tmp_path, monkeypatch):
+    import torch
+
+    uninterrupted = run_recipe(trained, RECIPE, Budget(), tmp_path / "straight", latency_repeats=3)
+
+    original = stages.apply
+
+    def interrupted(model, config, data):
+        if config.stage_name == "post_training_quantize":
+            raise KeyboardInterrupt
+        return original(model, config, data)
+
+    monkeypatch.setattr(stages, "apply", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(trained, RECIPE, Budget(), tmp_path / "resumed", latency_repeats=3)
+    assert not list((tmp_path / "resumed" / "checkpoints").glob(".*"))  # no half-written files
+    monkeypatch.setattr(stages, "apply", original)
+    resumed = run_recipe(trained, RECIPE, Budget(), tmp_path / "resumed", latency_repeats=3)
+
+    for (key, expected), (_, actual) in zip(uninterrupted.model.state_dict().items(),
+                                            resumed.model.state_dict().items()):
+        assert torch.equal(expected, actual), key
+    assert resumed.final.metrics == uninterrupted.final.metrics
