@@ -62,3 +62,26 @@ def test_a_handler_without_a_config_annotation_is_refused():
         @stages.register_stage("test_unannotated")
         def unannotated(model, config, data):
             return model
+
+
+def test_shared_config_checks_name_the_config_field_and_value():
+    config = ScaleConfig()
+    object.__setattr__(config, "layers", ["0"])  # a list, not a tuple
+    with pytest.raises(ValueError, match=r"ScaleConfig.layers must be a tuple of module names, got \['0'\]"):
+        stages.check_module_names(config, "layers")
+    for bad in (True, 0.5, 0):
+        object.__setattr__(config, "factor", bad)
+        with pytest.raises(ValueError, match=r"ScaleConfig.factor must be an integer >= 1 \(e.g. 3\), got"):
+            stages.check_integer(config, "factor", 1, hint=" (e.g. 3)")
+    object.__setattr__(config, "factor", -4)
+    stages.check_integer(config, "factor")  # no minimum: any integer
+
+
+def test_stage_reports_are_copies_and_a_missing_one_is_a_clear_error():
+    model = nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="carries no test report .* only models returned by stage 'x'"):
+        stages.stage_report(model, "test_report_", "test", "stage 'x'")
+    model.test_report_ = {"ratio": [0.5]}
+    copy_ = stages.stage_report(model, "test_report_", "test", "stage 'x'")
+    copy_["ratio"].append(1.0)
+    assert model.test_report_ == {"ratio": [0.5]}

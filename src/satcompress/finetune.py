@@ -22,7 +22,7 @@ from satcompress.measure.metrics import (
     true_skill_statistic,
     weighted_log_loss,
 )
-from satcompress.stages import StageConfig
+from satcompress.stages import StageConfig, check_integer
 from satcompress.tasks.base import TaskData
 from satcompress.training import TrainConfig, TrainingLoss, fit, predict_proba
 
@@ -60,23 +60,15 @@ class FinetuneSettings(StageConfig):
 
     def __post_init__(self) -> None:
         name = type(self).__name__
-        if isinstance(self.finetune_epochs, bool) or not isinstance(self.finetune_epochs, int) \
-                or self.finetune_epochs < 0:
-            raise ValueError(
-                f"{name}.finetune_epochs must be an integer >= 0 (0 switches fine-tuning off), "
-                f"got {self.finetune_epochs!r}."
-            )
+        check_integer(self, "finetune_epochs", 0, hint=" (0 switches fine-tuning off)")
         if not (isinstance(self.learning_rate, (int, float)) and self.learning_rate > 0
                 and math.isfinite(self.learning_rate)):
             raise ValueError(
                 f"{name}.learning_rate must be a finite number > 0 (e.g. 5e-4), "
                 f"got {self.learning_rate!r}."
             )
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) \
-                or self.batch_size < 1:
-            raise ValueError(f"{name}.batch_size must be an integer >= 1, got {self.batch_size!r}.")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"{name}.seed must be an integer, got {self.seed!r}.")
+        check_integer(self, "batch_size", 1)
+        check_integer(self, "seed")
 
     def finetune(
         self,

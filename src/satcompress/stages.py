@@ -33,6 +33,9 @@ __all__ = [
     "config_to_json",
     "config_from_json",
     "load_builtin_stages",
+    "check_integer",
+    "check_module_names",
+    "stage_report",
 ]
 
 BUILTIN_STAGE_MODULES: tuple[str, ...] = (
@@ -53,6 +56,45 @@ class StageConfig:
     booleans, tuples of them) and which validate in ``__post_init__``, raising ``ValueError``
     with what is wrong and how to fix it.
     """
+
+
+def check_integer(config: StageConfig, field_name: str, minimum: int | None = None,
+                  hint: str = "") -> None:
+    """Raise ``ValueError`` unless ``config.<field_name>`` is an int (not a bool) >= ``minimum``.
+
+    ``hint`` (e.g. ``" (e.g. 30)"``) is inserted after the requirement in the message.
+    """
+    value = getattr(config, field_name)
+    if isinstance(value, bool) or not isinstance(value, int) or (
+        minimum is not None and value < minimum
+    ):
+        bound = "" if minimum is None else f" >= {minimum}"
+        raise ValueError(
+            f"{type(config).__name__}.{field_name} must be an integer{bound}{hint}, got {value!r}."
+        )
+
+
+def check_module_names(config: StageConfig, field_name: str) -> None:
+    """Raise ``ValueError`` unless ``config.<field_name>`` is a tuple of module-name strings."""
+    value = getattr(config, field_name)
+    if not isinstance(value, tuple) or not all(isinstance(name, str) for name in value):
+        raise ValueError(
+            f"{type(config).__name__}.{field_name} must be a tuple of module names, got {value!r}."
+        )
+
+
+def stage_report(model: nn.Module, attribute: str, what: str, producer: str) -> dict[str, Any]:
+    """A copy of the JSON-able report a stage left on ``model`` in ``attribute``.
+
+    Raises ``ValueError`` naming ``what`` report is missing and which ``producer`` leaves it.
+    """
+    report = getattr(model, attribute, None)
+    if report is None:
+        raise ValueError(
+            f"{type(model).__name__} carries no {what} report (attribute {attribute!r}); "
+            f"only models returned by {producer} do."
+        )
+    return copy.deepcopy(report)
 
 
 class Handler(Protocol):

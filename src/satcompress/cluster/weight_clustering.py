@@ -39,7 +39,7 @@ from satcompress.cluster.kmeans import INITIALISATIONS, kmeans_1d
 from satcompress.measure import STORED_BITS_ATTRIBUTE
 from satcompress.finetune import FinetuneSettings
 from satcompress.prune import prunable_weights
-from satcompress.stages import register_stage
+from satcompress.stages import check_integer, check_module_names, register_stage, stage_report
 from satcompress.tasks.base import TaskData
 
 __all__ = [
@@ -230,13 +230,7 @@ def cluster_indices(layer: nn.Module) -> np.ndarray:
 
 def cluster_report(model: nn.Module) -> dict[str, Any]:
     """A copy of the report :func:`weight_cluster` left on ``model``."""
-    report = getattr(model, CLUSTER_REPORT_ATTRIBUTE, None)
-    if report is None:
-        raise ValueError(
-            f"{type(model).__name__} carries no clustering report (attribute "
-            f"{CLUSTER_REPORT_ATTRIBUTE!r}); only models returned by stage 'weight_cluster' do."
-        )
-    return copy.deepcopy(report)
+    return stage_report(model, CLUSTER_REPORT_ATTRIBUTE, "clustering", "stage 'weight_cluster'")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -273,18 +267,8 @@ class WeightClusterConfig(FinetuneSettings):
             )
         if self.init not in INITIALISATIONS:
             raise ValueError(f"{name}.init must be one of {INITIALISATIONS}, got {self.init!r}.")
-        if isinstance(self.kmeans_iterations, bool) or not isinstance(self.kmeans_iterations, int) \
-                or self.kmeans_iterations < 1:
-            raise ValueError(
-                f"{name}.kmeans_iterations must be an integer >= 1 (e.g. 30), "
-                f"got {self.kmeans_iterations!r}."
-            )
-        if not isinstance(self.skip_layers, tuple) or not all(
-            isinstance(layer, str) for layer in self.skip_layers
-        ):
-            raise ValueError(
-                f"{name}.skip_layers must be a tuple of module names, got {self.skip_layers!r}."
-            )
+        check_integer(self, "kmeans_iterations", 1, hint=" (e.g. 30)")
+        check_module_names(self, "skip_layers")
 
 
 @register_stage("weight_cluster")

@@ -49,7 +49,7 @@ from satcompress.distill.students import (
     parameter_count,
     width_multiplier_for_fraction,
 )
-from satcompress.stages import StageConfig, register_stage
+from satcompress.stages import StageConfig, register_stage, stage_report
 from satcompress.tasks.base import TaskData
 from satcompress.training import TrainConfig, TrainingLoss, class_weighted_loss, fit
 
@@ -369,11 +369,4 @@ def distill_report(model: nn.Module) -> dict[str, Any]:
     ValueError
         If ``model`` was not returned by a satcompress distillation stage.
     """
-    report = getattr(model, DISTILL_REPORT_ATTRIBUTE, None)
-    if report is None:
-        raise ValueError(
-            f"{type(model).__name__} carries no distillation report (attribute "
-            f"{DISTILL_REPORT_ATTRIBUTE!r}); only students returned by a satcompress.distill "
-            "stage do."
-        )
-    return copy.deepcopy(report)
+    return stage_report(model, DISTILL_REPORT_ATTRIBUTE, "distillation", "a satcompress.distill stage")

@@ -21,7 +21,7 @@ from torch import nn
 
 from satcompress.lowrank.plan import CONV_METHODS, RANK_CRITERIA, factorize_model, select_ranks
 from satcompress.finetune import FinetuneSettings
-from satcompress.stages import register_stage
+from satcompress.stages import check_integer, check_module_names, register_stage, stage_report
 from satcompress.tasks.base import TaskData
 
 __all__ = ["LOWRANK_REPORT_ATTRIBUTE", "LowRankConfig", "low_rank", "lowrank_report"]
@@ -75,20 +75,13 @@ class LowRankConfig(FinetuneSettings):
                 raise ValueError(
                     f"{name}.{field_name} must be a number in (0, 1] (a fraction), got {value!r}."
                 )
-        for field_name in ("rank", "decomposition_iterations"):
-            value = getattr(self, field_name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}.{field_name} must be an integer >= 1, got {value!r}.")
+        check_integer(self, "rank", 1)
+        check_integer(self, "decomposition_iterations", 1)
         if self.conv_method not in CONV_METHODS:
             raise ValueError(
                 f"{name}.conv_method must be one of {CONV_METHODS}, got {self.conv_method!r}."
             )
-        if not isinstance(self.skip_layers, tuple) or not all(
-            isinstance(layer, str) for layer in self.skip_layers
-        ):
-            raise ValueError(
-                f"{name}.skip_layers must be a tuple of module names, got {self.skip_layers!r}."
-            )
+        check_module_names(self, "skip_layers")
 
 
 @register_stage("low_rank")
@@ -116,10 +109,4 @@ def low_rank(model: nn.Module, config: LowRankConfig, data: TaskData | None) -> 
 
 def lowrank_report(model: nn.Module) -> dict[str, Any]:
     """A copy of the report :func:`low_rank` left on ``model``."""
-    report = getattr(model, LOWRANK_REPORT_ATTRIBUTE, None)
-    if report is None:
-        raise ValueError(
-            f"{type(model).__name__} carries no low-rank report (attribute "
-            f"{LOWRANK_REPORT_ATTRIBUTE!r}); only models returned by stage 'low_rank' do."
-        )
-    return copy.deepcopy(report)
+    return stage_report(model, LOWRANK_REPORT_ATTRIBUTE, "low-rank", "stage 'low_rank'")

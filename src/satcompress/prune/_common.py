@@ -7,10 +7,11 @@ the attribute ``prune_report_`` (read it with :func:`prune_report`).
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from torch import nn
+
+from satcompress.stages import stage_report
 
 
 __all__ = ["PRUNE_REPORT_ATTRIBUTE", "prune_report"]
@@ -27,11 +28,5 @@ def prune_report(model: nn.Module) -> dict[str, Any]:
     ValueError
         If ``model`` was not produced by a satcompress pruning stage.
     """
-    report = getattr(model, PRUNE_REPORT_ATTRIBUTE, None)
-    if report is None:
-        raise ValueError(
-            f"{type(model).__name__} carries no pruning report (attribute "
-            f"{PRUNE_REPORT_ATTRIBUTE!r}); only models returned by a satcompress.prune stage do."
-        )
-    return copy.deepcopy(report)
+    return stage_report(model, PRUNE_REPORT_ATTRIBUTE, "pruning", "a satcompress.prune stage")
 

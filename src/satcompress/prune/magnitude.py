@@ -36,7 +36,7 @@ from torch import nn
 from satcompress.measure import theoretical_bytes
 from satcompress.finetune import FinetuneSettings
 from satcompress.prune._common import PRUNE_REPORT_ATTRIBUTE
-from satcompress.stages import register_stage
+from satcompress.stages import check_integer, check_module_names, register_stage
 from satcompress.tasks.base import TaskData
 
 __all__ = [
@@ -284,19 +284,9 @@ class _MagnitudeSchedule(FinetuneSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        name = type(self).__name__
-        if isinstance(self.pruning_steps, bool) or not isinstance(self.pruning_steps, int) \
-                or self.pruning_steps < 1:
-            raise ValueError(
-                f"{name}.pruning_steps must be an integer >= 1 (1 = one-shot, more = gradual "
-                f"cubic schedule), got {self.pruning_steps!r}."
-            )
-        if not isinstance(self.skip_layers, tuple) or not all(
-            isinstance(layer, str) for layer in self.skip_layers
-        ):
-            raise ValueError(
-                f"{name}.skip_layers must be a tuple of module names, got {self.skip_layers!r}."
-            )
+        check_integer(self, "pruning_steps", 1,
+                      hint=" (1 = one-shot, more = gradual cubic schedule)")
+        check_module_names(self, "skip_layers")
 
     def ramp(self, final_value: float) -> list[float]:
         """The value (sparsity or quality) to prune to at each of the ``pruning_steps``."""

@@ -46,7 +46,7 @@ from satcompress.measure import count_macs
 from satcompress.networks.t2 import MultiHeadSelfAttention
 from satcompress.finetune import FinetuneSettings
 from satcompress.prune._common import PRUNE_REPORT_ATTRIBUTE
-from satcompress.stages import register_stage
+from satcompress.stages import check_module_names, register_stage
 from satcompress.tasks.base import TaskData
 from satcompress.training import class_weighted_loss
 
@@ -440,11 +440,7 @@ class GroupPruneSettings(FinetuneSettings):
         if not isinstance(self.prune_residual_stream, bool):
             raise ValueError(f"{name}.prune_residual_stream must be True or False, got "
                              f"{self.prune_residual_stream!r}.")
-        if not isinstance(self.ignored_layers, tuple) or not all(
-            isinstance(layer, str) for layer in self.ignored_layers
-        ):
-            raise ValueError(f"{name}.ignored_layers must be a tuple of module names, got "
-                             f"{self.ignored_layers!r}.")
+        check_module_names(self, "ignored_layers")
 
     def pruner(self, data: TaskData | None) -> StructuredPruner:
         """A :class:`StructuredPruner` tracing with the first training example of ``data``."""
