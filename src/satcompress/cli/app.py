@@ -11,10 +11,10 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
+from satcompress.cli.common import TASK_HELP, check_task, console, fail
 from satcompress.data import DataFileError
-from satcompress.tasks.registry import get_task, task_names
+from satcompress.tasks.registry import get_task
 
 __all__ = ["app", "main"]
 
@@ -23,21 +23,6 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console()
-TASK_HELP = f"Reference task: {' | '.join(task_names())}."
-
-
-def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code=2)
-
-
-def _check_task(name: str) -> None:
-    try:
-        get_task(name)
-    except ValueError as error:
-        _fail(str(error))
-
 
 @app.command()
 def train(
@@ -47,7 +32,7 @@ def train(
     max_epochs: int = typer.Option(None, help="Override the task's epoch limit."),
 ) -> None:
     """Train a task's base model; save it (weights-only) with its test metrics and baseline."""
-    _check_task(task)
+    check_task(task)
     from satcompress.fileio import atomic_write_text
     from satcompress.pipeline.base_model import save_model, train_base_model
     from satcompress.report import rich_table
@@ -64,7 +49,7 @@ def train(
         with console.status("fitting the classical baseline"):
             baseline = reference.baseline(data, seed=seed, model=trained.model)
     except (DataFileError, ValueError) as error:
-        _fail(str(error))
+        fail(str(error))
     metadata = {"task": task, "seed": seed, "width_multiplier": 1.0, "depth_multiplier": 1.0,
                 "train_settings": settings, "metrics": trained.metrics, "baseline": baseline}
     model_path = save_model(trained.model, out / f"{task}.pt", metadata)
@@ -82,7 +67,7 @@ def demo(
     seed: int = typer.Option(0, help="Seed of the split and training."),
 ) -> None:
     """Train (or reuse) the base model, measure it, write measurement.json and summary.md."""
-    _check_task(task)
+    check_task(task)
     from satcompress.measure import Measurement
     from satcompress.pipeline.demo import run_demo
     from satcompress.report import rich_table, rich_table_by_column
@@ -90,7 +75,7 @@ def demo(
     try:
         result = run_demo(out, task_name=task, seed=seed, progress=True)
     except (DataFileError, ValueError) as error:
-        _fail(str(error))
+        fail(str(error))
     rows = [Measurement.from_dict(stage).summary_row() for stage in result["stages"]]
     console.print(rich_table_by_column(rows, title=f"satcompress demo: {task}"))
     console.print(rich_table([{"baseline": k, "value": v} for k, v in result["baseline"].items()]))
@@ -106,7 +91,7 @@ def compress(
     seed: int = typer.Option(0, help="Seed of the split and the base model."),
 ) -> None:
     """Compress a task's base model with a recipe, measuring every stage against the budget."""
-    _check_task(task)
+    check_task(task)
     from satcompress.pipeline.base_model import cached_base_model
     from satcompress.pipeline.budget import Budget
     from satcompress.pipeline.recipe import Recipe
@@ -121,9 +106,9 @@ def compress(
                                 on_stage=lambda name: status.update(f"stage {name}"))
     except BudgetNotMet as failure:
         console.print(rich_table_by_column(failure.result.rows(), title=f"{task}: {recipe}"))
-        _fail(str(failure))
+        fail(str(failure))
     except (DataFileError, ValueError) as error:
-        _fail(str(error))
+        fail(str(error))
     console.print(rich_table_by_column(result.rows(), title=f"{task}: {recipe}"))
     console.print(f"all limits met; wrote {out / 'stages.json'} and {out / 'summary.md'}")
 
