@@ -35,6 +35,7 @@ __all__ = [
     "load_builtin_stages",
     "check_integer",
     "check_module_names",
+    "check_layer_settings",
     "stage_report",
 ]
 
@@ -81,6 +82,38 @@ def check_module_names(config: StageConfig, field_name: str) -> None:
         raise ValueError(
             f"{type(config).__name__}.{field_name} must be a tuple of module names, got {value!r}."
         )
+
+
+def check_layer_settings(
+    config: StageConfig, field_name: str, check_value: Callable[[Any], Any]
+) -> dict[str, Any]:
+    """Validate ``config.<field_name>``, a tuple of ``(module name, value)`` pairs; return it
+    as a dict.
+
+    Per-layer settings are stored as pairs (not a dict) so that configs stay frozen,
+    hashable and plain data; a recipe file writes them as ``[["blocks.0.fc1", 4], ...]``.
+    The pairs are normalised in place to a tuple of tuples (TOML gives lists).
+    ``check_value(value)`` raises ``ValueError`` for a bad value. A name may appear once.
+    """
+    value = getattr(config, field_name)
+    where = f"{type(config).__name__}.{field_name}"
+    if not isinstance(value, (tuple, list)) or not all(
+        isinstance(pair, (tuple, list)) and len(pair) == 2 and isinstance(pair[0], str)
+        for pair in value
+    ):
+        raise ValueError(
+            f"{where} must be a tuple of (module name, value) pairs, e.g. "
+            f"(('blocks.0.fc1', 4),); got {value!r}."
+        )
+    pairs = tuple((name, setting) for name, setting in value)
+    names = [name for name, _ in pairs]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"{where} names {repeated} more than once; give each layer one value.")
+    for _, setting in pairs:
+        check_value(setting)
+    object.__setattr__(config, field_name, pairs)
+    return dict(pairs)
 
 
 def stage_report(model: nn.Module, attribute: str, what: str, producer: str) -> dict[str, Any]:

@@ -126,3 +126,19 @@ def test_fine_tuning_without_data_is_refused():
 def test_bad_settings_are_refused(kwargs):
     with pytest.raises(ValueError):
         WeightClusterConfig(**kwargs)
+
+
+def test_layer_clusters_set_the_codebook_of_the_named_layers():
+    model, data = tiny_mlp(), make_blobs()
+    config = WeightClusterConfig(n_clusters=16, layer_clusters=(("blocks.0.fc1", 4),),
+                                 skip_layers=("head",), finetune_epochs=0)
+    result = stages.apply(model, config, data)
+    layers = cluster_report(result)["layers"]
+    assert layers["blocks.0.fc1"]["clusters"] == 4 and layers["blocks.1.fc1"]["clusters"] == 16
+    assert "head" not in layers
+    assert stages.config_from_dict(stages.config_to_dict(config)) == config
+    with pytest.raises(ValueError, match="layer_clusters must be an integer from 2"):
+        WeightClusterConfig(layer_clusters=(("stem", 1),))
+    with pytest.raises(ValueError, match="not clusterable"):
+        stages.apply(model, WeightClusterConfig(layer_clusters=(("head", 4),),
+                                                skip_layers=("head",), finetune_epochs=0), data)

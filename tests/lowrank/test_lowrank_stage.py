@@ -61,3 +61,18 @@ def test_mac_budget_without_data_is_refused():
 def test_bad_settings_are_refused(kwargs):
     with pytest.raises(ValueError):
         LowRankConfig(**kwargs)
+
+
+def test_layer_ranks_factor_exactly_the_named_layers():
+    model, data = tiny_mlp(), make_blobs()
+    config = LowRankConfig(rank_by="layer_ranks", layer_ranks=(("blocks.0.fc1", 2), ("stem", 99)),
+                           finetune_epochs=0)
+    layers = lowrank_report(stages.apply(model, config, data))["layers"]
+    assert {name: entry["ranks"] for name, entry in layers.items()} == {
+        "blocks.0.fc1": [2], "stem": [6]}  # capped at the layer's largest rank
+    assert stages.config_from_dict(stages.config_to_dict(config)) == config
+    with pytest.raises(ValueError, match="exactly when rank_by='layer_ranks'"):
+        LowRankConfig(layer_ranks=(("stem", 2),))
+    with pytest.raises(ValueError, match="not factorizable"):
+        stages.apply(model, LowRankConfig(rank_by="layer_ranks", layer_ranks=(("norm", 2),),
+                                          finetune_epochs=0), data)

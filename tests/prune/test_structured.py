@@ -145,3 +145,26 @@ def test_unreachable_targets_and_bad_settings_are_refused():
         stages.apply(model, StructuredPruneConfig(ignored_layers=("classifier",)), data)
     with pytest.raises(ValueError, match="needs training data"):
         StructuredPruner(torch.zeros(1, 6), importance="taylor").rank(model)
+
+
+def test_group_ratios_prune_only_the_named_groups_and_round_trip_through_a_recipe():
+    from satcompress.pipeline.recipe import Recipe
+
+    model, data = tiny_mlp(), make_blobs()
+    config = StructuredPruneConfig(group_ratios=(("blocks.0.fc1", 0.75), ("stem", 0.25)),
+                                   finetune_epochs=0)
+    assert config.mac_reduction is None and config.channel_ratio is None
+    result = stages.apply(model, config, data)
+    assert result.blocks[0].fc1.out_features == 4
+    assert result.blocks[1].fc1.out_features == 16  # not named: untouched
+    assert result.stem.out_features == 12
+    assert [g["size_after"] for g in prune_report(result)["groups"]] == [12, 4, 16]
+    recipe = Recipe("per-group", (config,))
+    assert Recipe.from_toml(recipe.to_toml()) == recipe
+    assert StructuredPruneConfig().mac_reduction == 2.0  # no target: half the MACs
+    with pytest.raises(ValueError, match="exactly one target"):
+        StructuredPruneConfig(channel_ratio=0.5, group_ratios=(("stem", 0.5),))
+    with pytest.raises(ValueError, match="fractions in"):
+        StructuredPruneConfig(group_ratios=(("stem", 1.0),))
+    with pytest.raises(ValueError, match="No prunable group"):
+        stages.apply(model, StructuredPruneConfig(group_ratios=(("head", 0.5),)), data)

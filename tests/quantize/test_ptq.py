@@ -142,3 +142,21 @@ def test_activation_calibration_needs_data_but_weight_only_does_not():
 def test_bad_settings_are_refused_with_a_clear_message(settings, message):
     with pytest.raises(ValueError, match=message):
         PostTrainingQuantizeConfig(**settings)
+
+
+def test_layer_bits_override_the_width_of_the_named_layers():
+    model, data = tiny_mlp(), make_blobs()
+    config = PostTrainingQuantizeConfig(weight_bits=8, quantize_activations=False,
+                                        layer_bits=(("blocks.0.fc1", 2), ("head", 4)),
+                                        exclude=("stem",))
+    layers = quantized_layers(stages.apply(model, config, data))
+    assert {name: layer.weight_bits for name, layer in layers.items()} == {
+        "blocks.0.fc1": 2, "blocks.0.fc2": 8, "blocks.1.fc1": 8, "blocks.1.fc2": 8, "head": 4}
+    assert stages.config_from_dict(stages.config_to_dict(config)) == config
+    with pytest.raises(ValueError, match="exclude keeps in float"):
+        PostTrainingQuantizeConfig(layer_bits=(("stem", 4),), exclude=("stem",))
+    with pytest.raises(ValueError, match="bits from 2 to 8"):
+        PostTrainingQuantizeConfig(layer_bits=(("stem", 16),))
+    with pytest.raises(ValueError, match="not quantizable"):
+        stages.apply(model, PostTrainingQuantizeConfig(layer_bits=(("norm", 4),),
+                                                       quantize_activations=False), data)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -39,7 +40,13 @@ from satcompress.cluster.kmeans import INITIALISATIONS, kmeans_1d
 from satcompress.measure import STORED_BITS_ATTRIBUTE
 from satcompress.finetune import FinetuneSettings
 from satcompress.prune import prunable_weights
-from satcompress.stages import check_integer, check_module_names, register_stage, stage_report
+from satcompress.stages import (
+    check_integer,
+    check_layer_settings,
+    check_module_names,
+    register_stage,
+    stage_report,
+)
 from satcompress.tasks.base import TaskData
 
 __all__ = [
@@ -146,22 +153,34 @@ def cluster_model(
     max_iterations: int = 30,
     seed: int = 0,
     skip_layers: tuple[str, ...] = (),
+    layer_clusters: Mapping[str, int] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Cluster the weight of every Linear and convolution of ``model`` in place.
 
-    Layers are clustered only where ``ceil(log2 k)``-bit indices plus a ``k``-entry float32
-    codebook take fewer bits than the float32 weight. Returns ``{layer name: what was done}``
-    (clusters, index bits, zero cluster, or why the layer was left alone).
+    Each layer gets ``n_clusters`` centroids unless ``layer_clusters`` names it. Layers are
+    clustered only where ``ceil(log2 k)``-bit indices plus a ``k``-entry float32 codebook take
+    fewer bits than the float32 weight. Returns ``{layer name: what was done}`` (clusters,
+    index bits, zero cluster, or why the layer was left alone).
     """
+    layer_clusters = dict(layer_clusters or {})
+    weights = prunable_weights(model, skip_layers)
+    unknown = sorted(set(layer_clusters) - {name.rpartition(".")[0] for name in weights})
+    if unknown:
+        raise ValueError(
+            f"layer_clusters names {unknown}, which are not clusterable layers of "
+            f"{type(model).__name__} (outside skip_layers); they are "
+            f"{[name.rpartition('.')[0] for name in weights]}."
+        )
     report: dict[str, dict[str, Any]] = {}
-    for weight_name, weight in prunable_weights(model, skip_layers).items():
+    for weight_name, weight in weights.items():
         layer_name = weight_name.rpartition(".")[0]
-        if not _saves_bytes(weight.numel(), n_clusters):
+        clusters = layer_clusters.get(layer_name, n_clusters)
+        if not _saves_bytes(weight.numel(), clusters):
             report[layer_name] = {"clustered": False,
-                                  "reason": f"{weight.numel()} weights: a {n_clusters}-entry "
+                                  "reason": f"{weight.numel()} weights: a {clusters}-entry "
                                             "codebook would not save bytes"}
             continue
-        parametrisation = cluster_layer(model.get_submodule(layer_name), n_clusters, init,
+        parametrisation = cluster_layer(model.get_submodule(layer_name), clusters, init,
                                         max_iterations, seed)
         clusters = len(parametrisation.codebook())
         report[layer_name] = {"clustered": True, "clusters": clusters,
@@ -249,26 +268,35 @@ class WeightClusterConfig(FinetuneSettings):
         Upper bound on Lloyd iterations per layer.
     skip_layers : tuple of str
         Module names whose weights are left unclustered.
+    layer_clusters : tuple of (str, int)
+        Per-layer codebook sizes overriding ``n_clusters`` for the named layers, e.g.
+        ``(("blocks.0.fc1", 4),)`` (what a search chooses).
     """
 
     n_clusters: int = 16
     init: str = "linear"
     kmeans_iterations: int = 30
     skip_layers: tuple[str, ...] = ()
+    layer_clusters: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         super().__post_init__()
         name = type(self).__name__
-        if isinstance(self.n_clusters, bool) or not isinstance(self.n_clusters, int) \
-                or not 2 <= self.n_clusters <= MAX_CLUSTERS:
-            raise ValueError(
-                f"{name}.n_clusters must be an integer from 2 to {MAX_CLUSTERS} (e.g. 16 for "
-                f"4-bit indices), got {self.n_clusters!r}."
-            )
+        _check_clusters(self.n_clusters, f"{name}.n_clusters")
+        check_layer_settings(self, "layer_clusters",
+                             lambda k: _check_clusters(k, f"each of {name}.layer_clusters"))
         if self.init not in INITIALISATIONS:
             raise ValueError(f"{name}.init must be one of {INITIALISATIONS}, got {self.init!r}.")
         check_integer(self, "kmeans_iterations", 1, hint=" (e.g. 30)")
         check_module_names(self, "skip_layers")
+
+
+def _check_clusters(value: int, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= MAX_CLUSTERS:
+        raise ValueError(
+            f"{what} must be an integer from 2 to {MAX_CLUSTERS} (e.g. 16 for 4-bit indices), "
+            f"got {value!r}."
+        )
 
 
 @register_stage("weight_cluster")
@@ -282,7 +310,7 @@ def weight_cluster(
     """
     model = copy.deepcopy(model)
     layers = cluster_model(model, config.n_clusters, config.init, config.kmeans_iterations,
-                           config.seed, config.skip_layers)
+                           config.seed, config.skip_layers, dict(config.layer_clusters))
     config.finetune(model, data)
     bake_clusters(model)
     setattr(model, CLUSTER_REPORT_ATTRIBUTE, {"n_clusters": config.n_clusters,

@@ -1,7 +1,7 @@
 """Stage ``low_rank``: factor layers into thinner chains, then fine-tune (``fit``).
 
 Ranks come from :func:`satcompress.lowrank.select_ranks` (energy kept, a fixed rank, or a
-parameter or MAC budget for the whole model); the layers are replaced by
+parameter or MAC budget for the whole model) or are given per layer; the layers are replaced by
 :func:`satcompress.lowrank.factorize_model` (SVD for Linear and pointwise convolutions,
 Tucker-2 or CP for other convolutions) and the model is fine-tuned briefly with
 :func:`satcompress.training.fit`, as Kim et al. (2016) and Lebedev et al. (2015) fine-tune
@@ -19,9 +19,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from satcompress.lowrank.plan import CONV_METHODS, RANK_CRITERIA, factorize_model, select_ranks
+from satcompress.lowrank.plan import (
+    CONV_METHODS,
+    RANK_CRITERIA,
+    RankPlan,
+    factorizable_layers,
+    factorize_model,
+    select_ranks,
+)
 from satcompress.finetune import FinetuneSettings
-from satcompress.stages import check_integer, check_module_names, register_stage, stage_report
+from satcompress.stages import (
+    check_integer,
+    check_layer_settings,
+    check_module_names,
+    register_stage,
+    stage_report,
+)
 from satcompress.tasks.base import TaskData
 
 __all__ = ["LOWRANK_REPORT_ATTRIBUTE", "LowRankConfig", "low_rank", "lowrank_report"]
@@ -36,8 +49,9 @@ class LowRankConfig(FinetuneSettings):
 
     Attributes
     ----------
-    rank_by : {"energy", "rank", "parameters", "macs"}
-        How ranks are chosen (see :func:`satcompress.lowrank.select_ranks`).
+    rank_by : {"energy", "rank", "parameters", "macs", "layer_ranks"}
+        How ranks are chosen (see :func:`satcompress.lowrank.select_ranks`); "layer_ranks":
+        exactly the ranks ``layer_ranks`` gives.
     energy : float
         Fraction of the squared singular values each layer keeps (``rank_by="energy"``).
     rank : int
@@ -51,6 +65,10 @@ class LowRankConfig(FinetuneSettings):
         Iteration limit of the Tucker (HOOI) or CP (ALS) solver.
     skip_layers : tuple of str
         Module names left unfactored.
+    layer_ranks : tuple of (str, int)
+        With ``rank_by="layer_ranks"``: the layers to factor and the rank of each (capped at
+        the layer's largest rank; both Tucker-2 modes get it), e.g. ``(("blocks.0.fc1",
+        32),)``, what a search chooses. Layers not named are left alone.
     """
 
     rank_by: str = "energy"
@@ -60,13 +78,20 @@ class LowRankConfig(FinetuneSettings):
     conv_method: str = "tucker2"
     decomposition_iterations: int = 100
     skip_layers: tuple[str, ...] = ()
+    layer_ranks: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         super().__post_init__()
         name = type(self).__name__
-        if self.rank_by not in RANK_CRITERIA:
+        if self.rank_by not in _STAGE_CRITERIA:
             raise ValueError(
-                f"{name}.rank_by must be one of {RANK_CRITERIA}, got {self.rank_by!r}."
+                f"{name}.rank_by must be one of {_STAGE_CRITERIA}, got {self.rank_by!r}."
+            )
+        ranks = check_layer_settings(self, "layer_ranks", _check_rank)
+        if bool(ranks) != (self.rank_by == "layer_ranks"):
+            raise ValueError(
+                f"{name}: give layer_ranks exactly when rank_by='layer_ranks' (got rank_by="
+                f"{self.rank_by!r} and {len(ranks)} layer rank(s))."
             )
         for field_name in ("energy", "budget_ratio"):
             value = getattr(self, field_name)
@@ -84,6 +109,27 @@ class LowRankConfig(FinetuneSettings):
         check_module_names(self, "skip_layers")
 
 
+_STAGE_CRITERIA = (*RANK_CRITERIA, "layer_ranks")
+
+
+def _check_rank(rank: int) -> None:
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise ValueError(f"LowRankConfig.layer_ranks values must be integers >= 1, got {rank!r}.")
+
+
+def _explicit_plan(model: nn.Module, config: LowRankConfig) -> RankPlan:
+    """The plan ``config.layer_ranks`` names, each rank capped per mode."""
+    candidates = {candidate.name: candidate for candidate in
+                  factorizable_layers(model, config.conv_method, config.skip_layers)}
+    unknown = sorted(set(dict(config.layer_ranks)) - set(candidates))
+    if unknown:
+        raise ValueError(
+            f"low_rank layer_ranks names {unknown}, which are not factorizable layers of "
+            f"{type(model).__name__}; they are {sorted(candidates)}."
+        )
+    return {name: candidates[name].ranks_fixed(rank) for name, rank in config.layer_ranks}
+
+
 @register_stage("low_rank")
 def low_rank(model: nn.Module, config: LowRankConfig, data: TaskData | None) -> nn.Module:
     """Factor the layers of a copy of ``model`` as ``config`` says, then fine-tune it.
@@ -95,11 +141,14 @@ def low_rank(model: nn.Module, config: LowRankConfig, data: TaskData | None) -> 
         raise ValueError("low_rank with rank_by='macs' needs the task's data to count MACs.")
     model = copy.deepcopy(model)
     example = None if data is None else torch.from_numpy(data.train.x[:1])
-    plan = select_ranks(
-        model, config.rank_by, energy=config.energy, rank=config.rank,
-        budget_ratio=config.budget_ratio, conv_method=config.conv_method,
-        skip_layers=config.skip_layers, example_input=example,
-    )
+    if config.rank_by == "layer_ranks":
+        plan = _explicit_plan(model, config)
+    else:
+        plan = select_ranks(
+            model, config.rank_by, energy=config.energy, rank=config.rank,
+            budget_ratio=config.budget_ratio, conv_method=config.conv_method,
+            skip_layers=config.skip_layers, example_input=example,
+        )
     layers = factorize_model(model, plan, config.conv_method, config.decomposition_iterations,
                              config.seed)
     config.finetune(model, data)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ __all__ = [
     "parse_milliseconds",
     "metric_direction",
     "METRIC_ALIASES",
+    "shortfall",
 ]
 
 _BYTE_UNITS = {
@@ -77,11 +79,20 @@ def metric_direction(metric: str) -> bool:
 
 @dataclass(frozen=True)
 class Violation:
-    """One limit a candidate breaks: which, the limit, and the candidate's value."""
+    """One limit and a candidate's value for it: which, the limit, and the value.
+
+    :meth:`Budget.violations` returns only limits a candidate breaks; :meth:`Budget.usage`
+    returns every limit set, broken or not (``broken`` tells).
+    """
 
     limit: str
     allowed: float
     actual: float
+
+    @property
+    def broken(self) -> bool:
+        """Whether the value exceeds the limit (by more than float rounding)."""
+        return self.actual > self.allowed + 1e-12
 
     @property
     def relative_excess(self) -> float:
@@ -167,6 +178,13 @@ class Budget:
 
     def violations(self, candidate: Measurement, base: Measurement) -> list[Violation]:
         """Every limit ``candidate`` breaks (empty when it fits), relative to ``base``."""
+        return [usage for usage in self.usage(candidate, base) if usage.broken]
+
+    def usage(self, candidate: Measurement, base: Measurement) -> list[Violation]:
+        """``candidate``'s value for every limit set (broken or not), relative to ``base``.
+
+        The metric drop is measured in the metric's direction (see the module docstring).
+        """
         found = []
         resource_limits = (
             ("max_bytes", self.max_bytes, candidate.theoretical_bytes),
@@ -174,7 +192,7 @@ class Budget:
             ("max_latency_ms", self.max_latency_ms, candidate.latency_ms_p50),
         )
         for name, allowed, actual in resource_limits:
-            if allowed is not None and actual > allowed:
+            if allowed is not None:
                 found.append(Violation(name, allowed, actual))
         for metric, allowed_drop in self.max_metric_drop:
             for side, values in (("candidate", candidate.metrics), ("base", base.metrics)):
@@ -185,6 +203,12 @@ class Budget:
                     )
             change = candidate.metrics[metric] - base.metrics[metric]
             drop = -change if metric_direction(metric) else change
-            if drop > allowed_drop + 1e-12:
-                found.append(Violation(f"max_metric_drop[{metric}]", allowed_drop, drop))
+            found.append(Violation(f"max_metric_drop[{metric}]", allowed_drop, drop))
         return found
+
+
+def shortfall(violations: Sequence[Violation]) -> tuple[int, float]:
+    """Sort key of a candidate by how far it misses a budget: the number of limits broken,
+    then their summed relative excess. The smallest is the closest candidate."""
+    broken = [violation for violation in violations if violation.broken]
+    return len(broken), sum(violation.relative_excess for violation in broken)

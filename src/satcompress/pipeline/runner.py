@@ -26,7 +26,7 @@ from satcompress import stages
 from satcompress.fileio import atomic_write_bytes, atomic_write_text
 from satcompress.measure import Measurement, measure
 from satcompress.pipeline.base_model import TrainedModel
-from satcompress.pipeline.budget import Budget, Violation
+from satcompress.pipeline.budget import Budget, Violation, shortfall
 from satcompress.pipeline.recipe import Recipe
 from satcompress.report import markdown_table
 
@@ -168,10 +168,7 @@ def run_recipe(
         + markdown_table(result.rows())
     ))
     if violations[-1]:
-        closest = min(
-            range(1, len(measurements)),
-            key=lambda i: (len(violations[i]), sum(v.relative_excess for v in violations[i])),
-        )
+        closest = min(range(1, len(measurements)), key=lambda i: shortfall(violations[i]))
         missed = "; ".join(str(v) for v in violations[closest])
         raise BudgetNotMet(
             f"The recipe {recipe.name!r} does not meet the budget. Closest candidate: stage "

@@ -9,7 +9,8 @@ Importing this package registers four stages (see :mod:`satcompress.stages`):
     Unstructured per-layer pruning below ``quality x std`` of the layer (Han et al. 2015).
 ``structured_prune`` (:class:`StructuredPruneConfig`)
     Physically removes hidden neurons, residual-stream features and attention heads with
-    Torch-Pruning's dependency graph, to a target MAC reduction or channel ratio.
+    Torch-Pruning's dependency graph, to a target MAC reduction, a channel ratio, or one
+    ratio per named group.
 ``drop_bound_prune`` (:class:`DropBoundPruneConfig`)
     Structured pruning group by group, each as far as a bound on the validation-metric drop
     allows (Huang et al. 2018's drop bound, grid search instead of an RL agent).

@@ -46,7 +46,7 @@ from satcompress.measure import count_macs
 from satcompress.networks.t2 import MultiHeadSelfAttention
 from satcompress.finetune import FinetuneSettings
 from satcompress.prune._common import PRUNE_REPORT_ATTRIBUTE
-from satcompress.stages import check_module_names, register_stage
+from satcompress.stages import check_layer_settings, check_module_names, register_stage
 from satcompress.tasks.base import TaskData
 from satcompress.training import class_weighted_loss
 
@@ -457,9 +457,9 @@ class GroupPruneSettings(FinetuneSettings):
 
 @dataclasses.dataclass(frozen=True)
 class StructuredPruneConfig(GroupPruneSettings):
-    """Uniform structured pruning of every group (stage ``structured_prune``).
+    """Structured pruning of every group, or of named groups (stage ``structured_prune``).
 
-    Give exactly one target.
+    Give exactly one target; with none, ``mac_reduction=2.0`` is used.
 
     Attributes
     ----------
@@ -469,17 +469,27 @@ class StructuredPruneConfig(GroupPruneSettings):
     channel_ratio : float or None
         Remove this fraction of every group's units instead (0.5: half the channels of each
         hidden layer and half the heads of each attention module).
+    group_ratios : tuple of (str, float)
+        Remove the given fraction of the units of each named group only (group names as in
+        :meth:`StructuredPruner.groups`, e.g. ``(("blocks.0.fc1", 0.5),)``); other groups keep
+        all their units. This is the per-group control a search chooses.
     """
 
-    mac_reduction: float | None = 2.0
+    mac_reduction: float | None = None
     channel_ratio: float | None = None
+    group_ratios: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if (self.mac_reduction is None) == (self.channel_ratio is None):
+        ratios = check_layer_settings(self, "group_ratios", _check_group_ratio)
+        targets = [self.mac_reduction is not None, self.channel_ratio is not None, bool(ratios)]
+        if not any(targets):
+            object.__setattr__(self, "mac_reduction", 2.0)
+        elif sum(targets) > 1:
             raise ValueError(
-                "StructuredPruneConfig needs exactly one target: mac_reduction (e.g. 2.0) or "
-                "channel_ratio (e.g. 0.5); set the other to None."
+                "StructuredPruneConfig needs exactly one target: mac_reduction (e.g. 2.0), "
+                "channel_ratio (e.g. 0.5) or group_ratios (e.g. (('blocks.0.fc1', 0.5),)); "
+                "leave the others unset."
             )
         if self.mac_reduction is not None and not (
             isinstance(self.mac_reduction, (int, float)) and 1 < self.mac_reduction < math.inf
@@ -493,23 +503,35 @@ class StructuredPruneConfig(GroupPruneSettings):
                              f"got {self.channel_ratio!r}.")
 
 
+def _check_group_ratio(ratio: float) -> None:
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:
+        raise ValueError(
+            f"StructuredPruneConfig.group_ratios values must be fractions in [0, 1), got {ratio!r}."
+        )
+
+
 @register_stage("structured_prune")
 def structured_prune(
     model: nn.Module, config: StructuredPruneConfig, data: TaskData | None
 ) -> nn.Module:
-    """Remove the least important units of every group, then fine-tune.
+    """Remove the least important units of every group (or of the named ones), then fine-tune.
 
     Returns a new, smaller model; ``model.prune_report_`` holds ``method``, ``importance``,
-    ``channel_ratio`` (the ratio used), ``macs_before``, ``macs_after`` and ``groups`` (name,
+    ``channel_ratio`` (the uniform ratio used; None with ``group_ratios``), ``macs_before``, ``macs_after`` and ``groups`` (name,
     kind, ``size_before``, ``size_after`` of each group).
     """
     pruner = config.pruner(data)
     groups = pruner.groups(model)
     if config.mac_reduction is not None:
         pruned, ratio = pruner.prune_to_macs(model, config.mac_reduction, data)
-    else:
+        ratios = dict.fromkeys((group.name for group in groups), ratio)
+    elif config.channel_ratio is not None:
         ratio = config.channel_ratio
+        ratios = dict.fromkeys((group.name for group in groups), ratio)
         pruned = pruner.prune(model, ratio, data)
+    else:
+        ratio, ratios = None, dict(config.group_ratios)
+        pruned = pruner.prune(model, ratios, data)
     pruned = config.finetune(pruned, data)
     example = pruner.example_input
     setattr(pruned, PRUNE_REPORT_ATTRIBUTE, {
@@ -520,7 +542,7 @@ def structured_prune(
         "macs_after": count_macs(pruned, example),
         "groups": [
             {"group": group.name, "kind": group.kind, "size_before": group.size,
-             "size_after": group.size - units_to_remove(ratio, group.size)}
+             "size_after": group.size - units_to_remove(ratios.get(group.name, 0.0), group.size)}
             for group in groups
         ],
     })

@@ -29,7 +29,7 @@ from satcompress.quantize.fake_quant import (
     make_observer,
     quantized_layer_from_float,
 )
-from satcompress.stages import StageConfig, register_stage
+from satcompress.stages import StageConfig, check_layer_settings, register_stage
 from satcompress.tasks.base import TaskData
 
 __all__ = [
@@ -77,6 +77,10 @@ class QuantizationSettings(StageConfig):
         Module names (as in ``model.named_modules()``) to keep in float.
     seed : int
         Picks the calibration examples.
+    layer_bits : tuple of (str, int)
+        Per-layer weight widths overriding ``weight_bits`` for the named layers, e.g.
+        ``(("blocks.0.fc1", 4), ("head", 8))`` (what a search chooses); ``reduce_range``
+        still caps them.
     """
 
     weight_bits: int = 8
@@ -87,16 +91,28 @@ class QuantizationSettings(StageConfig):
     reduce_range: bool = True
     exclude: tuple[str, ...] = ()
     seed: int = 0
+    layer_bits: tuple[tuple[str, int], ...] = ()
 
-    def stored_weight_bits(self) -> int:
-        """The weight width actually stored: ``weight_bits``, capped by ``reduce_range``."""
+    def stored_weight_bits(self, layer: str | None = None) -> int:
+        """The weight width actually stored for ``layer`` (its ``layer_bits`` entry, else
+        ``weight_bits``), capped by ``reduce_range``."""
+        bits = dict(self.layer_bits).get(layer, self.weight_bits)
         if self.quantize_activations and self.reduce_range:
-            return min(self.weight_bits, _SATURATION_FREE_WEIGHT_BITS)
-        return self.weight_bits
+            return min(bits, _SATURATION_FREE_WEIGHT_BITS)
+        return bits
 
     def __post_init__(self) -> None:
         name = type(self).__name__
         check_bits(self.weight_bits, f"{name}.weight_bits")
+        per_layer = check_layer_settings(
+            self, "layer_bits", lambda bits: check_bits(bits, f"each of {name}.layer_bits")
+        )
+        excluded = sorted(set(per_layer) & set(self.exclude))
+        if excluded:
+            raise ValueError(
+                f"{name} gives layer_bits for {excluded}, which exclude keeps in float; "
+                "remove them from one of the two."
+            )
         if self.observer not in OBSERVERS:
             raise ValueError(
                 f"{name}.observer must be one of {sorted(OBSERVERS)}, got {self.observer!r}."
@@ -230,7 +246,14 @@ def convert(model: nn.Module, config: QuantizationSettings, data: TaskData | Non
             )
         inputs = calibration_inputs(data, config.calibration_samples, config.seed)
         bounds = calibrate(model, names, inputs, config.observer, config.percentile)
-    return quantize_layers(model, {name: config.stored_weight_bits() for name in names}, bounds)
+    unknown = sorted({layer for layer, _ in config.layer_bits} - set(names))
+    if unknown:
+        raise ValueError(
+            f"{config.stage_name} layer_bits names {unknown}, which are not quantizable float "
+            f"layers of {type(model).__name__}; they are {names}."
+        )
+    return quantize_layers(model, {name: config.stored_weight_bits(name) for name in names},
+                           bounds)
 
 
 @register_stage("post_training_quantize")
