@@ -78,7 +78,8 @@ class FactorizableLayer:
         How it would be factored.
     spectra : tuple of np.ndarray
         Cumulative energy fractions: of the weight's singular values (SVD), or of the output-
-        and input-channel unfoldings of the kernel (Tucker-2, CP).
+        and input-channel unfoldings of the kernel (Tucker-2, CP); empty when not computed
+        (``factorizable_layers(..., spectra=False)``).
     input_shape : tuple of int
         Positions the layer sees per inference: ``(rows,)`` for a Linear, the input's spatial
         shape for a convolution (from one batch-1 forward pass; ones when not measured).
@@ -96,7 +97,8 @@ class FactorizableLayer:
             return (self.layer.out_channels, self.layer.in_channels)
         if self.kind == "cp":
             return (max(self.layer.out_channels, self.layer.in_channels),)
-        return (len(self.spectra[0]),)
+        n_in, n_out = self._in_out()
+        return (min(n_in, n_out),)
 
     def ranks_for_energy(self, energy: float) -> tuple[int, ...]:
         """Per-mode smallest ranks keeping ``energy`` of the squared singular values."""
@@ -180,10 +182,12 @@ def factorizable_layers(
     conv_method: str = "tucker2",
     skip_layers: tuple[str, ...] = (),
     example_input: torch.Tensor | None = None,
+    spectra: bool = True,
 ) -> list[FactorizableLayer]:
     """Every Linear and ``groups == 1`` convolution inside ``model`` with its spectra.
 
-    The model itself is never a candidate (a layer is replaced in its parent).
+    The model itself is never a candidate (a layer is replaced in its parent). With
+    ``spectra=False`` no SVD is computed (for callers that need only shapes and costs).
 
     With ``example_input`` (batch 1), one forward pass records the positions each layer sees,
     which MAC costs need.
@@ -212,11 +216,11 @@ def factorizable_layers(
                             weight.transpose(0, 1).reshape(weight.shape[1], -1)]
         else:
             continue
-        spectra = tuple(
+        energies = tuple(
             cumulative_energy(torch.linalg.svdvals(matrix.detach().double()).numpy())
             for matrix in matrices
-        )
-        candidates.append(FactorizableLayer(name, layer, kind, spectra))
+        ) if spectra else ()
+        candidates.append(FactorizableLayer(name, layer, kind, energies))
     if example_input is not None:
         _record_input_shapes(model, candidates, example_input)
     return candidates

@@ -120,7 +120,8 @@ def _check_rank(rank: int) -> None:
 def _explicit_plan(model: nn.Module, config: LowRankConfig) -> RankPlan:
     """The plan ``config.layer_ranks`` names, each rank capped per mode."""
     candidates = {candidate.name: candidate for candidate in
-                  factorizable_layers(model, config.conv_method, config.skip_layers)}
+                  factorizable_layers(model, config.conv_method, config.skip_layers,
+                                      spectra=False)}
     unknown = sorted(set(dict(config.layer_ranks)) - set(candidates))
     if unknown:
         raise ValueError(
