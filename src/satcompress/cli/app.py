@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 
 from satcompress.cli.common import TASK_HELP, check_task, console, fail
+from satcompress.cli.search import search
 from satcompress.data import DataFileError
 from satcompress.tasks.registry import get_task
 
@@ -111,6 +112,9 @@ def compress(
         fail(str(error))
     console.print(rich_table_by_column(result.rows(), title=f"{task}: {recipe}"))
     console.print(f"all limits met; wrote {out / 'stages.json'} and {out / 'summary.md'}")
+
+
+app.command(name="search")(search)
 
 
 def main() -> None:

@@ -1,0 +1,58 @@
+"""``satcompress search``: find per-layer compression settings under a budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from satcompress.cli.common import TASK_HELP, check_task, console, fail
+
+__all__ = ["search"]
+
+
+def search(
+    task: str = typer.Option(..., help=TASK_HELP),
+    budget: str = typer.Option(..., help="Hard limits, e.g. max_bytes=300kB,max_metric_drop=tss:0.02"),
+    trials: int = typer.Option(40, help="Finished trials the study should hold (resumes up to it)."),
+    workers: int = typer.Option(1, help="Worker processes running trials of the one study."),
+    storage: str = typer.Option(None, help="Study storage: sqlite:///path.db (default OUT/study.db) "
+                                           "or postgresql://user@host:port/db to share it."),
+    study_name: str = typer.Option(None, help="Study name (default TASK-STRATEGY); the same name "
+                                              "in the same storage resumes the study."),
+    strategy: str = typer.Option("whole", help="whole: one study over every layer; divide: "
+                                               "search blocks of layers, then combine."),
+    out: Path = typer.Option(Path("out/search"), help="Output folder."),
+    seed: int = typer.Option(0, help="Seed of the split, base model, sampler and stages."),
+) -> None:
+    """Search per-layer pruning ratios, bit widths, cluster counts and ranks under a budget.
+
+    Writes the Pareto front (front.md, front.png), the chosen model's run (model/) and the
+    recipe that reproduces it (recipe.toml) into OUT.
+    """
+    check_task(task)
+    from satcompress.data import DataFileError
+    from satcompress.pipeline.runner import BudgetNotMet
+    from satcompress.report import rich_table
+    from satcompress.search import EmptyFront, front_rows, run_search
+    from satcompress.tasks.registry import get_task
+
+    if trials < 1 or workers < 1:
+        fail("--trials and --workers must be at least 1.")
+    try:
+        with console.status(f"searching {task} ({trials} trials, {workers} worker(s))"):
+            result = run_search(task, budget, trials, out, workers=workers, storage=storage,
+                                study_name=study_name, strategy=strategy, seed=seed)
+    except (EmptyFront, BudgetNotMet) as failure:
+        fail(f"{failure} (trials and front: {out / 'front.md'})")
+    except (DataFileError, ValueError, RuntimeError) as error:
+        fail(str(error))
+    metric = get_task(task).primary_metric
+    console.print(rich_table(front_rows(result.front, metric, result.base.theoretical_bytes),
+                             title=f"{task}: Pareto front (validation metric)"))
+    chosen, final = result.chosen, result.run.final
+    console.print(
+        f"chosen trial {chosen.label}: {final.theoretical_bytes:,} bytes, test {metric} "
+        f"{final.metrics[metric]:.4f} (base {result.run.measurements[0].metrics[metric]:.4f}); "
+        f"recipe {out / 'recipe.toml'}, model run {out / 'model'}, front {out / 'front.md'}"
+    )

@@ -1,0 +1,257 @@
+"""``run_search``: search a task's compression space under a budget and deliver the result.
+
+Writes into the output folder (atomically): ``trials.json`` (every trial's measurements),
+``front.md`` and ``front.png`` (the Pareto front, validation metric against stored bytes),
+``search.json`` (summary), ``recipe.toml`` (the chosen trial's recipe) and ``model/`` (the
+chosen recipe run through :func:`satcompress.pipeline.runner.run_recipe`, which measures it
+on the test split and verifies the budget). The study itself stays in its storage
+(``study.db`` by default), so running the same command again resumes it.
+
+The chosen model is the feasible trial with the best validation metric (fewest bytes on a
+tie). If its final run breaks the budget after all (the test split, or a latency measured
+with more repeats), the next-best candidates are tried, up to ``verify_candidates``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from satcompress.fileio import atomic_write_text
+from satcompress.measure import Measurement
+from satcompress.pipeline.base_model import TrainedModel, cached_base_model
+from satcompress.pipeline.budget import Budget
+from satcompress.pipeline.recipe import Recipe
+from satcompress.pipeline.runner import BudgetNotMet, RunResult, run_recipe
+from satcompress.report import markdown_table
+from satcompress.search.divide import divide_and_conquer
+from satcompress.search.evaluate import Evaluator
+from satcompress.search.front import (
+    EmptyFront,
+    TrialRecord,
+    empty_front_message,
+    front_rows,
+    pareto_front,
+    plot_front,
+    trial_records,
+)
+from satcompress.search.settings import SearchSettings
+from satcompress.search.space import derive_space
+from satcompress.search.study import StudyJob, open_storage, run_study
+
+__all__ = ["STRATEGIES", "SearchResult", "run_search", "default_storage"]
+
+STRATEGIES = ("whole", "divide")
+"""``whole``: one NSGA-II study over every decision; ``divide``: per-block sub-problems
+whose fronts are combined (:mod:`satcompress.search.divide`)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchResult:
+    """A finished search: every trial, the front, the chosen trial and its verified run."""
+
+    task: str
+    strategy: str
+    storage: str
+    studies: tuple[str, ...]
+    base: Measurement
+    records: tuple[TrialRecord, ...]
+    front: tuple[TrialRecord, ...]
+    chosen: TrialRecord
+    run: RunResult
+    out_dir: Path
+    seconds: float
+
+
+def default_storage(out_dir: str | Path) -> str:
+    """The SQLite storage URL of a search writing into ``out_dir``."""
+    return f"sqlite:///{(Path(out_dir) / 'study.db').resolve()}"
+
+
+def _load_records(storage: str, names: list[str], metric: str) -> dict[str, list[TrialRecord]]:
+    import optuna
+
+    opened = open_storage(storage)
+    return {name: trial_records(optuna.load_study(study_name=name, storage=opened), metric)
+            for name in names}
+
+
+def run_search(
+    task: str | TrainedModel,
+    budget: Budget | str,
+    trials: int,
+    out_dir: str | Path,
+    *,
+    workers: int = 1,
+    storage: str | None = None,
+    study_name: str | None = None,
+    strategy: str = "whole",
+    settings: SearchSettings | None = None,
+    seed: int = 0,
+    latency_repeats: int = 200,
+    verify_candidates: int = 3,
+) -> SearchResult:
+    """Search per-layer compression decisions of a task's base model under ``budget``.
+
+    Parameters
+    ----------
+    task : str or TrainedModel
+        A reference task name (its cached base model, split ``seed``) or a trained model
+        with its task and data.
+    budget : Budget or str
+        Hard limits (``"max_bytes=300kB,max_metric_drop=tss:0.02"``); metric drops are
+        judged on the validation split during the search and on the test split at the end.
+    trials : int
+        Finished trials the study (or, for ``divide``, all its studies) should hold.
+    out_dir : path
+        Output folder (see the module docstring).
+    workers : int
+        Worker processes sharing the study.
+    storage : str, optional
+        ``sqlite:///...`` (default ``out_dir/study.db``) or ``postgresql://...``.
+    study_name : str, optional
+        Default ``"<task>-<strategy>"``; the same name in the same storage resumes.
+    strategy : {"whole", "divide"}
+        See :data:`STRATEGIES`.
+    settings : SearchSettings, optional
+        Choices offered and how trials are judged (default: ``SearchSettings(seed=seed)``).
+    latency_repeats : int
+        Timed runs of the final verification.
+    verify_candidates : int
+        Candidates tried, best validation metric first, until one passes verification.
+
+    Raises
+    ------
+    EmptyFront
+        No trial meets the budget; the message names the closest one and what it missed.
+    BudgetNotMet
+        The best candidates met the budget on validation but not in the final run.
+    """
+    started = time.perf_counter()
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise ValueError(f"trials must be an integer >= 1, got {trials!r}.")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"Unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}.")
+    trained = task if isinstance(task, TrainedModel) else cached_base_model(task, seed)
+    budget = Budget.parse(budget) if isinstance(budget, str) else budget
+    settings = settings or SearchSettings(seed=seed)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    storage = storage or default_storage(out)
+    study_name = study_name or f"{trained.task.name}-{strategy}"
+    space = derive_space(trained.model, trained.data, settings)
+    base = Evaluator(trained, space, budget).base
+    job = StudyJob(storage, study_name, trained, space, budget, base, total=trials)
+    if strategy == "whole":
+        names = [run_study(job, workers, enqueue=space.anchors(trials)).study_name]
+    else:
+        names = divide_and_conquer(job, trials, workers)
+    metric = trained.task.primary_metric
+    by_study = _load_records(storage, names, metric)
+    records = [record for name in names for record in by_study[name]]
+    answers = by_study[names[-1]] if strategy == "whole" or names[-1].endswith(":combine") else []
+    front = pareto_front(answers, trained.task.higher_is_better)
+    report = _Report(trained, budget, base, space.rows(), strategy, storage, names, records,
+                     front, out)
+    report.write_trials()
+    candidates = sorted((r for r in answers if r.candidate and r.duplicate_of is None),
+                        key=lambda r: (-r.metric if trained.task.higher_is_better else r.metric,
+                                       r.bytes))
+    if not candidates:
+        message = empty_front_message(records, metric)
+        report.write_summary(None, None, message, time.perf_counter() - started)
+        raise EmptyFront(message)
+    failure: BudgetNotMet | None = None
+    for chosen in candidates[:verify_candidates]:
+        recipe = Recipe.from_dict(chosen.recipe)
+        recipe.save(out / "recipe.toml")
+        try:
+            result = run_recipe(trained, recipe, budget, out / "model", seed=seed,
+                                latency_repeats=latency_repeats)
+        except BudgetNotMet as error:
+            failure = error
+            report.rejected.append({"trial": chosen.label, "why": str(error)})
+            continue
+        seconds = time.perf_counter() - started
+        report.write_summary(chosen, result, None, seconds)
+        return SearchResult(trained.task.name, strategy, storage, tuple(names), base,
+                            tuple(records), tuple(front), chosen, result, out, seconds)
+    report.write_summary(None, None, str(failure), time.perf_counter() - started)
+    raise BudgetNotMet(
+        f"The {len(report.rejected)} best candidates of the search met the budget on the "
+        f"validation split but not in their final run: {failure}", failure.result)
+
+
+@dataclasses.dataclass
+class _Report:
+    """Writes the search's files (see the module docstring)."""
+
+    trained: TrainedModel
+    budget: Budget
+    base: Measurement
+    space_rows: list[dict[str, Any]]
+    strategy: str
+    storage: str
+    studies: list[str]
+    records: list[TrialRecord]
+    front: list[TrialRecord]
+    out: Path
+    rejected: list[dict[str, str]] = dataclasses.field(default_factory=list)
+
+    @property
+    def metric(self) -> str:
+        return self.trained.task.primary_metric
+
+    def write_trials(self) -> None:
+        rows = [{**{k: v for k, v in dataclasses.asdict(r).items() if k != "usage"},
+                 "violations": [str(v) for v in r.usage if v.broken]} for r in self.records]
+        atomic_write_text(self.out / "trials.json", json.dumps(rows, indent=1) + "\n")
+        plot_front(self.records, self.front, self.out / "front.png", self.metric,
+                   self.base.metrics[self.metric], self.base.theoretical_bytes,
+                   self.budget.max_bytes)
+
+    def write_summary(self, chosen: TrialRecord | None, result: RunResult | None,
+                      failure: str | None, seconds: float) -> None:
+        base_bytes = self.base.theoretical_bytes
+        counts = Counter(f"{r.state.lower()} ({r.evaluation})" for r in self.records)
+        summary = {
+            "task": self.trained.task.name, "strategy": self.strategy, "storage": self.storage,
+            "studies": self.studies, "budget": self.budget.to_dict(),
+            "base": {"bytes": base_bytes, "validation": self.base.metrics},
+            "trials": dict(counts), "front": front_rows(self.front, self.metric, base_bytes),
+            "chosen": None if chosen is None else {
+                "trial": chosen.label, f"validation_{self.metric}": chosen.metric,
+                "bytes": chosen.bytes, "recipe": chosen.recipe["name"]},
+            "final": None if result is None else {
+                "bytes": result.final.theoretical_bytes, "test": result.final.metrics,
+                "latency_ms_p50": result.final.latency_ms_p50,
+                "base_test": result.measurements[0].metrics},
+            "rejected": self.rejected, "failure": failure, "seconds": round(seconds, 1),
+        }
+        atomic_write_text(self.out / "search.json", json.dumps(summary, indent=2) + "\n")
+        lines = [f"# satcompress search — {self.trained.task.name} ({self.strategy})", "",
+                 f"Budget: `{json.dumps(self.budget.to_dict())}`; base model "
+                 f"{base_bytes:,} bytes, validation {self.metric} "
+                 f"{self.base.metrics[self.metric]:.4f}. Trials: "
+                 + ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+                 + f"; {seconds:.0f} s.", "",
+                 "## Pareto front (validation metric, stored bytes, latency; within budget)", "",
+                 markdown_table(front_rows(self.front, self.metric, base_bytes))
+                 if self.front else "(empty)", "", "![front](front.png)", ""]
+        if chosen is not None and result is not None:
+            lines += ["## Chosen model", "",
+                      f"Trial {chosen.label}: best validation {self.metric} within the budget "
+                      f"({chosen.metric:.4f}, {chosen.bytes:,} bytes). Test split: "
+                      + ", ".join(f"{k} {v:.4f}" for k, v in result.final.metrics.items()
+                                  if k == self.metric)
+                      + f" (base {result.measurements[0].metrics[self.metric]:.4f}). "
+                      f"Reproduce with `satcompress compress --task {self.trained.task.name} "
+                      f"--recipe {self.out / 'recipe.toml'}`.", ""]
+        if failure:
+            lines += ["## No model delivered", "", failure, ""]
+        lines += ["## Search space", "", markdown_table(self.space_rows), ""]
+        atomic_write_text(self.out / "front.md", "\n".join(lines))
