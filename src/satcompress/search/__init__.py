@@ -37,6 +37,7 @@ from satcompress.search.space import DECISION_KINDS, Decision, SearchSpace, deri
 from satcompress.search.study import (
     FINISHED,
     StudyJob,
+    check_storage,
     finished_trials,
     open_storage,
     open_study,
@@ -76,6 +77,7 @@ __all__ = [
     "derive_space",
     "FINISHED",
     "StudyJob",
+    "check_storage",
     "finished_trials",
     "open_storage",
     "open_study",

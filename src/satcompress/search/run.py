@@ -41,7 +41,7 @@ from satcompress.search.front import (
 )
 from satcompress.search.settings import SearchSettings
 from satcompress.search.space import derive_space
-from satcompress.search.study import StudyJob, open_storage, run_study
+from satcompress.search.study import StudyJob, check_storage, open_storage, run_study
 
 __all__ = ["STRATEGIES", "SearchResult", "run_search", "default_storage"]
 
@@ -136,12 +136,12 @@ def run_search(
         raise ValueError(f"trials must be an integer >= 1, got {trials!r}.")
     if strategy not in STRATEGIES:
         raise ValueError(f"Unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}.")
-    trained = task if isinstance(task, TrainedModel) else cached_base_model(task, seed)
     budget = Budget.parse(budget) if isinstance(budget, str) else budget
-    settings = settings or SearchSettings(seed=seed)
     out = Path(out_dir)
+    storage = check_storage(storage or default_storage(out))
+    trained = task if isinstance(task, TrainedModel) else cached_base_model(task, seed)
+    settings = settings or SearchSettings(seed=seed)
     out.mkdir(parents=True, exist_ok=True)
-    storage = storage or default_storage(out)
     study_name = study_name or f"{trained.task.name}-{strategy}"
     space = derive_space(trained.model, trained.data, settings)
     base = Evaluator(trained, space, budget).base

@@ -49,6 +49,7 @@ from satcompress.search.space import SearchSpace
 __all__ = [
     "FINISHED",
     "StudyJob",
+    "check_storage",
     "open_storage",
     "open_study",
     "finished_trials",
@@ -62,20 +63,28 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 _STORAGE_SCHEMES = ("sqlite:///", "postgresql://", "postgresql+psycopg2://")
 
 
+def check_storage(url: str) -> str:
+    """Return ``url`` if it names a supported storage, else say which ones are."""
+    if not isinstance(url, str) or not url.startswith(_STORAGE_SCHEMES):
+        raise ValueError(
+            f"Storage {url!r} is not supported: use sqlite:///path/to/study.db (one machine) "
+            "or postgresql://user@host:port/database (several machines)."
+        )
+    return url
+
+
 def open_storage(url: str) -> optuna.storages.RDBStorage:
     """The Optuna storage at ``url``: ``sqlite:///path/study.db`` or ``postgresql://...``.
 
     The SQLite file's folder is created; SQLite waits up to a minute for a lock so that a
     few local workers can share one file.
     """
-    if not isinstance(url, str) or not url.startswith(_STORAGE_SCHEMES):
-        raise ValueError(
-            f"Storage {url!r} is not supported: use sqlite:///path/to/study.db (one machine) "
-            "or postgresql://user@host:port/database (several machines)."
-        )
+    check_storage(url)
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+    if url.startswith("postgresql://"):  # SQLAlchemy 2.1 defaults to psycopg 3; we ship psycopg2
+        url = "postgresql+psycopg2://" + url.removeprefix("postgresql://")
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
     except Exception as error:  # SQLAlchemy's OperationalError and friends

@@ -1,0 +1,66 @@
+"""The budget as constraints: infeasible trials are marked so, and an empty front says why."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+
+from satcompress.pipeline.budget import Budget, Violation
+from satcompress.search import (
+    EmptyFront,
+    Evaluator,
+    SearchSettings,
+    constraint_values,
+    derive_space,
+    run_search,
+)
+from blob_task import trained_blobs
+
+FAST = SearchSettings(latency_repeats=2, qat_epochs=1, proxy_examples=60)
+
+
+def test_constraint_values_are_relative_excess_and_feasible_below_zero():
+    usage = [Violation("max_bytes", 1000, 800), Violation("max_bytes", 1000, 1500),
+             Violation("max_metric_drop[accuracy]", 0.0, 0.02)]
+    assert constraint_values(usage) == pytest.approx([-0.2, 0.5, 0.02])
+
+
+def test_a_proxy_over_the_byte_limit_is_infeasible_without_a_full_evaluation():
+    trained = trained_blobs()
+    space = derive_space(trained.model, trained.data, FAST)
+    evaluator = Evaluator(trained, space, Budget(max_bytes=2000))
+    big = evaluator.evaluate(space.uniform(codec="int8"), full=False)
+    small = evaluator.evaluate(space.uniform(codec="int2"), full=False)
+    assert big.measurement.theoretical_bytes > 2000 and evaluator.hopeless(big, margin=None)
+    assert small.measurement.theoretical_bytes <= 2000 and not evaluator.hopeless(small, margin=None)
+    assert big.attrs()["constraints"][0] > 0 >= small.attrs()["constraints"][0]
+
+
+def test_infeasible_trials_are_recorded_as_such(tmp_path):
+    trained = trained_blobs()
+    result = run_search(trained, "max_bytes=2kB,max_metric_drop=accuracy:0.05", 10, tmp_path,
+                        settings=FAST, latency_repeats=2)
+    trials = json.loads((tmp_path / "trials.json").read_text())
+    assert len(trials) == 10
+    for trial in trials:
+        if trial["bytes"] > 2000:
+            assert not trial["feasible"] and trial["evaluation"] == "proxy"
+            assert any(v.startswith("max_bytes") for v in trial["violations"])
+        assert trial["feasible"] == (not trial["violations"])
+    study = optuna.load_study(study_name="blobs-whole", storage=result.storage)
+    for trial in study.trials:  # the sampler sees the same verdicts as constraint values
+        assert (max(trial.system_attrs["constraints"]) <= 0) == trial.user_attrs["feasible"]
+    assert result.chosen.feasible and result.chosen.bytes <= 2000
+    assert all(r.candidate for r in result.front)
+
+
+def test_an_unmeetable_budget_names_the_closest_trial_and_the_limit_it_missed(tmp_path):
+    trained = trained_blobs()
+    with pytest.raises(EmptyFront, match=r"No trial .* meets the budget.*Closest: trial "
+                                         r"blobs-whole#\d+ .*missed max_bytes: \d+ > allowed 100"):
+        run_search(trained, "max_bytes=100", 3, tmp_path, settings=FAST, latency_repeats=2)
+    summary = json.loads((tmp_path / "search.json").read_text())
+    assert summary["chosen"] is None and "Closest" in summary["failure"]
+    assert (tmp_path / "front.png").stat().st_size > 0

@@ -1,0 +1,111 @@
+"""run_search end to end: the front, the chosen model verified through the pipeline, the
+recipe that reproduces it; divide and conquer; the CLI's errors; the front helpers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from satcompress.cli.app import app
+from satcompress.pipeline.budget import Violation
+from satcompress.pipeline.recipe import Recipe
+from satcompress.search import (
+    BlockOption,
+    SearchSettings,
+    TrialRecord,
+    combine,
+    derive_space,
+    hypervolume,
+    pareto_front,
+    run_search,
+)
+from satcompress.training import predict_proba
+from blob_task import trained_blobs
+
+FAST = SearchSettings(latency_repeats=2, qat_epochs=1, proxy_examples=60)
+BUDGET = "max_bytes=2.5kB,max_metric_drop=accuracy:0.1"
+
+
+def test_the_chosen_trial_is_the_best_feasible_one_and_its_recipe_reproduces_it(tmp_path):
+    trained = trained_blobs()
+    result = run_search(trained, BUDGET, 8, tmp_path, settings=FAST, latency_repeats=2)
+    feasible = [r for r in result.records if r.candidate]
+    assert result.chosen.metric == max(r.metric for r in feasible)
+    assert result.chosen in result.front and all(r.bytes <= 2500 for r in result.front)
+    for name in ("front.md", "front.png", "trials.json", "search.json", "recipe.toml",
+                 "model/stages.json"):
+        assert (tmp_path / name).is_file(), name
+    recipe = Recipe.load(tmp_path / "recipe.toml")
+    assert recipe == result.run.recipe
+    probabilities = predict_proba(result.run.model, trained.data.val.x)
+    assert trained.task.score(probabilities, trained.data.val.y, probabilities,
+                              trained.data.val.y)["accuracy"] == result.chosen.metric
+    summary = json.loads((tmp_path / "search.json").read_text())
+    assert summary["chosen"]["trial"] == result.chosen.label
+    assert summary["final"]["bytes"] == result.chosen.bytes
+    assert "| trial |" in (tmp_path / "front.md").read_text()
+
+
+def test_divide_and_conquer_searches_each_block_then_measures_combinations(tmp_path):
+    trained = trained_blobs()
+    result = run_search(trained, BUDGET, 10, tmp_path, strategy="divide", settings=FAST,
+                        latency_repeats=2)
+    assert result.studies == ("blobs-divide:block:stem", "blobs-divide:block:blocks.0",
+                              "blobs-divide:block:blocks.1+head", "blobs-divide:combine")
+    phases = {r.phase for r in result.records}
+    assert phases == {"block:stem", "block:blocks.0", "block:blocks.1+head", "combine"}
+    assert len(result.records) <= 10
+    space = derive_space(trained.model, trained.data, FAST)
+    for record in result.records:
+        if record.phase.startswith("block:"):  # only that block's decisions were searched
+            block = record.phase.removeprefix("block:")
+            assert set(record.params) == {d.name for d in space.in_block(block)}
+        else:
+            assert set(record.params) == {d.name for d in space.decisions}
+    assert result.chosen.phase == "combine" and result.chosen.bytes <= 2500
+
+
+def test_combinations_keep_to_the_byte_limit_and_rank_by_estimated_drop():
+    def option(block, drop, saved):
+        return BlockOption(block, {f"codec:{block}": saved}, drop, saved, f"{block}#{saved}")
+
+    a = [option("a", 0.0, 0), option("a", 0.01, 400), option("a", 0.05, 600)]
+    b = [option("b", 0.0, 0), option("b", 0.02, 300)]
+    chosen = combine([a, b], base_bytes=1000, max_bytes=700, count=2)
+    estimated = [(sum(o.drop for o in c), 1000 - sum(o.saved_bytes for o in c)) for c in chosen]
+    assert all(size <= 700 for _, size in estimated)
+    assert estimated[0] == (0.01, 600)  # the least drop within the limit comes first
+    assert len(combine([a, b], 1000, None, count=10)) == 6  # room for all: every combination
+
+
+def _record(number, metric, size, feasible=True):
+    return TrialRecord("s", number, "COMPLETE", "whole", "full", feasible, metric, size, 1.0, 0,
+                       (Violation("max_bytes", 10_000, size),), {}, {}, 1.0, float(number))
+
+
+def test_pareto_front_and_hypervolume():
+    records = [_record(0, 0.9, 1000), _record(1, 0.8, 100), _record(2, 0.7, 500),
+               _record(3, 0.95, 50, feasible=False)]
+    front = pareto_front(records, higher_is_better=True, objectives=("metric", "bytes"))
+    assert [r.number for r in front] == [1, 0]
+    volume = hypervolume(records, base_metric=0.9, base_bytes=10_000, higher_is_better=True,
+                         reference_drop=0.2)
+    # points (drop, log10 ratio): (0.0, -1) and (0.1, -2): 0.2 * 1 + 0.1 * 1
+    assert volume == pytest.approx(0.3)
+
+
+def test_cli_refuses_bad_input_with_one_clear_line(tmp_path):
+    runner = CliRunner()
+    unknown = runner.invoke(app, ["search", "--task", "nope", "--budget", "max_bytes=1kB"])
+    assert unknown.exit_code == 2 and "Unknown task" in unknown.output
+    storage = runner.invoke(app, ["search", "--task", "flares", "--budget", "max_bytes=1kB",
+                                  "--storage", "mysql://x/y", "--out", str(tmp_path)])
+    assert storage.exit_code == 2 and "postgresql://" in storage.output
+    budget = runner.invoke(app, ["search", "--task", "flares", "--budget", "max_flash=1kB",
+                                 "--out", str(tmp_path)])
+    assert budget.exit_code == 2 and "Unknown budget limit" in budget.output
+    strategy = runner.invoke(app, ["search", "--task", "flares", "--budget", "max_bytes=1kB",
+                                   "--strategy", "random", "--out", str(tmp_path)])
+    assert strategy.exit_code == 2 and "Unknown strategy" in strategy.output

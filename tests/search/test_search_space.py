@@ -1,0 +1,98 @@
+"""The search space is derived from the model, and a trial's decisions are a runnable recipe."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import make_blobs, make_sequences, tiny_mlp, tiny_t2
+from satcompress.pipeline.budget import Budget
+from satcompress.pipeline.recipe import Recipe
+from satcompress.pipeline.runner import run_recipe
+from satcompress.search import SearchSettings, derive_space, parse_codec
+from blob_task import trained_blobs
+
+
+def _kinds(space):
+    return [(d.kind, d.target, d.block) for d in space.decisions]
+
+
+def test_mlp_space_has_a_prune_rank_and_codec_decision_per_group_and_layer():
+    space = derive_space(tiny_mlp(), make_blobs())
+    assert space.output_layer == "head"
+    assert _kinds(space) == [
+        ("prune", "stem", "stem"), ("prune", "blocks.0.fc1", "blocks.0"),
+        ("prune", "blocks.1.fc1", "blocks.1+head"),
+        ("rank", "stem", "stem"), ("rank", "blocks.0.fc1", "blocks.0"),
+        ("rank", "blocks.0.fc2", "blocks.0"), ("rank", "blocks.1.fc1", "blocks.1+head"),
+        ("rank", "blocks.1.fc2", "blocks.1+head"), ("rank", "head", "blocks.1+head"),
+        *[("codec", layer, block) for layer, block in (
+            ("stem", "stem"), ("blocks.0.fc1", "blocks.0"), ("blocks.0.fc2", "blocks.0"),
+            ("blocks.1.fc1", "blocks.1+head"), ("blocks.1.fc2", "blocks.1+head"),
+            ("head", "blocks.1+head"))]]
+    assert space.blocks == ("stem", "blocks.0", "blocks.1+head")  # the tiny head joins block 1
+    assert all(d.choices[0] in (0.0, 1.0, "float") for d in space.decisions)
+
+
+def test_t2_space_prunes_heads_and_feed_forward_width_and_merges_small_blocks():
+    space = derive_space(tiny_t2(), make_sequences())
+    prune = {d.target: d.choices for d in space.decisions if d.kind == "prune"}
+    assert prune == {"blocks.0.attention": (0.0, 0.5), "blocks.0.ff1": (0.0, 0.25, 0.5, 0.75, 0.9)}
+    codecs = [d.target for d in space.decisions if d.kind == "codec"]
+    assert codecs[0] == "embedding" and codecs[-1] == "head" and len(codecs) == 8
+    assert space.blocks == ("embedding+blocks.0+head",)
+
+
+def test_choices_that_save_nothing_are_not_offered():
+    settings = SearchSettings(rank_fractions=(1.0, 0.9), prune_ratios=(0.0, 0.01))
+    space = derive_space(tiny_mlp(), make_blobs(), settings)
+    assert {d.kind for d in space.decisions} == {"codec"}  # no rank saves weights, no ratio removes a unit
+
+
+def test_a_trials_recipe_reproduces_its_model_through_the_pipeline(tmp_path):
+    trained = trained_blobs()
+    space = derive_space(trained.model, trained.data)
+    assignment = {"prune:blocks.0.fc1": 0.5, "rank:blocks.1.fc2": 0.25, "codec:blocks.0.fc2": "int4",
+                  "codec:head": "k4", "codec:stem": "int8"}
+    recipe, model = space.compress(assignment, trained.model, trained.data, fine_tune=True)
+    assert [c.stage_name for c in recipe.stages] == [
+        "structured_prune", "low_rank", "weight_cluster", "post_training_quantize"]
+    recipe.save(tmp_path / "recipe.toml")
+    loaded = Recipe.load(tmp_path / "recipe.toml")
+    assert loaded == recipe
+    result = run_recipe(trained, loaded, Budget(), tmp_path / "run", latency_repeats=2)
+    x = torch.from_numpy(trained.data.test.x)
+    with torch.no_grad():
+        assert torch.equal(result.model(x), model(x))
+
+
+def test_integer_codecs_train_with_qat_in_a_full_evaluation_and_nothing_is_a_no_op_recipe():
+    trained = trained_blobs()
+    space = derive_space(trained.model, trained.data)
+    recipe, _ = space.compress(space.uniform(codec="int4"), trained.model, trained.data,
+                               fine_tune=True)
+    assert [c.stage_name for c in recipe.stages] == ["quantization_aware_train"]
+    proxy, _ = space.compress(space.uniform(codec="int4"), trained.model, trained.data,
+                              fine_tune=False)
+    assert [c.stage_name for c in proxy.stages] == ["post_training_quantize"]
+    nothing, model = space.compress({}, trained.model, trained.data, fine_tune=True)
+    assert nothing.stages[0].exclude == ("stem", "blocks.0.fc1", "blocks.0.fc2", "blocks.1.fc1",
+                                         "blocks.1.fc2", "head")
+    x = torch.from_numpy(trained.data.test.x)
+    with torch.no_grad():
+        assert torch.equal(model(x), trained.model(x))
+
+
+def test_bad_settings_and_assignments_are_refused_with_the_fix():
+    space = derive_space(tiny_mlp(), make_blobs())
+    with pytest.raises(ValueError, match="Unknown decision"):
+        space.check({"prune:nowhere": 0.5})
+    with pytest.raises(ValueError, match="choices are"):
+        space.check({"codec:head": "int1"})
+    assert parse_codec("k16") == ("cluster", 16) and parse_codec("int3") == ("int", 3)
+    with pytest.raises(ValueError, match="Unknown weight codec"):
+        parse_codec("fp16")
+    with pytest.raises(ValueError, match="starting with 0.0"):
+        SearchSettings(prune_ratios=(0.5,))
+    with pytest.raises(ValueError, match="integer weights take 2 to 8"):
+        SearchSettings(codecs=("float", "int9"))
