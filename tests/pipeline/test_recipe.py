@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from satcompress import stages
-from satcompress.pipeline.recipe import Recipe
+from satcompress.pipeline.recipe import Recipe, named_recipes
 
 REGISTERED = stages.load_builtin_stages()
 prune_config = REGISTERED["magnitude_prune"]
@@ -42,7 +42,7 @@ def test_bad_recipe_files_get_clear_errors(toml, message):
         Recipe.from_toml(toml)
 
 
-@pytest.mark.parametrize("name", ["assembled", "deep-compression", "tinho", "int8"])
+@pytest.mark.parametrize("name", sorted(named_recipes()))
 def test_shipped_recipes_load_and_validate(name):
     recipe = Recipe.load(name)
     assert recipe.name == name and recipe.description and recipe.stages
@@ -61,7 +61,7 @@ def test_an_unknown_recipe_name_lists_the_shipped_ones():
         Recipe.load("no-such-recipe")
 
 
-@pytest.mark.parametrize("name", ["assembled", "deep-compression", "tinho", "int8"])
+@pytest.mark.parametrize("name", sorted(named_recipes()))
 def test_shipped_recipes_run_stage_by_stage_and_shrink_a_tiny_model(name):
     import torch
     from conftest import make_blobs, tiny_mlp
@@ -81,3 +81,7 @@ def test_settings_left_at_a_none_default_round_trip_through_toml():
     assert config.channel_ratio is None
     recipe = Recipe("structured", (config,))
     assert Recipe.from_toml(recipe.to_toml()) == recipe
+
+
+def test_the_classic_recipes_are_shipped():
+    assert {"assembled", "assembled-t2", "deep-compression", "tinho", "int8"} <= set(named_recipes())
