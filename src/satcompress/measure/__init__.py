@@ -18,6 +18,7 @@ _TORCH_NAMES = (
     "theoretical_bytes",
     "peak_ram_bytes",
     "latency_ms",
+    "latency_samples_ms",
     "MacCountWarning",
     "STORED_BITS_ATTRIBUTE",
 )

@@ -77,6 +77,7 @@ __all__ = [
     "theoretical_bytes",
     "peak_ram_bytes",
     "latency_ms",
+    "latency_samples_ms",
     "STORED_BITS_ATTRIBUTE",
 ]
 
@@ -582,14 +583,14 @@ def peak_ram_bytes(model: nn.Module, example_input: torch.Tensor, *, threads: in
 # --------------------------------------------------------------------------------------------
 
 
-def latency_ms(
+def latency_samples_ms(
     model: nn.Module,
     example_input: torch.Tensor,
     repeats: int = 200,
     warmup: int = 20,
     threads: int = 1,
-) -> tuple[float, float]:
-    """Median and 95th-percentile latency of a batch-1 forward pass, in milliseconds.
+) -> np.ndarray:
+    """Every timed batch-1 forward pass, in milliseconds (the samples behind :func:`latency_ms`).
 
     Parameters
     ----------
@@ -598,7 +599,7 @@ def latency_ms(
     example_input : torch.Tensor
         One input with a leading batch axis of size 1.
     repeats : int, default 200
-        Timed forward passes (>= 1; a p95 needs a few hundred to mean much).
+        Timed forward passes (>= 1).
     warmup : int, default 20
         Untimed forward passes first (>= 0).
     threads : int, default 1
@@ -606,9 +607,9 @@ def latency_ms(
 
     Returns
     -------
-    tuple of float
-        ``(p50_ms, p95_ms)``; each pass timed alone with :func:`time.perf_counter_ns`, with
-        Python's garbage collector paused while timing.
+    np.ndarray
+        ``repeats`` float64 latencies in timing order; each pass timed alone with
+        :func:`time.perf_counter_ns`, with Python's garbage collector paused while timing.
     """
     where = "latency_ms"
     _check_model(model, where)
@@ -630,7 +631,30 @@ def latency_ms(
         finally:
             if gc_was_enabled:
                 gc.enable()
-    p50, p95 = np.percentile(elapsed / 1e6, [50.0, 95.0])
+    return elapsed / 1e6
+
+
+def latency_ms(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    repeats: int = 200,
+    warmup: int = 20,
+    threads: int = 1,
+) -> tuple[float, float]:
+    """Median and 95th-percentile latency of a batch-1 forward pass, in milliseconds.
+
+    Parameters
+    ----------
+    model, example_input, repeats, warmup, threads
+        As for :func:`latency_samples_ms`, which times the passes.
+
+    Returns
+    -------
+    tuple of float
+        ``(p50_ms, p95_ms)`` of the samples (linear interpolation).
+    """
+    samples = latency_samples_ms(model, example_input, repeats, warmup, threads)
+    p50, p95 = np.percentile(samples, [50.0, 95.0])
     return float(p50), float(p95)
 
 
