@@ -13,6 +13,7 @@ FLIGHT_MODULES = [
     "satcompress.tasks.registry",
     "satcompress.fileio",
     "satcompress.entropy",
+    "satcompress.artifact",
 ]
 
 

@@ -1,0 +1,38 @@
+"""The flight artifact: one compact, checksummed file holding a compressed model.
+
+A versioned binary container (:mod:`satcompress.artifact.container` documents the byte layout):
+a small header with the graph description and task metadata, then one block per tensor stored
+with the smallest lossless encoding found (:mod:`satcompress.artifact.encodings`). Every block
+carries a CRC32 and the file a SHA-256; loading a damaged file raises :class:`ArtifactError`
+naming the bad part. Its size on disk is what a budget's ``max_bytes`` counts.
+
+NumPy + stdlib only: part of the torch-free flight path.
+"""
+
+from satcompress.artifact.container import (
+    ARTIFACT_SUFFIX,
+    FORMAT_VERSION,
+    MAGIC,
+    MAX_DECODED_BYTES,
+    Artifact,
+    BlockInfo,
+    decode_artifact,
+    encode_artifact,
+    read_artifact,
+    write_artifact,
+)
+from satcompress.artifact.errors import ArtifactError
+
+__all__ = [
+    "ARTIFACT_SUFFIX",
+    "FORMAT_VERSION",
+    "MAGIC",
+    "MAX_DECODED_BYTES",
+    "Artifact",
+    "ArtifactError",
+    "BlockInfo",
+    "decode_artifact",
+    "encode_artifact",
+    "read_artifact",
+    "write_artifact",
+]
