@@ -1,12 +1,13 @@
-"""Render rows of results (dicts with the same keys) as a rich table or a Markdown table."""
+"""Render rows of results (dicts with the same keys) as a rich, Markdown or HTML table."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import html
+from collections.abc import Mapping, Sequence
 
 from rich.table import Table
 
-__all__ = ["format_value", "markdown_table", "rich_table", "rich_table_by_column"]
+__all__ = ["format_value", "html_table", "markdown_table", "rich_table", "rich_table_by_column"]
 
 
 def format_value(value: object) -> str:
@@ -62,3 +63,24 @@ def markdown_table(rows: Sequence[dict]) -> str:
         cells = (format_value(row[c]) if c in row else "" for c in columns)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def html_table(rows: Sequence[dict], cell_classes: Mapping[str, str] | None = None) -> str:
+    """The same table as an HTML ``<table>``, every cell escaped.
+
+    ``cell_classes`` maps a cell's text to a CSS class for that cell (e.g. ``{"FAIL": "fail"}``).
+    """
+    cell_classes = cell_classes or {}
+    columns = _columns(rows)
+
+    def cell(text: str) -> str:
+        css = cell_classes.get(text)
+        opening = f'<td class="{html.escape(css)}">' if css else "<td>"
+        return f"{opening}{html.escape(text)}</td>"
+
+    head = "".join(f"<th>{html.escape(column)}</th>" for column in columns)
+    body = "\n".join(
+        "<tr>" + "".join(cell(format_value(row[c]) if c in row else "") for c in columns) + "</tr>"
+        for row in rows
+    )
+    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>"

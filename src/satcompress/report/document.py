@@ -1,0 +1,337 @@
+"""The run report: ``report.html`` (self-contained) and ``report.md`` from one list of sections.
+
+The report is assembled once as sections of blocks (paragraphs, tables, figures, code) and
+rendered twice: as one HTML file with inline CSS and the figures embedded as base64 PNG data
+URIs (no script, no external asset: it opens offline and can be mailed as one file), and as
+Markdown with the figures written to ``figures/``. Sections: the verdict, the budget with
+pass/fail per limit, bytes and metric per stage, base vs compressed on the test set
+(confusion matrices, reliability diagram), the final model's layers, the latency
+distribution, the stage table and recipe, and the flight artifact's verification.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from satcompress.fileio import atomic_write_bytes, atomic_write_text
+from satcompress.measure import Measurement
+from satcompress.pipeline.budget import Budget, Violation, metric_direction
+from satcompress.report import plots
+from satcompress.report.layers import layer_rows
+from satcompress.report.tables import html_table, markdown_table
+
+if TYPE_CHECKING:
+    from satcompress.pipeline.runner import RunResult
+
+__all__ = ["HTML_FILE", "MARKDOWN_FILE", "FIGURES_DIR", "write_report"]
+
+HTML_FILE = "report.html"
+MARKDOWN_FILE = "report.md"
+FIGURES_DIR = "figures"
+
+_STYLE = """
+body { font-family: "DejaVu Sans", Helvetica, Arial, sans-serif; max-width: 1100px;
+       margin: 2em auto; padding: 0 1em; color: #222; line-height: 1.45; }
+h1 { border-bottom: 2px solid #1f77b4; padding-bottom: .2em; }
+h2 { margin-top: 2em; border-bottom: 1px solid #ccc; padding-bottom: .15em; }
+table { border-collapse: collapse; margin: .8em 0; font-size: 13px; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
+th { background: #f0f4f8; }
+td:first-child, th:first-child { text-align: left; }
+tbody tr:nth-child(even) { background: #fafafa; }
+td.pass { background: #e3f4e1; color: #1b5e20; font-weight: bold; }
+td.fail { background: #fde2e1; color: #b71c1c; font-weight: bold; }
+.scroll { overflow-x: auto; }
+p.verdict-pass { background: #e3f4e1; border-left: 6px solid #2e7d32; padding: .6em 1em; }
+p.verdict-fail { background: #fde2e1; border-left: 6px solid #c62828; padding: .6em 1em; }
+p.notice { background: #fff8e1; border-left: 6px solid #f9a825; padding: .6em 1em; }
+figure { margin: 1em 0; }
+figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { font-size: 13px; color: #555; }
+pre { background: #f6f8fa; padding: .8em; overflow-x: auto; font-size: 13px; }
+"""
+
+_STATUS_CLASSES = {"pass": "pass", "FAIL": "fail"}
+
+
+@dataclass(frozen=True)
+class _Paragraph:
+    text: str
+    css: str = ""
+
+
+@dataclass(frozen=True)
+class _Table:
+    rows: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class _Figure:
+    name: str
+    png: bytes
+    caption: str
+
+
+@dataclass(frozen=True)
+class _Code:
+    text: str
+    language: str = ""
+
+
+_Block = _Paragraph | _Table | _Figure | _Code
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------
+
+
+def _candidate(result: "RunResult") -> tuple[Measurement, tuple[Violation, ...], str]:
+    """What the budget judges: the artifact where one was written, else the final model."""
+    if result.flight is not None:
+        return result.flight, result.flight_violations, (
+            "the flight artifact (its size on disk, the runtime's planned RAM, latency and "
+            "metrics)")
+    return result.final, result.violations[-1], "the final model (stored widths, PyTorch)"
+
+
+def _quantity(limit: str, value: float) -> str:
+    if limit in ("max_bytes", "max_ram_bytes"):
+        return f"{value:,.0f} B"
+    if limit == "max_latency_ms":
+        return f"{value:.4g} ms"
+    return f"{value + 0.0:+.4g}"  # + 0.0: no "-0" for an unchanged metric
+
+
+def _budget_section(result: "RunResult", failure: str | None) -> list[_Block]:
+    candidate, broken, what = _candidate(result)
+    base = result.measurements[0]
+    usage = result.budget.usage(candidate, base)
+    if failure:
+        verdict = _Paragraph(f"Budget NOT met. {failure}", "verdict-fail")
+    elif broken:
+        verdict = _Paragraph("Budget NOT met: " + "; ".join(map(str, broken)), "verdict-fail")
+    else:
+        verdict = _Paragraph("Every limit met.", "verdict-pass")
+    if not usage:
+        return [verdict, _Paragraph("The budget sets no limit.")]
+    rows = [{
+        "limit": item.limit,
+        "value": _quantity(item.limit, item.actual),
+        "allowed": _quantity(item.limit, item.allowed),
+        "margin": _quantity(item.limit, item.allowed - item.actual),
+        "margin_%_of_limit": (round(100 * (item.allowed - item.actual) / item.allowed, 2)
+                              if item.allowed else ""),
+        "status": "FAIL" if item.broken else "pass",
+    } for item in usage]
+    explanation = _Paragraph(
+        f"Judged on {what}: {candidate.stage}. Metric drops are measured in the metric's own "
+        "direction relative to the base model; a positive margin is headroom.")
+    return [verdict, explanation, _Table(rows)]
+
+
+def _metric_limit(budget: Budget, metric: str, base: float) -> float | None:
+    drops = dict(budget.max_metric_drop)
+    if metric not in drops:
+        return None
+    return base - drops[metric] if metric_direction(metric) else base + drops[metric]
+
+
+def _waterfall_section(result: "RunResult", metric: str) -> list[_Block]:
+    candidates = list(result.measurements)
+    if result.flight is not None:
+        candidates.append(result.flight)
+    base = result.measurements[0]
+    png = plots.waterfall_png(
+        [m.stage for m in candidates], [m.theoretical_bytes for m in candidates],
+        [m.metrics[metric] for m in candidates], metric, result.budget.max_bytes,
+        _metric_limit(result.budget, metric, base.metrics[metric]),
+        artifact_stages=int(result.flight is not None),
+    )
+    return [_Figure("waterfall", png, (
+        "Top: bytes stored after each stage (stored bit widths; the green bar is the artifact "
+        "file on disk), log scale, with the compression ratio against the base. Bottom: test "
+        f"{metric} after each stage. Dotted: the base model; dashed red: the budget."))]
+
+
+def _test_set_section(result: "RunResult") -> list[_Block]:
+    comparison = result.comparison
+    if comparison is None:
+        return [_Paragraph("This run recorded no test-set outputs of the two models.", "notice")]
+    rows = [{
+        "model": name,
+        "test_examples": len(comparison.labels),
+        "accuracy_argmax": float(np.mean(probabilities.argmax(axis=1) == comparison.labels)),
+        "ECE_10_bins": plots.expected_calibration_error(comparison.labels, probabilities),
+        "mean_confidence": float(probabilities.max(axis=1).mean()),
+    } for name, probabilities in (("base", comparison.base_probabilities),
+                                  ("compressed", comparison.final_probabilities))]
+    return [
+        _Table(rows),
+        _Figure("confusion", plots.confusion_png(
+            comparison.labels, comparison.base_probabilities, comparison.final_probabilities,
+            comparison.class_names),
+            "Confusion matrices of the base and the compressed model on the test split "
+            "(argmax predictions; each cell: count and fraction of its true class)."),
+        _Figure("reliability", plots.reliability_png(
+            comparison.labels, comparison.base_probabilities, comparison.final_probabilities),
+            "Reliability diagram: accuracy of the test examples in each top-label confidence "
+            "bin against their mean confidence; ECE as in Guo et al. (2017)."),
+    ]
+
+
+def _latency_section(result: "RunResult") -> list[_Block]:
+    comparison = result.comparison
+    if comparison is None:
+        return [_Paragraph("This run recorded no latency samples.", "notice")]
+    rows = [{
+        "model": name, "samples": len(samples),
+        "p50_ms": float(np.percentile(samples, 50)), "p95_ms": float(np.percentile(samples, 95)),
+        "mean_ms": float(samples.mean()), "min_ms": float(samples.min()),
+        "max_ms": float(samples.max()),
+    } for name, samples in (("base", comparison.base_latency_ms),
+                            ("compressed", comparison.final_latency_ms))]
+    return [_Table(rows), _Figure(
+        "latency", plots.latency_png(comparison.base_latency_ms, comparison.final_latency_ms),
+        "Batch-1 forward passes of the first test example, timed one by one after the stages "
+        "ran (PyTorch, one thread, garbage collector paused); the stage table's percentiles "
+        "are from each stage's own measurement.")]
+
+
+def _artifact_section(result: "RunResult") -> list[_Block]:
+    verification = result.verification
+    if verification is None:
+        return [_Paragraph("No flight artifact was written for this run: the sections above "
+                           "describe the in-framework model only.", "notice")]
+    report = verification.to_dict()
+    scalars = [{"check": key, "value": value} for key, value in report.items()
+               if not isinstance(value, dict)]
+    metrics = [{"metric": name, "artifact_runtime": value,
+                "pytorch": report["framework_metrics"].get(name, "")}
+               for name, value in report["metrics"].items()]
+    status = ("The artifact agrees with the in-framework model." if verification.passed else
+              "The artifact does NOT agree with the in-framework model.")
+    return [_Paragraph(status, "verdict-pass" if verification.passed else "verdict-fail"),
+            _Table(scalars), _Table(metrics)]
+
+
+def _by_stage(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Transpose stage rows: one row per quantity, one column per stage (they have many keys)."""
+    quantities = [key for key in rows[0] if key != "stage"]
+    quantities += [key for row in rows for key in row if key not in quantities and key != "stage"]
+    return [{"quantity": key, **{row["stage"]: row.get(key, "") for row in rows}}
+            for key in quantities]
+
+
+def _sections(result: "RunResult", metric: str, failure: str | None) -> list[tuple[str, list]]:
+    return [
+        ("Budget", _budget_section(result, failure)),
+        ("Bytes and metric per stage", _waterfall_section(result, metric)),
+        ("Base vs compressed on the test set", _test_set_section(result)),
+        ("Layers of the final model", [
+            _Paragraph("Every module owning parameters; bits are the stored width of its "
+                       "weight, clusters its codebook size, rank that of its low-rank factors."),
+            _Table(layer_rows(result.model))]),
+        ("Latency distribution", _latency_section(result)),
+        ("Stages", [_Paragraph("Every stage's measurement (one column per stage; the last is "
+                               "the artifact where one was written)."),
+                    _Table(_by_stage(result.rows()))]),
+        ("Recipe", [_Paragraph(result.recipe.description or result.recipe.name),
+                    _Code(result.recipe.to_toml(), "toml"),
+                    _Paragraph("Budget:"), _Code(json.dumps(result.budget.to_dict()), "json")]),
+        ("Flight artifact", _artifact_section(result)),
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering
+# --------------------------------------------------------------------------------------------
+
+
+def _slug(title: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+
+
+def _html_block(block: _Block) -> str:
+    if isinstance(block, _Paragraph):
+        css = f' class="{block.css}"' if block.css else ""
+        return f"<p{css}>{html.escape(block.text)}</p>"
+    if isinstance(block, _Table):
+        return f'<div class="scroll">{html_table(block.rows, _STATUS_CLASSES)}</div>'
+    if isinstance(block, _Figure):
+        data = base64.b64encode(block.png).decode("ascii")
+        caption = html.escape(block.caption)
+        return (f'<figure><img src="data:image/png;base64,{data}" alt="{caption}">'
+                f"<figcaption>{caption}</figcaption></figure>")
+    return f"<pre><code>{html.escape(block.text)}</code></pre>"
+
+
+def _markdown_block(block: _Block) -> str:
+    if isinstance(block, _Paragraph):
+        return f"**{block.text}**" if block.css else block.text
+    if isinstance(block, _Table):
+        return markdown_table(block.rows).rstrip("\n")
+    if isinstance(block, _Figure):
+        return f"![{block.caption}]({FIGURES_DIR}/{block.name}.png)\n\n*{block.caption}*"
+    return f"```{block.language}\n{block.text.rstrip()}\n```"
+
+
+def write_report(
+    out_dir: str | Path,
+    result: "RunResult",
+    *,
+    metric: str | None = None,
+    failure: str | None = None,
+) -> tuple[Path, Path]:
+    """Write ``report.html``, ``report.md`` and ``figures/*.png`` into ``out_dir`` atomically.
+
+    Parameters
+    ----------
+    out_dir : path
+        The run's output folder.
+    result : RunResult
+        The run (a failed run's ``BudgetNotMet.result`` too).
+    metric : str, optional
+        The task metric plotted per stage; where not given or not measured, the first limited
+        metric of the budget, else the first metric measured.
+    failure : str, optional
+        Why the run failed (the runner's message naming the closest candidate and the limits it
+        missed); shown at the top of the budget section.
+
+    Returns
+    -------
+    tuple of Path
+        The HTML and the Markdown report.
+    """
+    out_dir = Path(out_dir)
+    base_metrics = result.measurements[0].metrics
+    if metric not in base_metrics:
+        metric = next(iter(dict(result.budget.max_metric_drop)), None) or next(iter(base_metrics))
+    sections = _sections(result, metric, failure)
+    title = f"satcompress report: {result.task}, recipe {result.recipe.name}"
+    for _, blocks in sections:
+        for block in blocks:
+            if isinstance(block, _Figure):
+                atomic_write_bytes(out_dir / FIGURES_DIR / f"{block.name}.png", block.png)
+    body = "\n".join(
+        f'<section id="{_slug(heading)}"><h2>{html.escape(heading)}</h2>\n'
+        + "\n".join(_html_block(block) for block in blocks) + "\n</section>"
+        for heading, blocks in sections
+    )
+    page = (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+            f"<title>{html.escape(title)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
+            f"<h1>{html.escape(title)}</h1>\n{body}\n</body>\n</html>\n")
+    markdown = f"# {title}\n\n" + "\n\n".join(
+        f"## {heading}\n\n" + "\n\n".join(_markdown_block(block) for block in blocks)
+        for heading, blocks in sections
+    ) + "\n"
+    return (atomic_write_text(out_dir / HTML_FILE, page),
+            atomic_write_text(out_dir / MARKDOWN_FILE, markdown))
