@@ -14,6 +14,7 @@ FLIGHT_MODULES = [
     "satcompress.fileio",
     "satcompress.entropy",
     "satcompress.artifact",
+    "satcompress.broker",
 ]
 
 

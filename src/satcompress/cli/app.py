@@ -12,6 +12,7 @@ from pathlib import Path
 
 import typer
 
+from satcompress.cli.classify_alerts import classify_alerts
 from satcompress.cli.common import TASK_HELP, check_task, console, fail
 from satcompress.cli.search import search
 from satcompress.data import DataFileError
@@ -115,6 +116,7 @@ def compress(
 
 
 app.command(name="search")(search)
+app.command(name="classify-alerts")(classify_alerts)
 
 
 def main() -> None:

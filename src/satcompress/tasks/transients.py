@@ -84,14 +84,22 @@ __all__ = [
     "ZTF_WAVELENGTHS_ANGSTROM",
     "LSST_WAVELENGTHS_ANGSTROM",
     "ZTF_FILES",
+    "ZTF_FILTER_IDS",
+    "JD_MINUS_MJD_DAYS",
+    "CURVE_COLUMNS",
     "ELASTICC_PREFIX",
     "FEATURES_FILE",
     "SPLIT_FRACTIONS",
     "PreprocessingConfig",
     "PreprocessedCurves",
+    "ObjectCurve",
+    "ObjectResult",
+    "object_curves",
+    "interpolate_objects",
     "GPFit",
     "magnitude_to_flux_njy",
     "read_ztf_light_curves",
+    "deduplicate_points",
     "read_elasticc_light_curves",
     "read_light_curves",
     "label_to_class",
@@ -152,7 +160,8 @@ SPLIT_FRACTIONS = (0.6, 0.2, 0.2)  # train, validation, test (real ZTF objects)
 CURVE_COLUMNS = ("object_id", "mjd", "band", "flux", "flux_err", "label", "source")
 TNS_PREFIX = "(TNS) "
 CONFLICT_SEPARATOR = " | "
-_ZTF_FILTER_IDS = {1: "g", 2: "r"}
+ZTF_FILTER_IDS = {1: "g", 2: "r"}
+"""ZTF filter id (``fid``/``cfid`` of the alerts) -> band; other filters (3 = i) are dropped."""
 _ZTF_ARRAY_COLUMNS = ("cjd", "cmagpsf", "csigmapsf", "cfid")
 _ELASTICC_SOURCE_FIELDS = ("diaObjectId", "diaSourceId", "filterName", "midPointTai", "psFlux",
                            "psFluxErr")  # fmt: skip
@@ -286,26 +295,30 @@ def read_ztf_light_curves() -> pd.DataFrame:
     rows["TNS"] = rows["TNS"].str.removeprefix(TNS_PREFIX)
     labels = rows.groupby("objectId", sort=True)["TNS"].agg(_resolve_labels)
 
-    detected = rows["cmagpsf"].notna() & rows["cfid"].isin(list(_ZTF_FILTER_IDS))
+    detected = rows["cmagpsf"].notna() & rows["cfid"].isin(list(ZTF_FILTER_IDS))
     rows = rows[detected]
     flux, flux_err = magnitude_to_flux_njy(rows["cmagpsf"].to_numpy(), rows["csigmapsf"].to_numpy())
     curves = pd.DataFrame(
         {
             "object_id": rows["objectId"].astype(str).to_numpy(),
             "mjd": rows["cjd"].to_numpy(np.float64) - JD_MINUS_MJD_DAYS,
-            "band": rows["cfid"].astype(int).map(_ZTF_FILTER_IDS).to_numpy(),
+            "band": rows["cfid"].astype(int).map(ZTF_FILTER_IDS).to_numpy(),
             "flux": flux,
             "flux_err": flux_err,
         }
     )
     curves["label"] = curves["object_id"].map(labels)
     curves["source"] = "ztf"
-    curves = _deduplicate_points(curves)
+    curves = deduplicate_points(curves)
     curves.attrs[OBJECTS_WITHOUT_DETECTIONS] = int(len(labels) - curves["object_id"].nunique())
     return curves
 
 
-def _deduplicate_points(curves: pd.DataFrame) -> pd.DataFrame:
+def deduplicate_points(curves: pd.DataFrame) -> pd.DataFrame:
+    """Keep one point per (object, band, time within ~1 s), sorted by object, time and band.
+
+    Overlapping alert histories repeat the same measurement; the first occurrence is kept.
+    """
     time_key = np.round(curves["mjd"].to_numpy() / _DUPLICATE_TIME_RESOLUTION_DAYS)
     duplicated = curves.assign(_time_key=time_key).duplicated(["object_id", "band", "_time_key"])
     curves = curves[~duplicated.to_numpy()]
@@ -368,7 +381,7 @@ def read_elasticc_light_curves(paths: Sequence[Path] | None = None) -> pd.DataFr
                          point["psFlux"], point["psFluxErr"], label))  # fmt: skip
     curves = pd.DataFrame(rows, columns=list(CURVE_COLUMNS[:-1]))
     curves["source"] = "elasticc"
-    curves = _deduplicate_points(curves)
+    curves = deduplicate_points(curves)
     curves.attrs[OBJECTS_WITHOUT_DETECTIONS] = int(len(best) - curves["object_id"].nunique())
     return curves
 
@@ -651,7 +664,9 @@ def fit_gp_light_curve(
 
 
 @dataclass(frozen=True)
-class _ObjectCurve:
+class ObjectCurve:
+    """One object's detections as arrays (built by :func:`object_curves`)."""
+
     object_id: str
     source: str
     times_days: np.ndarray
@@ -661,28 +676,31 @@ class _ObjectCurve:
 
 
 @dataclass(frozen=True)
-class _ObjectResult:
+class ObjectResult:
+    """What :func:`interpolate_objects` made of one object: the ``(n_timesteps, 4)`` input, or
+    None and the reason it was skipped, plus fit diagnostics."""
+
     x: np.ndarray | None
     skip_reason: str | None = None
     diagnostics: tuple[str, ...] = ()
 
 
-def _interpolate_object(curve: _ObjectCurve, config: PreprocessingConfig) -> _ObjectResult:
+def _interpolate_object(curve: ObjectCurve, config: PreprocessingConfig) -> ObjectResult:
     counts = {band: int(np.sum(curve.bands == band)) for band in BANDS}
     short = [band for band in BANDS if counts[band] < config.min_points_per_band]
     if short:
-        return _ObjectResult(
+        return ObjectResult(
             None, f"fewer_than_{config.min_points_per_band}_points_in_{'_and_'.join(short)}"
         )
     if not (np.all(np.isfinite(curve.flux)) and np.all(np.isfinite(curve.flux_error))
             and np.all(curve.flux_error > 0)):  # fmt: skip
-        return _ObjectResult(None, "non_finite_flux_or_non_positive_error")
+        return ObjectResult(None, "non_finite_flux_or_non_positive_error")
     span_days = float(curve.times_days.max() - curve.times_days.min())
     if span_days <= 0:
-        return _ObjectResult(None, "zero_time_span")
+        return ObjectResult(None, "zero_time_span")
     peak = float(curve.flux.max())
     if peak <= 0:
-        return _ObjectResult(None, "no_positive_flux")
+        return ObjectResult(None, "no_positive_flux")
     wavelengths = SURVEY_WAVELENGTHS_ANGSTROM[curve.source]
     band_wavelengths = [wavelengths[band] for band in BANDS]
     start = curve.times_days.min()
@@ -697,14 +715,14 @@ def _interpolate_object(curve: _ObjectCurve, config: PreprocessingConfig) -> _Ob
         peak_time = fit.peak_time(0.0, span_days, band_wavelengths)
         mean, std = fit.predict(peak_time + grid_offsets_days(config), band_wavelengths)
     except (np.linalg.LinAlgError, ValueError):
-        return _ObjectResult(None, "gp_fit_failed")
+        return ObjectResult(None, "gp_fit_failed")
     x = np.concatenate([mean, std], axis=1)
     if not np.all(np.isfinite(x)):
-        return _ObjectResult(None, "gp_prediction_not_finite")
+        return ObjectResult(None, "gp_prediction_not_finite")
     diagnostics = (("optimizer_not_converged",) if not fit.converged else ()) + (
         ("time_length_scale_at_bound",) if fit.time_length_scale_at_bound else ()
     )
-    return _ObjectResult(x.astype(np.float32), None, diagnostics)
+    return ObjectResult(x.astype(np.float32), None, diagnostics)
 
 
 def grid_offsets_days(config: PreprocessingConfig) -> np.ndarray:
@@ -723,14 +741,16 @@ def _single_threaded_blas():
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def _interpolate_chunk(
-    curves: list[_ObjectCurve], config: PreprocessingConfig
-) -> list[_ObjectResult]:
+def interpolate_objects(
+    curves: list[ObjectCurve], config: PreprocessingConfig
+) -> list[ObjectResult]:
+    """GP-interpolate objects one by one in this process (BLAS on one thread), keeping each
+    object's skip reason: the per-object form of :func:`preprocess` (which counts reasons)."""
     with _single_threaded_blas():
         return [_interpolate_object(curve, config) for curve in curves]
 
 
-def _object_curves(curves: pd.DataFrame) -> tuple[list[_ObjectCurve], list[str]]:
+def object_curves(curves: pd.DataFrame) -> tuple[list[ObjectCurve], list[str]]:
     """Split a long table into per-object arrays (object order = sorted object ids)."""
     _require_columns(curves, CURVE_COLUMNS, Path("<light-curve table>"))
     bad_bands = sorted(set(curves["band"].unique()) - set(BANDS))
@@ -750,7 +770,7 @@ def _object_curves(curves: pd.DataFrame) -> tuple[list[_ObjectCurve], list[str]]
     objects, labels = [], []
     for start, end in zip(starts, ends):
         objects.append(
-            _ObjectCurve(
+            ObjectCurve(
                 object_id=str(object_ids[start]),
                 source=str(columns["source"][start]),
                 times_days=columns["mjd"][start:end].astype(np.float64),
@@ -787,9 +807,9 @@ def preprocess(
     """
     if n_jobs < 1:
         raise ValueError(f"n_jobs must be >= 1, got {n_jobs}.")
-    objects, labels = _object_curves(curves)
+    objects, labels = object_curves(curves)
     if n_jobs == 1 or len(objects) < 64:
-        results = _interpolate_chunk(objects, config)
+        results = interpolate_objects(objects, config)
     else:
         # joblib (a scikit-learn dependency): its loky workers are fresh processes (no forked
         # torch/OpenMP state) and need no ``if __name__ == "__main__"`` guard in scripts.
@@ -798,7 +818,7 @@ def preprocess(
         chunk_size = 16
         chunks = [objects[i : i + chunk_size] for i in range(0, len(objects), chunk_size)]
         per_chunk = Parallel(n_jobs=n_jobs)(
-            delayed(_interpolate_chunk)(chunk, config) for chunk in chunks
+            delayed(interpolate_objects)(chunk, config) for chunk in chunks
         )
         results = [result for chunk_results in per_chunk for result in chunk_results]
 

@@ -1,0 +1,255 @@
+"""Classifying flattened alerts with a flight artifact: the code every path runs.
+
+:func:`classify_table` is the whole per-batch computation: selection cuts
+(:func:`~satcompress.broker.alerts.cut_reasons`), light curves
+(:func:`~satcompress.broker.alerts.light_curves`), the transient task's GP preprocessing with
+the settings stored in the artifact (so the artifact sees exactly what the task's model saw in
+training), and the NumPy runtime. The in-process path (:func:`classify_alerts`, pandas only)
+calls it on all alerts at once and the Spark pandas UDF (:mod:`satcompress.broker.spark`) on
+each Arrow batch, so both give the same probabilities bit for bit:
+
+* every alert is preprocessed on its own (one GP per alert), independently of its batch;
+* the runtime is never given a chunk of one example: NumPy computes a one-row matrix
+  product with another BLAS routine (gemv instead of gemm) whose rounding differs in the last
+  bits, which would make an alert's probabilities depend on how Spark split the stream.
+  :func:`predict_probabilities` pads such a chunk with a row of zeros and drops its output.
+
+The artifact is loaded once per process (an executor's Python worker) and kept in a cache
+keyed by the artifact's SHA-256 (:func:`load_classifier`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from satcompress import runtime
+from satcompress.broker.alerts import AlertProblem, Alerts, SelectionCuts, cut_reasons, light_curves
+from satcompress.tasks.transients import (
+    N_GP_CHANNELS,
+    PREPROCESSING_VERSION,
+    ObjectCurve,
+    PreprocessingConfig,
+    interpolate_objects,
+    object_curves,
+)
+
+__all__ = [
+    "ID_COLUMNS",
+    "PREDICTED_CLASS",
+    "REASON",
+    "UNPARSEABLE",
+    "Classifier",
+    "PreprocessedAlerts",
+    "classify_alerts",
+    "classify_table",
+    "load_classifier",
+    "predict_probabilities",
+    "preprocess_alerts",
+    "preprocessing_config",
+    "probability_column",
+    "problem_rows",
+    "reason_counts",
+    "result_columns",
+]
+
+ID_COLUMNS = ("objectId", "candid")
+PREDICTED_CLASS = "predicted_class"
+REASON = "reason"
+"""Null for a classified alert; otherwise why it has no probabilities."""
+UNPARSEABLE = "unparseable"
+_TRANSIENTS = "transients"
+
+
+def probability_column(class_name: str) -> str:
+    """The results column of a class: ``p_`` + the lower-case name, non-alphanumerics as ``_``
+    (``"SN Ia"`` -> ``p_sn_ia``)."""
+    return "p_" + re.sub(r"[^0-9a-z]+", "_", class_name.lower()).strip("_")
+
+
+def result_columns(class_names: Sequence[str]) -> tuple[str, ...]:
+    """Columns :func:`classify_table` returns: one probability per class, the predicted class
+    and the reason."""
+    return (*map(probability_column, class_names), PREDICTED_CLASS, REASON)
+
+
+def preprocessing_config(metadata: Mapping[str, Any]) -> PreprocessingConfig:
+    """The GP settings a transient artifact's model was trained with (from its metadata).
+
+    Raises
+    ------
+    ValueError
+        If the artifact is not a ``transients`` one, or its preprocessing version or settings
+        do not match this version of the task's code.
+    """
+    task = metadata.get("task")
+    if task != _TRANSIENTS:
+        raise ValueError(f"The artifact was built for task {task!r}; alerts are classified by a "
+                         f"'{_TRANSIENTS}' artifact (satcompress compress --task transients).")
+    version = metadata.get("preprocessing_version")
+    if version != PREPROCESSING_VERSION:
+        raise ValueError(f"The artifact's model saw transient preprocessing version {version!r} but "
+                         f"this satcompress computes version {PREPROCESSING_VERSION}; rebuild the "
+                         "artifact with this version (satcompress compress --task transients).")
+    stored = (metadata.get("preprocessing") or {}).get("config")
+    known = {field.name for field in dataclasses.fields(PreprocessingConfig)}
+    if not isinstance(stored, Mapping) or set(stored) - known:
+        raise ValueError("The artifact's metadata lacks preprocessing.config with the fields of "
+                         f"PreprocessingConfig ({sorted(known)}); rebuild it with "
+                         "satcompress.pipeline.flight.task_metadata.")
+    return PreprocessingConfig(**{name: tuple(value) if isinstance(value, list) else value
+                                  for name, value in stored.items()})  # fmt: skip
+
+
+class Classifier(NamedTuple):
+    """A loaded transient artifact: the runtime, its GP settings, class names and SHA-256."""
+
+    runtime: runtime.Runtime
+    config: PreprocessingConfig
+    class_names: tuple[str, ...]
+    sha256: str
+
+
+_CLASSIFIERS: dict[str, Classifier] = {}
+
+
+def load_classifier(source: str | os.PathLike | bytes) -> Classifier:
+    """Load (once per process) and check a transient artifact from a path or its bytes.
+
+    Cached by the SHA-256 of the bytes, so a Spark executor loads the artifact once however
+    many batches it classifies, and a file replaced on disk is loaded again.
+
+    Raises
+    ------
+    ValueError
+        If the artifact is not a transient classifier of this preprocessing (see
+        :func:`preprocessing_config`) or its input shape does not fit it.
+    satcompress.artifact.ArtifactError, satcompress.runtime.GraphError
+        If the file is corrupted or its graph cannot run.
+    """
+    content = source if isinstance(source, (bytes, bytearray)) else Path(source).read_bytes()
+    sha256 = hashlib.sha256(content).hexdigest()
+    if sha256 not in _CLASSIFIERS:
+        loaded = runtime.load(bytes(content))
+        config = preprocessing_config(loaded.metadata)
+        expected = (config.n_timesteps, N_GP_CHANNELS)
+        if loaded.input_shape != expected:
+            raise ValueError(f"The artifact takes inputs of shape {loaded.input_shape} but its "
+                             f"preprocessing produces {expected}; rebuild it from the task's model.")
+        if not loaded.class_names:
+            raise ValueError("The artifact's metadata has no class_names; rebuild it with "
+                             "satcompress.pipeline.flight.task_metadata.")
+        _CLASSIFIERS[sha256] = Classifier(loaded, config, loaded.class_names, sha256)
+    return _CLASSIFIERS[sha256]
+
+
+def predict_probabilities(model: runtime.Runtime, x: np.ndarray) -> np.ndarray:
+    """``model.predict_proba(x)``, never with a one-example chunk (see the module docstring),
+    so an example's probabilities do not depend on the batch it came in."""
+    if len(x) % runtime.CHUNK_EXAMPLES != 1:
+        return model.predict_proba(x)
+    padded = np.concatenate([x, np.zeros_like(x[:1])])
+    return model.predict_proba(padded)[:-1]
+
+
+class PreprocessedAlerts(NamedTuple):
+    """Model inputs of the alerts that pass every cut and the reason of those that do not.
+
+    ``x`` (float32, ``(len(rows), n_timesteps, 4)``) belongs to the table rows ``rows``;
+    ``reasons`` has one entry per table row, None where the alert was kept.
+    """
+
+    x: np.ndarray
+    rows: np.ndarray
+    reasons: np.ndarray
+
+
+def preprocess_alerts(
+    table: pd.DataFrame, config: PreprocessingConfig, cuts: SelectionCuts
+) -> PreprocessedAlerts:
+    """Cuts, light curves and the task's GP preprocessing of flattened alerts (one GP per alert)."""
+    reasons = cut_reasons(table, cuts)
+    candidates = np.flatnonzero(pd.isna(reasons))
+    keys = [f"{row:012d}" for row in candidates]  # object_curves sorts by key: row order
+    curves = light_curves(table.iloc[candidates], keys)
+    detected = dict(zip(keys, object_curves(curves)[0] if len(curves) else []))
+    none = np.zeros(0)
+    objects = [detected.get(key) or ObjectCurve(key, "ztf", none, none.astype(str), none, none)
+               for key in keys]  # no g/r detection: the preprocessing gives the reason
+    results = interpolate_objects(objects, config)
+    kept = []
+    for row, result in zip(candidates, results):
+        if result.x is None:
+            reasons[row] = result.skip_reason
+        else:
+            kept.append(row)
+    shape = (config.n_timesteps, N_GP_CHANNELS)
+    x = np.stack([r.x for r in results if r.x is not None]) if kept else np.zeros((0, *shape))
+    return PreprocessedAlerts(x.astype(np.float32), np.array(kept, dtype=np.int64), reasons)
+
+
+def classify_table(
+    table: pd.DataFrame, classifier: Classifier, cuts: SelectionCuts = SelectionCuts()  # noqa: B008
+) -> pd.DataFrame:
+    """Class probabilities of flattened alerts (rows of :data:`~satcompress.broker.alerts.ALERT_COLUMNS`;
+    the ids are not needed).
+
+    Returns one row per input row, in order, with :func:`result_columns`: the probabilities
+    and predicted class of the alerts that pass every cut, and for the others null
+    probabilities and the ``reason``.
+    """
+    prepared = preprocess_alerts(table, classifier.config, cuts)
+    probabilities = np.full((len(table), len(classifier.class_names)), np.nan)
+    predicted = np.full(len(table), None, dtype=object)
+    if len(prepared.rows):
+        kept = predict_probabilities(classifier.runtime, prepared.x)
+        probabilities[prepared.rows] = kept
+        predicted[prepared.rows] = np.asarray(classifier.class_names, dtype=object)[kept.argmax(1)]
+    columns = dict(zip(result_columns(classifier.class_names), probabilities.T))
+    columns[PREDICTED_CLASS] = predicted
+    columns[REASON] = prepared.reasons
+    return pd.DataFrame(columns, columns=list(result_columns(classifier.class_names)))
+
+
+def classify_alerts(
+    alerts: Alerts | pd.DataFrame,
+    artifact: str | os.PathLike | bytes | Classifier,
+    cuts: SelectionCuts = SelectionCuts(),  # noqa: B008 (frozen, immutable)
+) -> pd.DataFrame:
+    """The in-process path (pandas, no Spark): ids and :func:`classify_table`'s columns for every
+    alert of ``alerts`` (a :func:`~satcompress.broker.alerts.read_alerts` result or its table),
+    in order. Unreadable alerts are not included: see :func:`problem_rows`."""
+    table = alerts.table if isinstance(alerts, Alerts) else alerts
+    classifier = artifact if isinstance(artifact, Classifier) else load_classifier(artifact)
+    results = classify_table(table.reset_index(drop=True), classifier, cuts)
+    ids = table[list(ID_COLUMNS)].reset_index(drop=True)
+    return pd.concat([ids, results], axis=1)
+
+
+def problem_rows(problems: Iterable[AlertProblem], class_names: Sequence[str]) -> pd.DataFrame:
+    """Result rows (reason ``unparseable``, ids where known) for the unreadable alerts, so they
+    stay visible in the output; whole unreadable files have no row (they are listed apart)."""
+    alerts = [problem for problem in problems if problem.index is not None]
+    columns = (*ID_COLUMNS, *result_columns(class_names))
+    frame = pd.DataFrame({name: [None] * len(alerts) for name in columns}, columns=list(columns))
+    frame["objectId"] = [problem.object_id for problem in alerts]
+    frame["candid"] = pd.array([problem.candid for problem in alerts], dtype="Int64")
+    for name in map(probability_column, class_names):
+        frame[name] = np.nan
+    frame[REASON] = UNPARSEABLE
+    return frame
+
+
+def reason_counts(results: pd.DataFrame) -> dict[str, int]:
+    """How many alerts were classified (``"classified"``) and how many failed, per reason."""
+    counts = Counter(results[REASON].fillna("classified"))
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
