@@ -71,6 +71,7 @@ __all__ = [
     "ALERT_SUFFIXES",
     "BUNDLED_ALERTS",
     "SOLAR_SYSTEM_OBJECT",
+    "ZTF_MISSING_VALUE",
     "AlertProblem",
     "Alerts",
     "SelectionCuts",

@@ -97,9 +97,9 @@ def preprocessing_config(metadata: Mapping[str, Any]) -> PreprocessingConfig:
                          f"'{_TRANSIENTS}' artifact (satcompress compress --task transients).")
     version = metadata.get("preprocessing_version")
     if version != PREPROCESSING_VERSION:
-        raise ValueError(f"The artifact's model saw transient preprocessing version {version!r} but "
-                         f"this satcompress computes version {PREPROCESSING_VERSION}; rebuild the "
-                         "artifact with this version (satcompress compress --task transients).")
+        raise ValueError(f"The artifact's model saw transient preprocessing version {version!r} "
+                         f"but this satcompress computes version {PREPROCESSING_VERSION}; rebuild "
+                         "the artifact with this version (satcompress compress --task transients).")
     stored = (metadata.get("preprocessing") or {}).get("config")
     known = {field.name for field in dataclasses.fields(PreprocessingConfig)}
     if not isinstance(stored, Mapping) or set(stored) - known:
@@ -144,7 +144,8 @@ def load_classifier(source: str | os.PathLike | bytes) -> Classifier:
         expected = (config.n_timesteps, N_GP_CHANNELS)
         if loaded.input_shape != expected:
             raise ValueError(f"The artifact takes inputs of shape {loaded.input_shape} but its "
-                             f"preprocessing produces {expected}; rebuild it from the task's model.")
+                             f"preprocessing produces {expected}; rebuild it from the task's "
+                             "model.")
         if not loaded.class_names:
             raise ValueError("The artifact's metadata has no class_names; rebuild it with "
                              "satcompress.pipeline.flight.task_metadata.")
@@ -200,8 +201,8 @@ def preprocess_alerts(
 def classify_table(
     table: pd.DataFrame, classifier: Classifier, cuts: SelectionCuts = SelectionCuts()  # noqa: B008
 ) -> pd.DataFrame:
-    """Class probabilities of flattened alerts (rows of :data:`~satcompress.broker.alerts.ALERT_COLUMNS`;
-    the ids are not needed).
+    """Class probabilities of flattened alerts (rows of
+    :data:`~satcompress.broker.alerts.ALERT_COLUMNS`; the ids are not needed).
 
     Returns one row per input row, in order, with :func:`result_columns`: the probabilities
     and predicted class of the alerts that pass every cut, and for the others null

@@ -25,8 +25,9 @@ import contextlib
 import os
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -39,6 +40,10 @@ from satcompress.broker.classify import (
     load_classifier,
     result_columns,
 )
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, SparkSession
+    from pyspark.sql.types import StructType
 
 __all__ = [
     "DEFAULT_MASTER",
@@ -65,11 +70,13 @@ def _without_pandas_version_notice() -> Iterator[None]:
         yield
 
 
-def spark_session(master: str = DEFAULT_MASTER, app_name: str = "satcompress-broker"):
+def spark_session(master: str = DEFAULT_MASTER,
+                  app_name: str = "satcompress-broker") -> SparkSession:
     """A SparkSession for the broker: Arrow transfers on, no web UI, few shuffle partitions.
 
     For a ``local`` master the Python workers run this interpreter (so they import the same
-    satcompress); on a cluster they run the workers' ``PYSPARK_PYTHON``.
+    satcompress; ``PYSPARK_PYTHON`` is set to it if unset); on a cluster they run the workers'
+    ``PYSPARK_PYTHON``.
     """
     from pyspark.sql import SparkSession  # noqa: PLC0415
 
@@ -92,7 +99,7 @@ def spark_session(master: str = DEFAULT_MASTER, app_name: str = "satcompress-bro
     return session
 
 
-def alert_schema():
+def alert_schema() -> StructType:
     """Spark schema of a table of :data:`~satcompress.broker.alerts.ALERT_COLUMNS`."""
     from pyspark.sql import types as T  # noqa: PLC0415
 
@@ -108,7 +115,7 @@ def alert_schema():
     ])  # fmt: skip
 
 
-def result_schema(class_names: tuple[str, ...]):
+def result_schema(class_names: tuple[str, ...]) -> StructType:
     """Spark schema of the UDF's struct: one probability per class, predicted class, reason."""
     from pyspark.sql import types as T  # noqa: PLC0415
 
@@ -120,7 +127,11 @@ def result_schema(class_names: tuple[str, ...]):
     ])  # fmt: skip
 
 
-def classification_udf(spark, artifact: str | os.PathLike, cuts: SelectionCuts = SelectionCuts()):  # noqa: B008
+def classification_udf(
+    spark: SparkSession,
+    artifact: str | os.PathLike,
+    cuts: SelectionCuts = SelectionCuts(),  # noqa: B008 (frozen, immutable)
+) -> Callable[..., Column]:
     """A pandas UDF classifying alerts with ``artifact``: call it on the columns
     ``jd, jdstarthist, ssdistnr, ssmagnr, cjd, cfid, cmagpsf, csigmapsf``; it returns a struct of
     :func:`result_schema`.
@@ -144,7 +155,7 @@ def classification_udf(spark, artifact: str | os.PathLike, cuts: SelectionCuts =
 
 
 def classify_alerts_spark(
-    spark,
+    spark: SparkSession,
     table: pd.DataFrame,
     artifact: str | os.PathLike,
     cuts: SelectionCuts = SelectionCuts(),  # noqa: B008 (frozen, immutable)
