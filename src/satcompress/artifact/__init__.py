@@ -4,9 +4,11 @@ A versioned binary container (:mod:`satcompress.artifact.container` documents th
 a small header with the graph description and task metadata, then one block per tensor stored
 with the smallest lossless encoding found (:mod:`satcompress.artifact.encodings`). Every block
 carries a CRC32 and the file a SHA-256; loading a damaged file raises :class:`ArtifactError`
-naming the bad part. Its size on disk is what a budget's ``max_bytes`` counts.
+naming the bad part. Optionally (``fec=True``) every byte is protected by Reed-Solomon codes
+(:mod:`satcompress.artifact.fec`) that correct upsets on load. Its size on disk, parity
+included, is what a budget's ``max_bytes`` counts.
 
-NumPy + stdlib only: part of the torch-free flight path.
+NumPy + stdlib + reedsolo only: part of the torch-free flight path.
 """
 
 from satcompress.artifact.container import (

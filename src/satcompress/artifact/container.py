@@ -1,23 +1,38 @@
 """The flight artifact container: one versioned, checksummed file holding a model.
 
-Byte layout (all integers little-endian, fixed widths)::
+Byte layout of format version 1 (all integers little-endian, fixed widths)::
 
     offset  bytes  field
     0       4      magic b"SCAF"
     4       2      format version (uint16), currently 1
-    6       1      Reed-Solomon parity bytes per codeword (uint8; 0: no forward error correction)
+    6       1      Reed-Solomon parity bytes per codeword, p (uint8; 0: no forward error correction)
     7       4      header length H in bytes (uint32)
     11      4      CRC32 of the header (uint32, zlib.crc32)
-    15      4      file length in bytes (uint32)
+    15      4      file length in bytes (uint32): the whole file, parity included
     19      H      header: zlib-compressed UTF-8 JSON
                    {"g": graph, "m": metadata,
                     "b": [[name, dtype, shape, stored bytes, CRC32, encoding spec], ...]}
     19+H    ...    one block per tensor, in table order: the tensor's encoded bytes
     end-32  32     SHA-256 of every byte before it
 
+With forward error correction (``p > 0``, :mod:`satcompress.artifact.fec`) the same *content*
+is stored as Reed-Solomon codewords, so that every byte of the file is protected::
+
+    0       19     preamble, as above
+    19      8      RS parity of the preamble (a fixed 8 bytes: found even when byte 6 is hit)
+    27      ...    header, blocks and digest (bytes 19.. of the content above) cut into chunks
+                   of 255 - p bytes, each followed by its p parity bytes (last chunk shorter)
+
+It costs ``8 + p * ceil((size - 19) / (255 - p))`` bytes (3.2 % of the content for the writer's
+p = 8) and corrects up to p / 2 wrong bytes per 255-byte codeword, hence every single-bit upset.
+The CRC32s and the SHA-256 are those of the content (parity removed), and are checked *after*
+correction, so a codeword damaged beyond repair (or miscorrected) is still caught by the CRC32
+of the block it belongs to. A file without FEC is byte for byte what it was before FEC existed.
+
 A loader checks, before decoding any tensor: the magic, the version, the length (truncation,
-trailing bytes), the SHA-256 and the CRC32 of the header and of every block; a mismatch raises
-:class:`ArtifactError` naming the bad part. Pure NumPy + stdlib: part of the flight path.
+trailing bytes), then corrects the codewords (FEC files), then checks the SHA-256 and the CRC32
+of the header and of every block; a mismatch raises :class:`ArtifactError` naming the bad part.
+Pure NumPy + stdlib + reedsolo: part of the flight path.
 """
 
 from __future__ import annotations
@@ -30,12 +45,19 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from satcompress.artifact.encodings import SUPPORTED_DTYPES, decode_tensor, encode_tensor
-from satcompress.artifact.errors import ArtifactError
+from satcompress.artifact.errors import REEXPORT, ArtifactError, shown
+from satcompress.artifact.fec import (
+    CODEWORD_BYTES,
+    FEC_PARITY_BYTES,
+    protect,
+    protected_size,
+    repair,
+)
 from satcompress.fileio import atomic_write_bytes
 
 __all__ = [
@@ -61,7 +83,9 @@ _PREAMBLE = struct.Struct("<4sHBIII")
 _DIGEST_BYTES = 32
 _MAX_FILE_BYTES = 2**32 - 1
 _MAX_HEADER_JSON_BYTES = 2**26
-_REEXPORT = "re-export the artifact (satcompress compress) or re-transmit the file"
+_PREAMBLE_PARITY = 8
+"""Reed-Solomon parity bytes after an FEC file's preamble (fixed: read before the preamble)."""
+_FEC_START = _PREAMBLE.size + _PREAMBLE_PARITY
 
 
 @dataclass(frozen=True)
@@ -75,7 +99,7 @@ class BlockInfo:
     encoding : str
         Name of the lossless encoding chosen for it (e.g. ``"raw"``).
     stored_bytes : int
-        Bytes of the block in the file (its share of the file size).
+        Bytes of the encoded block in the file (its share of the file size, FEC parity aside).
     raw_bytes : int
         Bytes of the decoded tensor (``array.nbytes``).
     crc32 : int
@@ -111,6 +135,9 @@ class Artifact:
         File size in bytes: what a budget's ``max_bytes`` counts.
     corrected_bytes : int
         Bytes repaired by forward error correction while loading (0 for an intact file).
+    fec_parity : int
+        Reed-Solomon parity bytes per 255-byte codeword (0: the file has no forward error
+        correction).
     """
 
     format_version: int
@@ -121,10 +148,11 @@ class Artifact:
     sha256: str
     size_bytes: int
     corrected_bytes: int = 0
+    fec_parity: int = 0
 
     @property
     def overhead_bytes(self) -> int:
-        """Bytes of the file that are not tensor blocks (preamble, header, digest)."""
+        """Bytes of the file that are not tensor blocks (preamble, header, digest, FEC parity)."""
         return self.size_bytes - sum(block.stored_bytes for block in self.blocks)
 
     def describe(self) -> list[dict[str, Any]]:
@@ -171,7 +199,9 @@ def encode_artifact(graph: dict[str, Any], tensors: Mapping[str, np.ndarray],
     tensors : Mapping[str, np.ndarray]
         Tensors to store, each with the smallest lossless encoding found.
     fec : bool
-        Add Reed-Solomon parity to every part so that bit upsets are corrected on load.
+        Store everything as Reed-Solomon codewords (8 parity bytes per 255-byte codeword,
+        :data:`~satcompress.artifact.fec.FEC_PARITY_BYTES`; about 3.2 % larger) so that up to
+        4 wrong bytes per codeword, hence any single-bit upset, are corrected on load.
     entropy_coding : bool
         Allow Huffman-coded encodings (off: only fixed-width ones).
 
@@ -180,7 +210,6 @@ def encode_artifact(graph: dict[str, Any], tensors: Mapping[str, np.ndarray],
     bytes
         The file content; :func:`decode_artifact` restores everything exactly.
     """
-    del fec
     tensors = _check_tensors(tensors)
     if not isinstance(graph, dict) or not isinstance(metadata, dict):
         raise ValueError("The artifact's graph and metadata must be dicts.")
@@ -192,13 +221,20 @@ def encode_artifact(graph: dict[str, Any], tensors: Mapping[str, np.ndarray],
                       encoded.spec])
         blocks.append(encoded.data)
     header = zlib.compress(_json_bytes({"g": graph, "m": metadata, "b": table}, "header"), 9)
-    size = _PREAMBLE.size + len(header) + sum(map(len, blocks)) + _DIGEST_BYTES
+    parity = FEC_PARITY_BYTES if fec else 0
+    after_preamble = len(header) + sum(map(len, blocks)) + _DIGEST_BYTES
+    size = _PREAMBLE.size + (_PREAMBLE_PARITY + protected_size(after_preamble, parity) if fec
+                             else after_preamble)
     if size > _MAX_FILE_BYTES:
         raise ValueError(f"The artifact would take {size} bytes; the format holds at most "
                          f"{_MAX_FILE_BYTES}. Compress the model further.")
-    body = b"".join([_PREAMBLE.pack(MAGIC, FORMAT_VERSION, 0, len(header), zlib.crc32(header),
-                                    size), header, *blocks])
-    return body + hashlib.sha256(body).digest()
+    preamble = _PREAMBLE.pack(MAGIC, FORMAT_VERSION, parity, len(header), zlib.crc32(header),
+                              size)
+    body = b"".join([preamble, header, *blocks])
+    content = body + hashlib.sha256(body).digest()
+    if not fec:
+        return content
+    return protect(preamble, _PREAMBLE_PARITY) + protect(content[_PREAMBLE.size:], parity)
 
 
 def write_artifact(path: str | os.PathLike, graph: dict[str, Any],
@@ -210,33 +246,59 @@ def write_artifact(path: str | os.PathLike, graph: dict[str, Any],
     return decode_artifact(content)
 
 
-def _read_preamble(content: bytes) -> tuple[int, int, int]:
-    """Check magic, version and length; return (parity, header length, header CRC)."""
+class _Preamble(NamedTuple):
+    magic: bytes
+    version: int
+    parity: int
+    header_bytes: int
+    header_crc: int
+    size: int
+
+
+def _read_preamble(content: bytes) -> tuple[_Preamble, int]:
+    """Check magic, version, FEC parity and length; return the preamble and bytes corrected.
+
+    The preamble of an FEC file is one Reed-Solomon codeword with the next 8 bytes: when that
+    codeword decodes to an artifact preamble announcing FEC, the repaired fields are used (so
+    an upset in the magic, the parity byte or the length is corrected); otherwise the bytes as
+    read, which must then announce no FEC.
+    """
     if len(content) < _PREAMBLE.size + _DIGEST_BYTES:
         raise ArtifactError(
             f"The file has {len(content)} bytes, fewer than the {_PREAMBLE.size + _DIGEST_BYTES} "
-            f"of an empty artifact: it is truncated or not an artifact; {_REEXPORT}."
+            f"of an empty artifact: it is truncated or not an artifact; {REEXPORT}."
         )
-    magic, version, parity, header_bytes, header_crc, size = _PREAMBLE.unpack_from(content)
-    if magic != MAGIC:
+    preamble, corrected, guarded = _Preamble._make(_PREAMBLE.unpack_from(content)), 0, False
+    codeword = repair(content[:_FEC_START], _PREAMBLE_PARITY)
+    if not codeword.failed:
+        candidate = _Preamble._make(_PREAMBLE.unpack(codeword.data))
+        if candidate.magic == MAGIC and candidate.parity:
+            preamble, corrected, guarded = candidate, codeword.corrected, True
+    if preamble.magic != MAGIC:
         raise ArtifactError(
-            f"The file starts with {magic!r}, not the artifact magic {MAGIC!r}: it is not a "
-            f"satcompress flight artifact (or its first bytes are corrupted); {_REEXPORT}."
+            f"The file starts with {preamble.magic!r}, not the artifact magic {MAGIC!r}: it is "
+            f"not a satcompress flight artifact (or its first bytes are corrupted); {REEXPORT}."
         )
-    if version != FORMAT_VERSION:
+    if preamble.version != FORMAT_VERSION:
         raise ArtifactError(
-            f"The artifact has format version {version}; this satcompress reads version "
+            f"The artifact has format version {preamble.version}; this satcompress reads version "
             f"{FORMAT_VERSION}. Re-export it with this satcompress version (or load it with the "
             "version that wrote it)."
         )
-    if size != len(content):
-        problem = ("is truncated" if len(content) < size
-                   else f"has {len(content) - size} trailing bytes after the artifact")
+    if preamble.parity and not (guarded and preamble.parity < CODEWORD_BYTES):
         raise ArtifactError(
-            f"The preamble announces {size} bytes but the file has {len(content)}: the file "
-            f"{problem} (or its preamble is corrupted); {_REEXPORT}."
+            f"The preamble announces {preamble.parity} Reed-Solomon parity bytes per codeword, "
+            "but its own parity does not check (or the count is impossible): the preamble is "
+            f"corrupted beyond repair; {REEXPORT}."
         )
-    return parity, header_bytes, header_crc
+    if preamble.size != len(content):
+        problem = ("is truncated" if len(content) < preamble.size
+                   else f"has {len(content) - preamble.size} trailing bytes after the artifact")
+        raise ArtifactError(
+            f"The preamble announces {preamble.size} bytes but the file has {len(content)}: the "
+            f"file {problem} (or its preamble is corrupted); {REEXPORT}."
+        )
+    return preamble, corrected
 
 
 def _parse_header(header: bytes) -> tuple[dict, dict, list]:
@@ -246,13 +308,13 @@ def _parse_header(header: bytes) -> tuple[dict, dict, list]:
         text = inflater.decompress(header, _MAX_HEADER_JSON_BYTES)
         if inflater.unconsumed_tail or not inflater.eof or inflater.unused_data:
             raise ArtifactError(f"{where} is not one complete zlib stream of at most "
-                                f"{_MAX_HEADER_JSON_BYTES} bytes; {_REEXPORT}.")
+                                f"{_MAX_HEADER_JSON_BYTES} bytes; {REEXPORT}.")
         parsed = json.loads(text.decode("utf-8"))
     except (zlib.error, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-        raise ArtifactError(f"{where} cannot be decoded ({error}); {_REEXPORT}.") from None
+        raise ArtifactError(f"{where} cannot be decoded ({error}); {REEXPORT}.") from None
     if not (isinstance(parsed, dict) and isinstance(parsed.get("g"), dict)
             and isinstance(parsed.get("m"), dict) and isinstance(parsed.get("b"), list)):
-        raise ArtifactError(f"{where} lacks the graph, metadata or block table; {_REEXPORT}.")
+        raise ArtifactError(f"{where} lacks the graph, metadata or block table; {REEXPORT}.")
     return parsed["g"], parsed["m"], parsed["b"]
 
 
@@ -263,21 +325,21 @@ def _is_count(value: Any) -> bool:
 def _check_entry(position: int, entry: Any, names: set[str]) -> tuple:
     """Validate one block-table row; return (name, dtype, shape, stored bytes, crc, spec)."""
     if not (isinstance(entry, list) and len(entry) == 6):
-        raise ArtifactError(f"Block table row {position} is malformed; {_REEXPORT}.")
+        raise ArtifactError(f"Block table row {position} is malformed; {REEXPORT}.")
     name, dtype, shape, stored, crc, spec = entry
     if not isinstance(name, str) or name in names:
         raise ArtifactError(f"Block table row {position} has a missing or repeated name "
-                            f"{name!r}; {_REEXPORT}.")
+                            f"{shown(name)}; {REEXPORT}.")
     if (dtype not in SUPPORTED_DTYPES or not isinstance(shape, list)
             or not all(_is_count(n) for n in shape) or len(shape) > 32
             or not _is_count(stored) or not _is_count(crc) or not isinstance(spec, dict)):
-        raise ArtifactError(f"Block {name!r}: its table row (dtype, shape, size, CRC or encoding) "
-                            f"is malformed; {_REEXPORT}.")
+        raise ArtifactError(f"Block {shown(name)}: its table row (dtype, shape, size, CRC or "
+                            f"encoding) is malformed; {REEXPORT}.")
     return name, np.dtype(dtype), tuple(shape), stored, crc, spec
 
 
 def decode_artifact(content: bytes, *, max_decoded_bytes: int = MAX_DECODED_BYTES) -> Artifact:
-    """Verify and decode an artifact's bytes.
+    """Verify, correct (FEC files) and decode an artifact's bytes.
 
     Parameters
     ----------
@@ -289,25 +351,35 @@ def decode_artifact(content: bytes, *, max_decoded_bytes: int = MAX_DECODED_BYTE
     Returns
     -------
     Artifact
-        Everything stored, tensors bit-exact.
+        Everything stored, tensors bit-exact; ``corrected_bytes`` counts the bytes forward
+        error correction repaired.
 
     Raises
     ------
     ArtifactError
-        For any truncated, corrupted, foreign or newer-format file, naming the bad part or block.
+        For any truncated, corrupted (beyond what its FEC repairs), foreign or newer-format
+        file, naming the bad part or block.
     """
     content = bytes(content)
-    _, header_bytes, header_crc = _read_preamble(content)
-    header_end = _PREAMBLE.size + header_bytes
+    size = len(content)
+    preamble, corrected = _read_preamble(content)
+    damage = "corrupted"
+    if preamble.parity:
+        repaired = repair(content[_FEC_START:], preamble.parity)
+        content = _PREAMBLE.pack(*preamble) + repaired.data
+        corrected += repaired.corrected
+        if repaired.failed:
+            damage = "corrupted beyond what its Reed-Solomon codes correct"
+    header_end = _PREAMBLE.size + preamble.header_bytes
     if header_end > len(content) - _DIGEST_BYTES:
-        raise ArtifactError(f"The preamble announces a {header_bytes}-byte header, longer than "
-                            f"the file: the preamble is corrupted; {_REEXPORT}.")
+        raise ArtifactError(f"The preamble announces a {preamble.header_bytes}-byte header, longer "
+                            f"than the file: the preamble is {damage}; {REEXPORT}.")
     header = content[_PREAMBLE.size:header_end]
     body, digest = content[:-_DIGEST_BYTES], content[-_DIGEST_BYTES:]
     digest_ok = hashlib.sha256(body).digest() == digest
-    if zlib.crc32(header) != header_crc:
-        raise ArtifactError(f"The artifact header fails its CRC32 check: the header is corrupted; "
-                            f"{_REEXPORT}.")
+    if zlib.crc32(header) != preamble.header_crc:
+        raise ArtifactError(f"The artifact header fails its CRC32 check: the header (or the "
+                            f"preamble's header length or CRC) is {damage}; {REEXPORT}.")
     graph, metadata, table = _parse_header(header)
     entries, names, offset, decoded_total = [], set(), header_end, 0
     for position, row in enumerate(table):
@@ -317,38 +389,38 @@ def decode_artifact(content: bytes, *, max_decoded_bytes: int = MAX_DECODED_BYTE
         decoded_total += count * dtype.itemsize
         if decoded_total > max_decoded_bytes:
             raise ArtifactError(
-                f"Block {name!r}: the tensors decode to more than {max_decoded_bytes} bytes; "
+                f"Block {shown(name)}: the tensors decode to more than {max_decoded_bytes} bytes; "
                 "the file is corrupted or crafted. If it is genuine, pass a larger "
                 "max_decoded_bytes."
             )
         if offset + stored > len(body):
-            raise ArtifactError(f"Block {name!r} extends past the end of the file: the file is "
-                                f"truncated or its block table corrupted; {_REEXPORT}.")
+            raise ArtifactError(f"Block {shown(name)} extends past the end of the file: the file "
+                                f"is truncated or its block table corrupted; {REEXPORT}.")
         data = content[offset:offset + stored]
         if zlib.crc32(data) != crc:
-            raise ArtifactError(f"Block {name!r} fails its CRC32 check: the block is corrupted; "
-                                f"{_REEXPORT}.")
+            raise ArtifactError(f"Block {shown(name)} fails its CRC32 check: the block is "
+                                f"{damage}; {REEXPORT}.")
         entries.append((name, dtype, shape, data, crc, spec))
         offset += stored
     if offset != len(body):
         raise ArtifactError(f"The blocks end at byte {offset} but the digest starts at "
-                            f"{len(body)}: the block table is corrupted; {_REEXPORT}.")
+                            f"{len(body)}: the block table is corrupted; {REEXPORT}.")
     if not digest_ok:
         raise ArtifactError(
             "The file's SHA-256 does not match its content although the header and every block "
-            f"pass their CRC32: the preamble or the digest is corrupted; {_REEXPORT}."
+            f"pass their CRC32: the preamble or the digest is {damage}; {REEXPORT}."
         )
     tensors, blocks = {}, []
     for name, dtype, shape, data, crc, spec in entries:
         try:
             tensors[name] = decode_tensor(data, spec, dtype, shape)
         except ArtifactError as error:
-            raise ArtifactError(f"Block {name!r} cannot be decoded: it {error}; "
-                                f"{_REEXPORT}.") from None
+            raise ArtifactError(f"Block {shown(name)} cannot be decoded: it {error}; "
+                                f"{REEXPORT}.") from None
         blocks.append(BlockInfo(name, str(spec.get("e")), len(data), tensors[name].nbytes, crc,
                                 shape, dtype.name))
-    return Artifact(FORMAT_VERSION, graph, metadata, tensors, tuple(blocks),
-                    digest.hex(), len(content))
+    return Artifact(FORMAT_VERSION, graph, metadata, tensors, tuple(blocks), digest.hex(), size,
+                    corrected, preamble.parity)
 
 
 def read_artifact(path: str | os.PathLike) -> Artifact:
