@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/satcompress demo --out out
-	$(BIN)/satcompress compress --task flares --recipe assembled --budget max_bytes=1MB,max_metric_drop=tss:0.05 --out out/flares/compress
+	$(BIN)/satcompress compress --task flares --recipe assembled --budget max_bytes=85kB,max_metric_drop=tss:0.01 --out out/flares/compress
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -10,10 +10,12 @@ FLIGHT_MODULES = [
     "satcompress.measure.metrics",
     "satcompress.tasks.flares",
     "satcompress.tasks.transients",
+    "satcompress.tasks.user",
     "satcompress.tasks.registry",
     "satcompress.fileio",
     "satcompress.entropy",
     "satcompress.artifact",
+    "satcompress.runtime",
     "satcompress.broker",
 ]
 

@@ -11,7 +11,7 @@ from blob_task import trained_blobs
 from postgres_server import PostgresServer, postgres_binaries
 
 FAST = SearchSettings(latency_repeats=2, qat_epochs=1, proxy_examples=60)
-BUDGET = "max_bytes=2.5kB,max_metric_drop=accuracy:0.1"
+BUDGET = "max_bytes=3.1kB,max_metric_drop=accuracy:0.1"
 
 
 def _finished(storage: str) -> list[optuna.trial.FrozenTrial]:

@@ -15,6 +15,7 @@ import typer
 from satcompress.cli.classify_alerts import classify_alerts
 from satcompress.cli.common import TASK_HELP, check_task, console, fail
 from satcompress.cli.search import search
+from satcompress.cli.verify import verify
 from satcompress.data import DataFileError
 from satcompress.tasks.registry import get_task
 
@@ -86,36 +87,66 @@ def demo(
 
 @app.command()
 def compress(
-    task: str = typer.Option(..., help=TASK_HELP),
+    task: str = typer.Option(None, help=TASK_HELP + " Or give --model and --data instead."),
     recipe: str = typer.Option("assembled", help="Shipped recipe name or a recipe TOML file."),
     budget: str = typer.Option("", help="Hard limits, e.g. max_bytes=40kB,max_metric_drop=tss:0.01"),
     out: Path = typer.Option(Path("out/compress"), help="Output folder (resumed if it exists)."),
     seed: int = typer.Option(0, help="Seed of the split and the base model."),
+    model: Path = typer.Option(None, help="Your trained model: a state dict, TorchScript or "
+                               "torch.export file (never a pickled module)."),
+    data: Path = typer.Option(None, help="Your data: CSV/Parquet (tabular or light curves) "
+                              "or .npz with x and y."),
+    architecture: str = typer.Option(None, help="Architecture of --model: residual_mlp or t2."),
+    metric: str = typer.Option("accuracy", help="Metric of --data: accuracy, macro_f1, "
+                               "weighted_log_loss or tss (two classes)."),
+    label_column: str = typer.Option("label", help="Label column of a --data table."),
+    group_column: str = typer.Option(None, help="Column of --data whose rows stay in one split."),
+    n_heads: int = typer.Option(4, help="Attention heads of a t2 --model."),
 ) -> None:
-    """Compress a task's base model with a recipe, measuring every stage against the budget."""
-    check_task(task)
+    """Compress a model with a recipe, measuring every stage against the budget.
+
+    Either a reference task's base model (--task) or your own (--model with --data).
+    """
     from satcompress.pipeline.base_model import cached_base_model
     from satcompress.pipeline.budget import Budget
     from satcompress.pipeline.recipe import Recipe
     from satcompress.pipeline.runner import BudgetNotMet, run_recipe
+    from satcompress.pipeline.user_model import user_trained_model
     from satcompress.report import rich_table_by_column
 
+    if (task is None) == (model is None and data is None) or (model is None) != (data is None):
+        fail("Give either --task NAME (a reference task) or both --model FILE and --data FILE "
+             "(your own model and data).")
+    if task is not None:
+        check_task(task)
     try:
         chosen_recipe, limits = Recipe.load(recipe), Budget.parse(budget)
-        trained = cached_base_model(task, seed=seed, progress=True)
+        if task is not None:
+            trained = cached_base_model(task, seed=seed, progress=True)
+        else:
+            with console.status("reading your model and data"):
+                trained = user_trained_model(model, data, architecture=architecture,
+                                             metric=metric, label_column=label_column,
+                                             group_column=group_column, n_heads=n_heads,
+                                             seed=seed)
         with console.status("compressing") as status:
             result = run_recipe(trained, chosen_recipe, limits, out, seed=seed,
                                 on_stage=lambda name: status.update(f"stage {name}"))
     except BudgetNotMet as failure:
-        console.print(rich_table_by_column(failure.result.rows(), title=f"{task}: {recipe}"))
+        console.print(rich_table_by_column(failure.result.rows(),
+                                           title=f"{trained.task.name}: {recipe}"))
         fail(str(failure))
     except (DataFileError, ValueError) as error:
         fail(str(error))
-    console.print(rich_table_by_column(result.rows(), title=f"{task}: {recipe}"))
-    console.print(f"all limits met; wrote {out / 'stages.json'} and {out / 'summary.md'}")
+    console.print(rich_table_by_column(result.rows(), title=f"{trained.task.name}: {recipe}"))
+    check = result.verification
+    console.print(f"all limits met; wrote {out / 'model.sca'} ({check.size_bytes} bytes; "
+                  f"{check.differing_predictions} of {check.examples} test predictions differ "
+                  f"from PyTorch's), {out / 'stages.json'} and {out / 'summary.md'}")
 
 
 app.command(name="search")(search)
+app.command(name="verify")(verify)
 app.command(name="classify-alerts")(classify_alerts)
 
 

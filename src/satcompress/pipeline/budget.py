@@ -101,7 +101,10 @@ class Violation:
         return over / self.allowed if self.allowed > 0 else over
 
     def __str__(self) -> str:
-        return f"{self.limit}: {self.actual:.6g} > allowed {self.allowed:.6g}"
+        def shown(value: float) -> str:  # byte counts in full, other quantities to 6 digits
+            return f"{value:.0f}" if self.limit.endswith("bytes") else f"{value:.6g}"
+
+        return f"{self.limit}: {shown(self.actual)} > allowed {shown(self.allowed)}"
 
 
 @dataclass(frozen=True)

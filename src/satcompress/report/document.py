@@ -56,7 +56,7 @@ p.notice { background: #fff8e1; border-left: 6px solid #f9a825; padding: .6em 1e
 figure { margin: 1em 0; }
 figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: 13px; color: #555; }
-pre { background: #f6f8fa; padding: .8em; overflow-x: auto; font-size: 13px; }
+pre { background: #f6f8fa; padding: .8em; white-space: pre-wrap; overflow-wrap: anywhere; font-size: 13px; }
 """
 
 _STATUS_CLASSES = {"pass": "pass", "FAIL": "fail"}

@@ -4,7 +4,7 @@ Choosing per-layer pruning ratios, bit widths, cluster counts and ranks by hand 
 package searches them. The space is derived from the model by the stage families' own layer
 discovery (:mod:`.space`); every trial is a :class:`~satcompress.pipeline.recipe.Recipe` of
 registered stages, so the result is a recipe ``satcompress compress`` reproduces. The search
-is multi-objective -- validation metric, stored bytes, measured latency -- with the budget's
+is multi-objective -- validation metric, artifact bytes, measured latency -- with the budget's
 hard limits as constraints of Optuna's NSGA-II (:mod:`.study`); cheap proxies screen trials
 before the fine-tuned full evaluation (:mod:`.evaluate`). A divide-and-conquer variant
 searches blocks of layers separately and combines their fronts (:mod:`.divide`). Studies

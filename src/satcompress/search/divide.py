@@ -9,11 +9,12 @@ performance impairment of each choice):
    uncompressed; only the metric-drop limits apply there (a byte limit cannot be met by one
    block). Each sub-trial therefore measures the GLOBAL metric drop its block choice causes.
 2. Each block's sub-front (fully evaluated, within the drop limits; Pareto in metric drop
-   and stored bytes), plus "leave the block alone", gives its options.
+   and artifact bytes), plus "leave the block alone", gives its options.
 3. Combinations are scored by the estimates "drop adds up, bytes saved add up" (the
    additivity the mixed-precision knapsack also assumes); the estimated Pareto front within
    the byte limit is thinned evenly in log bytes to the trials left (or, if smaller, topped
-   up with the next combinations by least estimated drop), and those combinations are
+   up with the next combinations by least estimated drop; if no combination fits, the
+   smallest ones are measured to show how far off they are), and those combinations are
    evaluated for real as trials of a final study, where they are ranked by their MEASURED
    global drop, bytes and latency.
 
@@ -69,12 +70,12 @@ def block_options(records: Sequence[TrialRecord], block: str, names: Sequence[st
 def combine(options: Sequence[Sequence[BlockOption]], base_bytes: int, max_bytes: int | None,
             count: int) -> list[tuple[BlockOption, ...]]:
     """Up to ``count`` combinations (one option per block) to evaluate, see the module docs."""
-    estimated = []
-    for combination in itertools.product(*options):
-        size = base_bytes - sum(option.saved_bytes for option in combination)
-        if max_bytes is None or size <= max_bytes:
-            estimated.append((sum(option.drop for option in combination), max(size, 1),
-                              combination))
+    every = [(sum(option.drop for option in combination),
+              max(base_bytes - sum(option.saved_bytes for option in combination), 1), combination)
+             for combination in itertools.product(*options)]
+    estimated = [item for item in every if max_bytes is None or item[1] <= max_bytes]
+    if not estimated:  # none fits by estimate: measure the smallest, to see how far off they are
+        return [item[2] for item in sorted(every, key=lambda item: (item[1], item[0]))[:count]]
     front = [item for item in estimated
              if not any(other[0] <= item[0] and other[1] <= item[1]
                         and (other[0] < item[0] or other[1] < item[1]) for other in estimated)]

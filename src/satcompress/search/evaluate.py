@@ -1,7 +1,9 @@
 """Judging one candidate: a cheap proxy first, the full evaluation only when it is promising.
 
 Every candidate is measured with the same :func:`satcompress.measure.measure` as the
-pipeline (stored bytes, peak RAM, batch-1 latency), and scored with the task's own
+pipeline (peak RAM, batch-1 latency) and by the size of the flight artifact it would be
+(:func:`~satcompress.pipeline.flight.artifact_size_bytes`: what ``max_bytes`` counts, header
+and encodings included), and scored with the task's own
 ``score`` on the VALIDATION split (thresholds tuned on that same split), so the search
 never looks at the test split. The budget's metric-drop limits are checked on these
 validation metrics against the base model's.
@@ -34,6 +36,7 @@ from torch import nn
 from satcompress.measure import Measurement, measure
 from satcompress.pipeline.base_model import TrainedModel
 from satcompress.pipeline.budget import Budget, Violation
+from satcompress.pipeline.flight import artifact_size_bytes, task_metadata
 from satcompress.pipeline.recipe import Recipe
 from satcompress.search.settings import SearchSettings
 from satcompress.search.space import SearchSpace
@@ -50,7 +53,7 @@ _MIN_RECOVERIES = 5
 
 
 def objective_directions(higher_is_better: bool) -> list[str]:
-    """Optuna directions of the objectives (validation metric, stored bytes, latency)."""
+    """Optuna directions of the objectives (validation metric, artifact bytes, latency)."""
     return ["maximize" if higher_is_better else "minimize", "minimize", "minimize"]
 
 
@@ -127,6 +130,7 @@ class Evaluator:
         rng = np.random.default_rng(self.settings.seed)
         self.proxy_rows = np.sort(rng.permutation(len(val))[: self.settings.proxy_examples])
         self.example = torch.from_numpy(trained.data.train.x[:1])
+        self.artifact_metadata = task_metadata(trained.task, trained.data)
         self.base = base or self._measure(trained.model, "base", full=True)
         self.base_proxy = dataclasses.replace(
             self.base, metrics=self.validation_metrics(trained.model, full=False))
@@ -149,8 +153,10 @@ class Evaluator:
                 if isinstance(value, (int, float)) and math.isfinite(value)}
 
     def _measure(self, model: nn.Module, stage: str, full: bool) -> Measurement:
-        return measure(model, self.example, metrics=self.validation_metrics(model, full),
-                       stage=stage, repeats=self.settings.latency_repeats, warmup=5)
+        measurement = measure(model, self.example, metrics=self.validation_metrics(model, full),
+                              stage=stage, repeats=self.settings.latency_repeats, warmup=5)
+        return dataclasses.replace(measurement, theoretical_bytes=artifact_size_bytes(
+            model, self.example, self.artifact_metadata))
 
     def evaluate(self, assignment: Mapping[str, Any], full: bool, name: str = "search"
                  ) -> Evaluation:
@@ -218,6 +224,6 @@ class Evaluator:
         return None
 
     def objectives(self, evaluation: Evaluation) -> tuple[float, float, float]:
-        """(validation metric, stored bytes, latency ms): the search's three objectives."""
+        """(validation metric, artifact bytes, latency ms): the search's three objectives."""
         m = evaluation.measurement
         return m.metrics[self.metric], float(m.theoretical_bytes), m.latency_ms_p50

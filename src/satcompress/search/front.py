@@ -1,7 +1,7 @@
 """Reading a finished search: trial records, the Pareto front, hypervolume, table and plot.
 
 The front is taken over fully evaluated, feasible trials and three objectives (validation
-metric in its direction, stored bytes, latency). The hypervolume used to compare search
+metric in its direction, artifact bytes, latency). The hypervolume used to compare search
 strategies is two-dimensional -- metric drop against ``log10`` of the stored-bytes ratio to
 the base model, both to be minimised, reference point (allowed drop, 0 = base size) -- so
 that a front reaching 100x smaller counts more than one stopping at 10x, and latency noise
@@ -171,7 +171,7 @@ def front_rows(front: Sequence[TrialRecord], metric: str, base_bytes: int) -> li
 
 def plot_front(records: Sequence[TrialRecord], front: Sequence[TrialRecord], path: str | Path,
                metric: str, base_metric: float, base_bytes: int, max_bytes: int | None) -> Path:
-    """PNG of every trial (validation metric vs stored bytes, log scale) with the front."""
+    """PNG of every trial (validation metric vs artifact bytes, log scale) with the front."""
     import io
 
     import matplotlib
@@ -197,7 +197,7 @@ def plot_front(records: Sequence[TrialRecord], front: Sequence[TrialRecord], pat
     if max_bytes is not None:
         axes.axvline(max_bytes, color="#c44e52", linestyle="--", linewidth=1, label="max_bytes")
     axes.set_xscale("log")
-    axes.set_xlabel("stored bytes")
+    axes.set_xlabel("artifact bytes")
     axes.set_ylabel(f"validation {metric}")
     axes.legend(fontsize=7, loc="best")
     axes.grid(alpha=0.3)

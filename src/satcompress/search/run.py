@@ -1,7 +1,7 @@
 """``run_search``: search a task's compression space under a budget and deliver the result.
 
 Writes into the output folder (atomically): ``trials.json`` (every trial's measurements),
-``front.md`` and ``front.png`` (the Pareto front, validation metric against stored bytes),
+``front.md`` and ``front.png`` (the Pareto front, validation metric against artifact bytes),
 ``search.json`` (summary), ``recipe.toml`` (the chosen trial's recipe) and ``model/`` (the
 chosen recipe run through :func:`satcompress.pipeline.runner.run_recipe`, which measures it
 on the test split and verifies the budget). The study itself stays in its storage
@@ -162,7 +162,7 @@ def run_search(
                         key=lambda r: (-r.metric if trained.task.higher_is_better else r.metric,
                                        r.bytes))
     if not candidates:
-        message = empty_front_message(records, metric)
+        message = empty_front_message(answers or records, metric)
         report.write_summary(None, None, message, time.perf_counter() - started)
         raise EmptyFront(message)
     failure: BudgetNotMet | None = None
@@ -217,6 +217,7 @@ class _Report:
     def write_summary(self, chosen: TrialRecord | None, result: RunResult | None,
                       failure: str | None, seconds: float) -> None:
         base_bytes = self.base.theoretical_bytes
+        delivered = None if result is None else (result.flight or result.final)  # the artifact
         counts = Counter(f"{r.state.lower()} ({r.evaluation})" for r in self.records)
         summary = {
             "task": self.trained.task.name, "strategy": self.strategy, "storage": self.storage,
@@ -227,8 +228,9 @@ class _Report:
                 "trial": chosen.label, f"validation_{self.metric}": chosen.metric,
                 "bytes": chosen.bytes, "recipe": chosen.recipe["name"]},
             "final": None if result is None else {
-                "bytes": result.final.theoretical_bytes, "test": result.final.metrics,
-                "latency_ms_p50": result.final.latency_ms_p50,
+                "bytes": delivered.theoretical_bytes,
+                "test": delivered.metrics,
+                "latency_ms_p50": delivered.latency_ms_p50,
                 "base_test": result.measurements[0].metrics},
             "rejected": self.rejected, "failure": failure, "seconds": round(seconds, 1),
         }
@@ -239,14 +241,14 @@ class _Report:
                  f"{self.base.metrics[self.metric]:.4f}. Trials: "
                  + ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
                  + f"; {seconds:.0f} s.", "",
-                 "## Pareto front (validation metric, stored bytes, latency; within budget)", "",
+                 "## Pareto front (validation metric, artifact bytes, latency; within budget)", "",
                  markdown_table(front_rows(self.front, self.metric, base_bytes))
                  if self.front else "(empty)", "", "![front](front.png)", ""]
         if chosen is not None and result is not None:
             lines += ["## Chosen model", "",
                       f"Trial {chosen.label}: best validation {self.metric} within the budget "
                       f"({chosen.metric:.4f}, {chosen.bytes:,} bytes). Test split: "
-                      + ", ".join(f"{k} {v:.4f}" for k, v in result.final.metrics.items()
+                      + ", ".join(f"{k} {v:.4f}" for k, v in delivered.metrics.items()
                                   if k == self.metric)
                       + f" (base {result.measurements[0].metrics[self.metric]:.4f}). "
                       f"Reproduce with `satcompress compress --task {self.trained.task.name} "

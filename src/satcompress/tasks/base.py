@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Split", "TaskData", "balanced_class_weights"]
+__all__ = ["Split", "TaskData", "balanced_class_weights", "stratified_group_split"]
 
 
 @dataclass(frozen=True)
@@ -73,3 +73,25 @@ def balanced_class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
     present = counts > 0
     weights[present] = len(labels) / (present.sum() * counts[present])
     return weights.astype(np.float32)
+
+
+def stratified_group_split(
+    labels: np.ndarray, groups: np.ndarray, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices of train/validation/test (60/20/20) with every group in exactly one split.
+
+    Groups are dealt into five folds stratified by label (scikit-learn's
+    ``StratifiedGroupKFold``, shuffled with ``seed``): fold 0 is test, fold 1 validation and
+    the rest train, so each split gets its share of the rare classes.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    folds = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=seed)
+    fold_of_row = np.empty(len(labels), dtype=int)
+    for fold, (_, members) in enumerate(folds.split(np.zeros(len(labels)), labels, groups)):
+        fold_of_row[members] = fold
+    return (
+        np.flatnonzero(fold_of_row >= 2),
+        np.flatnonzero(fold_of_row == 1),
+        np.flatnonzero(fold_of_row == 0),
+    )

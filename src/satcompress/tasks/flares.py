@@ -22,7 +22,7 @@ import pandas as pd
 
 from satcompress.data import fetch
 from satcompress.measure.metrics import best_tss_threshold, binary_scores
-from satcompress.tasks.base import Split, TaskData
+from satcompress.tasks.base import Split, TaskData, stratified_group_split
 
 __all__ = [
     "DATA_FILE",
@@ -174,23 +174,11 @@ class SharpScaler:
 
 
 def split_by_region(frame: pd.DataFrame, seed: int = 0) -> tuple[np.ndarray, ...]:
-    """Row indices of train/val/test with every active region in exactly one split.
-
-    Regions are dealt into five folds stratified by label (scikit-learn's
-    ``StratifiedGroupKFold``, shuffled with ``seed``): fold 0 is test, fold 1 validation and
-    the rest train (60/20/20), so each split gets its share of the rare flaring regions.
-    """
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    folds = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=seed)
-    fold_of_row = np.empty(len(frame), dtype=int)
-    labels, regions = frame[LABEL_COLUMN].to_numpy(), frame[REGION_COLUMN].to_numpy()
-    for fold, (_, members) in enumerate(folds.split(np.zeros(len(frame)), labels, regions)):
-        fold_of_row[members] = fold
-    return (
-        np.flatnonzero(fold_of_row >= 2),
-        np.flatnonzero(fold_of_row == 1),
-        np.flatnonzero(fold_of_row == 0),
+    """Row indices of train/val/test (60/20/20) with every active region in exactly one split,
+    stratified by label (:func:`~satcompress.tasks.base.stratified_group_split`), so each
+    split gets its share of the rare flaring regions."""
+    return stratified_group_split(
+        frame[LABEL_COLUMN].to_numpy(), frame[REGION_COLUMN].to_numpy(), seed
     )
 
 

@@ -1,0 +1,585 @@
+"""One NumPy kernel per operator of the flight graph, in a registry (operator name -> kernel).
+
+Operators follow the ONNX operator specifications (opset 18) unless noted; the two fused
+operators ``QuantGemm`` and ``QuantConv`` are satcompress's own (the graph builder,
+:mod:`satcompress.pipeline.flight`, writes them for QDQ patterns). Every kernel is a function
+``(inputs, attributes) -> outputs`` on NumPy arrays; an absent optional input is ``None``.
+
+Arithmetic (the fixed, documented order of operations)
+------------------------------------------------------
+Float tensors are float32 throughout. Where a kernel reduces (means, variances, softmax
+normalisers, pooling) it accumulates in float64 and rounds the result to float32;
+matrix products and convolutions of float tensors are float32 BLAS calls (``numpy.matmul``),
+whose summation order is the BLAS library's (and may depend on the batch size): that, not
+this code, is why float results agree with PyTorch to a tolerance rather than bit for bit.
+
+Quantized layers (Jacob et al. 2018, "Quantization and training of neural networks for
+efficient integer-arithmetic-only inference", CVPR, section 2.3):
+
+``QuantizeLinear``
+    ``q = clamp(rint(x * fl32(1 / scale)) + zero_point, qmin, qmax)``, rounding half to even.
+    It multiplies by the float32 reciprocal of the scale, as PyTorch's fake-quantization
+    kernel (which the in-framework model runs) does, where ONNX specifies ``x / scale``: the
+    two can differ by one step at an exact tie.
+``DequantizeLinear``
+    ``fl32(q - zero_point) * scale``: the integer difference, then one float32 product.
+``QuantGemm`` / ``QuantConv`` with a quantized activation
+    ``y = fl32(s_x * s_w[n] * acc[n] + b[n])`` with the integer accumulator
+    ``acc[n] = sum_k (q_x[k] - zp_x) * (q_w[n, k] - zp_w[n])``. Every term and partial sum is an
+    integer of magnitude below 2**31 (checked when the model loads), so the sum is exact in
+    any order and equals an int32 accumulator's value. It is computed by BLAS on
+    integer-valued floats: float32 where ``K * max|q_x - zp_x| * max|q_w - zp_w| <= 2**24``
+    (every partial sum is then an exactly representable integer; K <= 513 for uint8
+    activations and symmetric int8 weights), float64 (exact below 2**53) otherwise. The
+    rescale is one float64 expression rounded once to float32 (``s_x * s_w[n]`` of two float32
+    scales is exact in float64).
+``QuantGemm`` / ``QuantConv`` with a float activation (weight-only quantization)
+    ``y = s_w[n] * sum_k x[k] * (q_w[n, k] - zp_w[n]) + b[n]`` in float32: the sum by float32
+    BLAS over the integer weights (converted per call, so only the integers stay resident).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+__all__ = [
+    "Kernel",
+    "KERNELS",
+    "ACCUMULATOR_LIMIT",
+    "integer_accumulator_bound",
+    "supported_operators",
+]
+
+Arrays = Sequence[np.ndarray | None]
+Attributes = dict[str, Any]
+
+ACCUMULATOR_LIMIT = 2**31 - 1
+"""Largest magnitude an integer accumulator of a quantized layer may reach (int32)."""
+
+_FLOAT = np.float32
+_FLOAT32_EXACT = 2**24  # every integer up to this magnitude is a float32
+_INTEGER_RANGES = {np.dtype(np.int8): (-128, 127), np.dtype(np.uint8): (0, 255)}
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A kernel and the scratch memory it needs beyond its inputs and outputs.
+
+    Attributes
+    ----------
+    run : callable
+        ``run(inputs, attributes) -> list of output arrays``.
+    workspace : callable
+        ``workspace(inputs, attributes, outputs) -> bytes`` of the scratch buffer the
+        operator's arithmetic defines (e.g. a quantized layer's int32 accumulator, a
+        convolution's unfolded input); 0 for most operators.
+    """
+
+    run: Callable[[Arrays, Attributes], list[np.ndarray]]
+    workspace: Callable[[Arrays, Attributes, list[np.ndarray]], int] = lambda i, a, o: 0
+
+
+KERNELS: dict[str, Kernel] = {}
+"""Operator name -> kernel; :func:`supported_operators` lists the keys."""
+
+
+def _register(name: str, workspace: Callable | None = None) -> Callable:
+    def decorate(function: Callable[[Arrays, Attributes], list[np.ndarray]]) -> Callable:
+        KERNELS[name] = Kernel(function) if workspace is None else Kernel(function, workspace)
+        return function
+
+    return decorate
+
+
+def supported_operators() -> list[str]:
+    """Names of every operator the runtime executes, sorted."""
+    return sorted(KERNELS)
+
+
+# --- elementwise ------------------------------------------------------------------------------
+
+
+def _elementwise(name: str, function: Callable[..., np.ndarray]) -> None:
+    KERNELS[name] = Kernel(lambda inputs, attributes: [np.asarray(function(*inputs))])
+
+
+def _divide(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if np.issubdtype(a.dtype, np.integer):
+        return np.trunc(a / b).astype(a.dtype)  # ONNX integer division truncates
+    return a / b
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    # 0.5 (1 + tanh(x / 2)): the logistic function without overflow for large |x|
+    return (0.5 * (1.0 + np.tanh(0.5 * x.astype(np.float64)))).astype(x.dtype)
+
+
+# Eigen's rational approximation of erf on [-4, 4] (erf = +-1 to float32 precision outside),
+# also used by XLA and TensorFlow; NumPy has no erf and the runtime depends on NumPy only.
+_ERF_NUMERATOR = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06,
+                  -5.69250639462346e-05, -7.34990630326855e-04, -2.95459980854025e-03,
+                  -1.60960333262415e-02)  # fmt: skip
+_ERF_DENOMINATOR = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03,
+                    -7.37332916720468e-03, -1.42647390514189e-02)  # fmt: skip
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    clipped = np.clip(x.astype(np.float64), -4.0, 4.0)
+    square = clipped * clipped
+    numerator = np.polyval(_ERF_NUMERATOR, square) * clipped
+    return (numerator / np.polyval(_ERF_DENOMINATOR, square)).astype(x.dtype)
+
+
+for _name, _function in {
+    "Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": _divide, "Pow": np.power,
+    "Relu": lambda x: np.maximum(x, x.dtype.type(0)), "Sigmoid": _sigmoid, "Tanh": np.tanh,
+    "Erf": _erf, "Sqrt": np.sqrt, "Exp": np.exp, "Neg": np.negative, "Abs": np.abs,
+    "Identity": np.asarray,
+}.items():
+    _elementwise(_name, _function)
+
+
+# --- reductions and normalisation -------------------------------------------------------------
+
+
+def _reduce_axes(x: np.ndarray, axes: np.ndarray | None, attributes: Attributes) -> tuple | None:
+    """Axes of an opset-18 Reduce* node (``axes`` input); None means all of them or none."""
+    if axes is None or axes.size == 0:
+        return () if attributes.get("noop_with_empty_axes", 0) else None
+    return tuple(int(axis) % x.ndim for axis in axes.reshape(-1))
+
+
+def _reduction(function: Callable[..., np.ndarray]) -> Callable[[Arrays, Attributes], list]:
+    def run(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
+        x = inputs[0]
+        axes = _reduce_axes(x, inputs[1] if len(inputs) > 1 else None, attributes)
+        if axes == ():
+            return [x]
+        keep = bool(attributes.get("keepdims", 1))
+        reduced = function(x.astype(np.float64), axis=axes, keepdims=keep)
+        return [np.asarray(reduced).astype(x.dtype)]
+
+    return run
+
+
+KERNELS["ReduceMean"] = Kernel(_reduction(np.mean))
+KERNELS["ReduceSum"] = Kernel(_reduction(np.sum))
+KERNELS["ReduceMax"] = Kernel(_reduction(np.max))
+
+
+@_register("Softmax")
+def _softmax(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
+    """``exp(x - max) * fl32(1 / sum(exp(x - max)))``: exponentials in float32, their sum in
+    float64, then one float32 product by the rounded reciprocal (within one float32 rounding
+    of the quotient, and about twice as fast on the attention maps that dominate a
+    transformer's time: 3.1 M values per batch of 78 light curves)."""
+    x = inputs[0]
+    axis = attributes.get("axis", -1)
+    exponentials = x - x.max(axis=axis, keepdims=True)
+    np.exp(exponentials, out=exponentials)
+    total = exponentials.sum(axis=axis, keepdims=True, dtype=np.float64)
+    exponentials *= (1.0 / total).astype(x.dtype)
+    return [exponentials]
+
+
+@_register("LayerNormalization")
+def _layer_norm(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
+    """``(x - mean) / sqrt(var + eps) * scale + bias`` over the axes from ``axis`` on."""
+    x, scale = inputs[0], inputs[1]
+    bias = inputs[2] if len(inputs) > 2 else None
+    axis = attributes.get("axis", -1) % x.ndim
+    axes = tuple(range(axis, x.ndim))
+    mean = x.mean(axis=axes, keepdims=True, dtype=np.float64).astype(x.dtype)
+    centred = x - mean
+    variance = np.mean(centred * centred, axis=axes, keepdims=True, dtype=np.float64)
+    epsilon = np.float64(_FLOAT(attributes.get("epsilon", 1e-5)))
+    inverse_std = (1.0 / np.sqrt(variance + epsilon)).astype(x.dtype)
+    y = centred * inverse_std * scale
+    if bias is not None:
+        y += bias
+    return [y, mean, inverse_std]
+
+
+@_register("BatchNormalization")
+def _batch_norm(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
+    """Inference-mode batch normalisation over axis 1 with the stored running statistics."""
+    x, scale, bias, mean, variance = inputs[:5]
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    epsilon = np.float64(_FLOAT(attributes.get("epsilon", 1e-5)))
+    inverse_std = 1.0 / np.sqrt(variance.astype(np.float64) + epsilon)
+    y = (x - mean.reshape(shape)) * (scale * inverse_std).reshape(shape) + bias.reshape(shape)
+    return [y.astype(x.dtype)]
+
+
+# --- matrix products and convolution ----------------------------------------------------------
+
+
+@_register("MatMul")
+def _matmul(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
+    return [np.matmul(inputs[0], inputs[1])]
+
+
+@_register("Gemm")
+def _gemm(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
+    """``alpha * A' @ B' + beta * C`` with ``A'``/``B'`` transposed as ``transA``/``transB`` say."""
+    a = inputs[0].T if attributes.get("transA", 0) else inputs[0]
+    b = inputs[1].T if attributes.get("transB", 0) else inputs[1]
+    y = np.matmul(a, b)
+    alpha = attributes.get("alpha", 1.0)
+    if alpha != 1.0:
+        y = y * _FLOAT(alpha)
+    c = inputs[2] if len(inputs) > 2 else None
+    if c is not None:
+        beta = attributes.get("beta", 1.0)
+        y = y + (c if beta == 1.0 else c * _FLOAT(beta))
+    return [y.astype(inputs[0].dtype)]
+
+
+def _spatial(attributes: Attributes, name: str, rank: int, default: int) -> tuple[int, ...]:
+    return tuple(attributes.get(name, (default,) * rank))
+
+
+def _windows(x: np.ndarray, kernel: Sequence[int], attributes: Attributes,
+             pad_value: float) -> np.ndarray:
+    """``x`` (N, C, *spatial) padded and unfolded to (N, C, *out, *kernel) windows (a view).
+
+    ``pads`` are ONNX's (begins..., ends...); ``strides`` and ``dilations`` default to 1.
+    """
+    rank = len(kernel)
+    pads = _spatial(attributes, "pads", 2 * rank, 0)
+    strides = _spatial(attributes, "strides", rank, 1)
+    dilations = _spatial(attributes, "dilations", rank, 1)
+    if any(pads):
+        widths = [(0, 0), (0, 0)] + [(pads[i], pads[i + rank]) for i in range(rank)]
+        x = np.pad(x, widths, constant_values=pad_value)
+    extents = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+    spatial_axes = tuple(range(2, 2 + rank))
+    windows = sliding_window_view(x, extents, axis=spatial_axes)
+    output_slices = tuple(slice(None, None, s) for s in strides)
+    kernel_slices = tuple(slice(None, None, d) for d in dilations)
+    return windows[(slice(None), slice(None)) + output_slices + kernel_slices]
+
+
+def _convolve(x: np.ndarray, weight: np.ndarray, attributes: Attributes,
+              dtype: np.dtype) -> np.ndarray:
+    """Grouped N-d cross-correlation as one matrix product per group (im2col), in ``dtype``.
+
+    ``x`` (N, C, *spatial), ``weight`` (M, C / group, *kernel) -> (N, M, *out).
+    """
+    kernel = weight.shape[2:]
+    rank = len(kernel)
+    group = attributes.get("group", 1)
+    windows = _windows(x, kernel, attributes, 0.0)
+    batch, channels = x.shape[:2]
+    out_shape = windows.shape[2 : 2 + rank]
+    # (N, group, C/group, *out, *kernel) -> (N, group, *out, C/group * prod(kernel))
+    grouped = windows.reshape(batch, group, channels // group, *out_shape, *kernel)
+    order = (0, 1) + tuple(range(3, 3 + rank)) + (2,) + tuple(range(3 + rank, 3 + 2 * rank))
+    depth = (channels // group) * int(np.prod(kernel))
+    columns = grouped.transpose(order).reshape(batch, group, -1, depth)
+    filters = weight.reshape(group, weight.shape[0] // group, -1).astype(dtype, copy=False)
+    y = np.matmul(columns.astype(dtype, copy=False), filters.transpose(0, 2, 1))  # (N, g, L, M/g)
+    y = y.transpose(0, 1, 3, 2).reshape(batch, weight.shape[0], *out_shape)
+    return y
+
+
+def _unfolded_bytes(x: np.ndarray, weight: np.ndarray, output: np.ndarray, itemsize: int) -> int:
+    """Bytes of the unfolded input of a convolution (its im2col matrix); 0 when 1x1 stride 1."""
+    kernel = weight.shape[2:]
+    out_positions = int(np.prod(output.shape[2:]))
+    if int(np.prod(kernel)) == 1 and out_positions == int(np.prod(x.shape[2:])):
+        return 0
+    return x.shape[0] * x.shape[1] * int(np.prod(kernel)) * out_positions * itemsize
+
+
+@_register("Conv", workspace=lambda i, a, o: _unfolded_bytes(i[0], i[1], o[0], 4))
+def _conv(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
+    x, weight = inputs[0], inputs[1]
+    y = _convolve(x, weight, attributes, x.dtype)
+    bias = inputs[2] if len(inputs) > 2 else None
+    if bias is not None:
+        y = y + bias.reshape((1, -1) + (1,) * (y.ndim - 2))
+    return [y.astype(x.dtype)]
+
+
+# --- quantization -----------------------------------------------------------------------------
+
+
+def _per_axis(values: np.ndarray, like_ndim: int, axis: int) -> np.ndarray:
+    """Broadcast a per-axis (1-D) parameter along ``axis``; a scalar stays as it is."""
+    if values.ndim == 0 or values.size == 1:
+        return values.reshape(())
+    shape = [1] * like_ndim
+    shape[axis % like_ndim] = -1
+    return values.reshape(shape)
+
+
+@_register("QuantizeLinear")
+def _quantize_linear(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
+    x, scale = inputs[0], inputs[1]
+    zero_point = inputs[2] if len(inputs) > 2 and inputs[2] is not None else np.uint8(0)
+    zero_point = np.asarray(zero_point)
+    axis = attributes.get("axis", 1)
+    low, high = _INTEGER_RANGES[zero_point.dtype]
+    inverse = (_FLOAT(1.0) / _per_axis(scale, x.ndim, axis)).astype(_FLOAT)
+    steps = np.rint(x * inverse) + _per_axis(zero_point, x.ndim, axis).astype(_FLOAT)
+    return [np.clip(steps, low, high).astype(zero_point.dtype)]
+
+
+@_register("DequantizeLinear")
+def _dequantize_linear(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
+    q, scale = inputs[0], inputs[1]
+    zero_point = inputs[2] if len(inputs) > 2 and inputs[2] is not None else None
+    axis = attributes.get("axis", 1)
+    centred = q.astype(np.int32)
+    if zero_point is not None:
+        centred = centred - _per_axis(zero_point, q.ndim, axis).astype(np.int32)
+    return [centred.astype(_FLOAT) * _per_axis(scale, q.ndim, axis)]
+
+
+def _largest_integer(dtype: np.dtype, zero_point: np.ndarray | None) -> int:
+    """Largest ``|q - zero_point|`` over the integer range of ``dtype``."""
+    low, high = _INTEGER_RANGES[np.dtype(dtype)]
+    if zero_point is None:
+        return max(-low, high)
+    points = zero_point.astype(np.int64)
+    return int(max(np.abs(low - points).max(), np.abs(high - points).max()))
+
+
+def _quantized_operands(inputs: Arrays) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The operands of a fused quantized layer and its per-channel float64 multiplier.
+
+    Inputs: ``x, x_scale, x_zero_point, w, w_scale, w_zero_point[, bias]``; ``x_scale`` is
+    None for a float activation. Returns ``(x - zp_x, w - zp_w, multiplier)`` with the
+    multiplier ``s_x * s_w[n]`` (or ``s_w[n]``), exact in float64. With a quantized activation
+    the operands are float32 when every partial sum of the accumulator is an integer below
+    2**24 for any input (then float32 BLAS sums exactly; ``K * max|x - zp_x| * max|w - zp_w|``
+    bounds it from the dtypes and zero points), float64 otherwise; with a float activation
+    they are float32.
+    """
+    x, x_scale, x_zero_point, weight, w_scale, w_zero_point = inputs[:6]
+    multiplier = w_scale.astype(np.float64).reshape(-1)
+    dtype = np.dtype(_FLOAT)
+    if x_scale is not None:
+        multiplier = multiplier * np.float64(x_scale.reshape(()))
+        depth = weight[0].size
+        bound = (depth * _largest_integer(x.dtype, x_zero_point)
+                 * _largest_integer(weight.dtype, w_zero_point))
+        dtype = np.dtype(_FLOAT if bound <= _FLOAT32_EXACT else np.float64)
+    activation = x.astype(dtype, copy=False)  # a copy unless x is a float activation
+    if x_scale is not None and x_zero_point is not None:
+        activation -= dtype.type(x_zero_point.reshape(()))
+    integers = weight.astype(dtype)
+    if w_zero_point is not None and np.any(w_zero_point):
+        integers -= _per_axis(w_zero_point, weight.ndim, 0).astype(dtype)
+    return activation, integers, multiplier
+
+
+def _rescaled(accumulator: np.ndarray, multiplier: np.ndarray, bias: np.ndarray | None,
+              channel_axis: int, exact: bool) -> np.ndarray:
+    """``accumulator * multiplier + bias``: for an ``exact`` (integer) accumulator evaluated
+    in float64 and rounded to float32 once, otherwise in float32 like a float layer."""
+    shape = [1] * accumulator.ndim
+    shape[channel_axis] = -1
+    wide = np.float64 if exact else _FLOAT
+    y = accumulator.astype(wide, copy=False) * multiplier.astype(wide).reshape(shape)
+    if bias is not None:
+        y += bias.astype(wide, copy=False).reshape(shape)
+    return y.astype(_FLOAT, copy=False)
+
+
+def _optional(inputs: Arrays, index: int) -> np.ndarray | None:
+    return inputs[index] if len(inputs) > index else None
+
+
+@_register("QuantGemm", workspace=lambda i, a, o: o[0].size * 4)
+def _quant_gemm(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
+    """Fused quantized linear layer: ``x`` (..., K), ``w`` (N, K) integers -> (..., N) float32.
+
+    See the module docstring for the arithmetic; the workspace is the int32 accumulator.
+    """
+    activation, integers, multiplier = _quantized_operands(inputs)
+    accumulator = np.matmul(activation, integers.T)
+    return [_rescaled(accumulator, multiplier, _optional(inputs, 6), -1, inputs[1] is not None)]
+
+
+@_register("QuantConv",
+           workspace=lambda i, a, o: o[0].size * 4 + _unfolded_bytes(i[0], i[3], o[0], 4))
+def _quant_conv(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
+    """Fused quantized convolution: ``x`` (N, C, *spatial), ``w`` (M, C / group, *kernel)."""
+    activation, integers, multiplier = _quantized_operands(inputs)
+    accumulator = _convolve(activation, integers, attributes, activation.dtype)
+    return [_rescaled(accumulator, multiplier, _optional(inputs, 6), 1, inputs[1] is not None)]
+
+
+def integer_accumulator_bound(weight: np.ndarray, weight_zero_point: np.ndarray | None,
+                              activation_dtype: np.dtype, activation_zero_point: int) -> int:
+    """Largest ``|acc|`` a quantized layer can reach: ``max_n sum_k max|x - zp_x| |w - zp_w|``.
+
+    The runtime refuses a model whose bound exceeds :data:`ACCUMULATOR_LIMIT`, so every
+    accumulator fits an int32 and the float64 sum that computes it is exact.
+    """
+    low, high = _INTEGER_RANGES[np.dtype(activation_dtype)]
+    largest_activation = max(abs(low - activation_zero_point), abs(high - activation_zero_point))
+    integers = weight.astype(np.int64).reshape(weight.shape[0], -1)
+    if weight_zero_point is not None:
+        integers = integers - weight_zero_point.astype(np.int64).reshape(-1, 1)
+    return int(np.abs(integers).sum(axis=1).max(initial=0)) * largest_activation
+
+
+# --- pooling ----------------------------------------------------------------------------------
+
+
+@_register("MaxPool")
+def _max_pool(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
+    x = inputs[0]
+    kernel = tuple(attributes["kernel_shape"])
+    windows = _windows(x, kernel, attributes, -np.inf)
+    axes = tuple(range(x.ndim, x.ndim + len(kernel)))
+    return [windows.max(axis=axes).astype(x.dtype)]
+
+
+@_register("AveragePool")
+def _average_pool(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
+    """Mean over each window; padding counts only with ``count_include_pad=1``."""
+    x = inputs[0]
+    kernel = tuple(attributes["kernel_shape"])
+    axes = tuple(range(x.ndim, x.ndim + len(kernel)))
+    sums = _windows(x.astype(np.float64), kernel, attributes, 0.0).sum(axis=axes)
+    if attributes.get("count_include_pad", 0) or not any(attributes.get("pads", ())):
+        counts = np.float64(np.prod(kernel))
+    else:
+        ones = np.ones((1, 1) + x.shape[2:])
+        counts = _windows(ones, kernel, attributes, 0.0).sum(axis=axes)
+    return [(sums / counts).astype(x.dtype)]
+
+
+@_register("GlobalAveragePool")
+def _global_average_pool(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
+    x = inputs[0]
+    return [x.astype(np.float64).mean(axis=tuple(range(2, x.ndim)), keepdims=True).astype(x.dtype)]
+
+
+# --- shapes and data movement -----------------------------------------------------------------
+
+
+@_register("Transpose")
+def _transpose(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
+    perm = attributes.get("perm")
+    return [np.ascontiguousarray(np.transpose(inputs[0], perm))]
+
+
+@_register("Reshape")
+def _reshape(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
+    """ONNX Reshape: ``-1`` infers a dimension; ``0`` copies the input's (unless allowzero)."""
+    x, shape = inputs[0], [int(d) for d in inputs[1].reshape(-1)]
+    if not attributes.get("allowzero", 0):
+        shape = [x.shape[i] if d == 0 else d for i, d in enumerate(shape)]
+    return [x.reshape(shape)]
+
+
+@_register("Flatten")
+def _flatten(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
+    x = inputs[0]
+    axis = attributes.get("axis", 1) % (x.ndim + 1)
+    return [x.reshape(int(np.prod(x.shape[:axis])), -1)]
+
+
+def _axes_input(inputs: Arrays, attributes: Attributes) -> list[int]:
+    axes = inputs[1] if len(inputs) > 1 and inputs[1] is not None else attributes.get("axes", [])
+    return [int(axis) for axis in np.asarray(axes).reshape(-1)]
+
+
+@_register("Unsqueeze")
+def _unsqueeze(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
+    x = inputs[0]
+    rank = x.ndim + len(_axes_input(inputs, attributes))
+    axes = sorted(axis % rank for axis in _axes_input(inputs, attributes))
+    return [x.reshape(x.shape) if not axes else np.expand_dims(x, tuple(axes))]
+
+
+@_register("Squeeze")
+def _squeeze(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
+    x = inputs[0]
+    axes = _axes_input(inputs, attributes)
+    return [np.squeeze(x, axis=tuple(a % x.ndim for a in axes)) if axes else np.squeeze(x)]
+
+
+@_register("Concat")
+def _concat(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
+    return [np.concatenate(inputs, axis=attributes["axis"])]
+
+
+@_register("Gather")
+def _gather(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
+    data, indices = inputs[0], inputs[1].astype(np.int64)
+    axis = attributes.get("axis", 0)
+    indices = np.where(indices < 0, indices + data.shape[axis], indices)
+    return [np.take(data, indices, axis=axis)]
+
+
+@_register("Shape")
+def _shape(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
+    shape = np.array(inputs[0].shape, dtype=np.int64)
+    return [shape[attributes.get("start", 0) : attributes.get("end", None)]]
+
+
+@_register("Slice")
+def _slice(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
+    x, starts, ends = inputs[0], inputs[1].reshape(-1), inputs[2].reshape(-1)
+    axes = _optional(inputs, 3)
+    steps = _optional(inputs, 4)
+    axes = range(len(starts)) if axes is None else axes.reshape(-1)
+    steps = np.ones(len(starts), np.int64) if steps is None else steps.reshape(-1)
+    index = [slice(None)] * x.ndim
+    for axis, start, end, step in zip(axes, starts, ends, steps):
+        index[int(axis) % x.ndim] = slice(int(start), int(end), int(step))
+    return [np.ascontiguousarray(x[tuple(index)])]
+
+
+_ONNX_DTYPES = {1: np.float32, 2: np.uint8, 3: np.int8, 6: np.int32, 7: np.int64, 9: np.bool_,
+                10: np.float16, 11: np.float64}  # fmt: skip
+
+
+@_register("Cast")
+def _cast(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
+    return [inputs[0].astype(_ONNX_DTYPES[attributes["to"]])]
+
+
+# --- generated constants ----------------------------------------------------------------------
+
+
+def sinusoidal_positional_encoding(n_positions: int, d_model: int) -> np.ndarray:
+    """``PE[t, 2i] = sin(t / 10000^(2i/d))``, ``PE[t, 2i+1] = cos(...)`` as float32 (n, d).
+
+    The transformer's fixed positional encoding (Vaswani et al. 2017), computed in float64 and
+    rounded once to float32, the same expression :mod:`satcompress.networks.t2` evaluates; the
+    graph builder only replaces a stored tensor by this operator when the two are bit for bit
+    equal, so an artifact never depends on the two libraries' sin/cos agreeing.
+    """
+    positions = np.arange(n_positions, dtype=np.float64)[:, None]
+    frequencies = np.exp(np.arange(0, d_model, 2, dtype=np.float64)
+                         * (-math.log(10000.0) / d_model))
+    encoding = np.zeros((n_positions, d_model), dtype=np.float64)
+    encoding[:, 0::2] = np.sin(positions * frequencies)
+    encoding[:, 1::2] = np.cos(positions * frequencies[: d_model // 2])
+    return encoding.astype(np.float32)
+
+
+@_register("SinusoidalPositionalEncoding")
+def _positional_encoding(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
+    """satcompress's own constant generator: no inputs, attribute ``shape`` (..., n, d).
+
+    Regenerating the encoding at load instead of storing it saves ``4 n d`` bytes of flash
+    (17,600 for the compressed transient model); it is evaluated once, as a constant.
+    """
+    shape = tuple(int(size) for size in attributes["shape"])
+    if len(shape) < 2 or min(shape) < 1:
+        raise ValueError(f"shape {shape} needs at least two positive dimensions (..., n, d)")
+    return [sinusoidal_positional_encoding(shape[-2], shape[-1]).reshape(shape)]
