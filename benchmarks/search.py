@@ -115,6 +115,11 @@ def search(trained, budget: str, trials: int, strategy: str, reference_drop: flo
     }
 
 
+def recorded_trials(out: Path) -> list[dict]:
+    """The trials a search recorded in ``trials.json`` (also when it delivered no model)."""
+    return json.loads((out / "trials.json").read_text())
+
+
 def scaling(trained, budget: str, trials: int) -> dict:
     binaries = postgres_binaries()
     if binaries is None:
@@ -125,13 +130,19 @@ def scaling(trained, budget: str, trials: int) -> dict:
         for workers in (1, 2):
             out = OUT / trained.task.name / f"postgres-{workers}w"
             started = time.perf_counter()
-            result = run_search(trained, budget, trials, out, workers=workers,
-                                storage=server.url, study_name=f"scaling-{workers}w",
-                                settings=SearchSettings(), latency_repeats=100)
+            try:
+                run_search(trained, budget, trials, out, workers=workers, storage=server.url,
+                           study_name=f"scaling-{workers}w", settings=SearchSettings(),
+                           latency_repeats=100)
+                outcome = "model delivered"
+            except (EmptyFront, BudgetNotMet) as failure:  # the trials ran all the same
+                outcome = str(failure)[:160]
             wall = time.perf_counter() - started
-            rows[workers] = {"wall_s": round(wall, 1), "trials": len(result.records),
-                             "trial_work_s": round(sum(r.seconds for r in result.records), 1),
-                             "full_evaluations": sum(r.evaluation == "full" for r in result.records)}
+            records = recorded_trials(out)
+            rows[workers] = {"wall_s": round(wall, 1), "trials": len(records),
+                             "trial_work_s": round(sum(r["seconds"] for r in records), 1),
+                             "full_evaluations": sum(r["evaluation"] == "full" for r in records),
+                             "outcome": outcome}
     finally:
         server.stop()
     return {"workers": rows, "wall_ratio_1w_over_2w": round(rows[1]["wall_s"] / rows[2]["wall_s"], 2),
