@@ -1,14 +1,16 @@
-"""Atomic file output: a reader never sees a half-written file, an interruption loses nothing."""
+"""Atomic file output (a reader never sees a half-written file, an interruption loses nothing)
+and file checksums."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "file_sha256"]
 
 
 @contextlib.contextmanager
@@ -41,3 +43,12 @@ def atomic_write_bytes(destination: str | os.PathLike, content: bytes) -> Path:
 def atomic_write_text(destination: str | os.PathLike, content: str) -> Path:
     """Write UTF-8 ``content`` to ``destination`` atomically and return the destination path."""
     return atomic_write_bytes(destination, content.encode("utf-8"))
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

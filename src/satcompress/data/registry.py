@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import hashlib
 import os
 from dataclasses import dataclass
 from importlib import resources
@@ -25,6 +24,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pooch
+
+from satcompress.fileio import file_sha256
 
 __all__ = [
     "DATA_DIR_VARIABLE",
@@ -98,18 +99,10 @@ def registry() -> dict[str, DataFile]:
     return files
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @functools.cache
 def _verified(path: Path, size_bytes: int, mtime_ns: int, sha256: str) -> bool:
     """Checksum of a file, cached per (path, size, mtime) so a process hashes each file once."""
-    return _sha256(path) == sha256
+    return file_sha256(path) == sha256
 
 
 def _cache_dir() -> Path:

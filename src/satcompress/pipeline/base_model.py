@@ -13,6 +13,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pooch
 import torch
@@ -29,7 +30,9 @@ __all__ = [
     "ModelFileError",
     "TrainedModel",
     "save_model",
+    "read_weights_only",
     "load_model",
+    "model_from_saved",
     "train_base_model",
     "cached_base_model",
 ]
@@ -61,6 +64,23 @@ def save_model(model: nn.Module, path: str | os.PathLike, metadata: dict) -> Pat
     return atomic_write_bytes(path, buffer.getvalue())
 
 
+def read_weights_only(path: str | os.PathLike, advice: str) -> Any:
+    """``torch.load(path, weights_only=True)``: plain data and tensors, never code.
+
+    Raises
+    ------
+    ModelFileError
+        If the file cannot be read so (a pickled module, a corrupt file), with ``advice``.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ModelFileError(
+            f"Cannot read model file {path} as weights only ({type(error).__name__}: "
+            f"{str(error)[:200]}). {advice}"
+        ) from None
+
+
 def load_model(path: str | os.PathLike, data: TaskData) -> tuple[nn.Module, dict]:
     """Rebuild a saved model for ``data`` without running code from the file.
 
@@ -73,19 +93,26 @@ def load_model(path: str | os.PathLike, data: TaskData) -> tuple[nn.Module, dict
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"Model file {path} does not exist; train one with `satcompress train`.")
-    try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ModelFileError(
-            f"Cannot read model file {path} ({type(error).__name__}: {str(error)[:200]}). "
-            "satcompress loads only weights-only files it wrote (`satcompress train`); export "
-            "other models as a state dict with torch.save(model.state_dict(), ...)."
-        ) from None
+    content = read_weights_only(
+        path, "satcompress loads only weights-only files it wrote (`satcompress train`); export "
+        "other models as a state dict with torch.save(model.state_dict(), ...).")
     if not isinstance(content, dict) or content.get("format") != MODEL_FORMAT:
         raise ModelFileError(
             f"{path} is not a {MODEL_FORMAT} file (no 'format' entry); re-save it with "
             "satcompress.pipeline.base_model.save_model."
         )
+    return model_from_saved(content, data, path)
+
+
+def model_from_saved(content: dict, data: TaskData, path: str | os.PathLike
+                     ) -> tuple[nn.Module, dict]:
+    """The model a :data:`MODEL_FORMAT` file's content (already read) describes, for ``data``.
+
+    Raises
+    ------
+    ModelFileError
+        If the weights do not fit the architecture the metadata names (``path`` is named).
+    """
     metadata = content["metadata"]
     task = get_task(metadata["task"])
     model = task.build_model(data, metadata["width_multiplier"], metadata["depth_multiplier"])

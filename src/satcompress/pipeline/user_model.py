@@ -20,7 +20,8 @@ Example
 -------
 >>> trained = user_trained_model("model.pt", "data.csv", architecture="residual_mlp",
 ...                              metric="tss")                        # doctest: +SKIP
->>> run_recipe(trained, Recipe.load("assembled"), Budget.parse("max_bytes=40kB"), "out")  # doctest: +SKIP
+>>> budget = Budget.parse("max_bytes=40kB")                            # doctest: +SKIP
+>>> run_recipe(trained, Recipe.load("assembled"), budget, "out")       # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -35,8 +36,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from satcompress.fileio import file_sha256
 from satcompress.networks.architectures import ARCHITECTURES, model_from_state_dict
-from satcompress.pipeline.base_model import MODEL_FORMAT, ModelFileError, TrainedModel, load_model
+from satcompress.pipeline.base_model import (
+    MODEL_FORMAT,
+    ModelFileError,
+    TrainedModel,
+    model_from_saved,
+    read_weights_only,
+)
 from satcompress.tasks import user
 from satcompress.tasks.base import TaskData
 from satcompress.tasks.registry import ReferenceTask
@@ -192,16 +200,11 @@ def load_user_model(
     if kind != "torch_save":
         model = _compiled_model(path, kind, architecture, n_heads, data.val.x[:64])
     else:
-        try:
-            content = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:
-            raise ModelFileError(
-                f"{path} cannot be read as weights only ({type(error).__name__}); it most likely "
-                "holds a whole pickled nn.Module, which could run arbitrary code when loaded, so "
-                f"satcompress refuses it. {_SAFE_EXPORT}"
-            ) from None
+        content = read_weights_only(
+            path, "It most likely holds a whole pickled nn.Module, which could run arbitrary "
+            f"code when loaded, so satcompress refuses it. {_SAFE_EXPORT}")
         if isinstance(content, dict) and content.get("format") == MODEL_FORMAT:
-            model, _ = load_model(path, data)
+            model, _ = model_from_saved(content, data, path)
         elif isinstance(content, Mapping) and all(
                 isinstance(value, torch.Tensor) for value in content.values()):
             model = _from_weights(content, architecture, n_heads, path)
@@ -247,7 +250,7 @@ def user_trained_model(
     data = user.read_user_data(data_path, label_column=label_column,
                                group_column=group_column, seed=seed)
     model = load_user_model(model_path, data, architecture, n_heads)
-    identity = user.file_digest(model_path)[:8] + data.preprocessing["sha256"][:8]
+    identity = file_sha256(model_path)[:8] + data.preprocessing["sha256"][:8]
     task = UserTask(name=f"user-{identity}", description=f"{Path(model_path).name} on "
                     f"{Path(data_path).name}", module="satcompress.tasks.user",
                     model_builder="", train_settings={}, metric=metric, data=data)

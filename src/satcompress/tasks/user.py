@@ -22,12 +22,12 @@ group (active region, object, ...) into two splits. NumPy/pandas only: part of t
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from satcompress.fileio import file_sha256
 from satcompress.measure.metrics import (
     best_tss_threshold,
     binary_scores,
@@ -41,7 +41,6 @@ __all__ = [
     "UserDataError",
     "read_user_data",
     "score",
-    "file_digest",
 ]
 
 METRICS: dict[str, bool] = {
@@ -62,15 +61,6 @@ class UserDataError(ValueError):
     """A user's data file cannot be read as a classification dataset."""
 
 
-def file_digest(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes (identifies a user's model or data in resumable runs)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _read_table(path: Path) -> pd.DataFrame:
     try:
         if path.suffix.lower() == ".parquet":
@@ -83,7 +73,8 @@ def _read_table(path: Path) -> pd.DataFrame:
         ) from None
 
 
-def _encode_labels(labels: pd.Series | np.ndarray, path: Path) -> tuple[np.ndarray, tuple[str, ...]]:
+def _encode_labels(labels: pd.Series | np.ndarray, path: Path
+                   ) -> tuple[np.ndarray, tuple[str, ...]]:
     values = np.asarray(labels)
     if pd.isna(values).any():
         raise UserDataError(f"{path}: {int(pd.isna(values).sum())} labels are missing; "
@@ -220,7 +211,7 @@ def read_user_data(
         x = (x - mean) / std
         preprocessing.update(mean=mean.tolist(), std=std.tolist())
     x = x.astype(np.float32)
-    preprocessing.update(source=path.name, sha256=file_digest(path), seed=seed)
+    preprocessing.update(source=path.name, sha256=file_sha256(path), seed=seed)
     return TaskData(
         *(Split(x=x[rows], y=y[rows], groups=groups[rows]) for rows in (train, val, test)),
         class_names=class_names,
