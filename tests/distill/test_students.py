@@ -57,6 +57,20 @@ def test_t2_student_keeps_heads_dividing_d_model():
     assert student(torch.zeros(3, 12, 2)).shape == (3, 3)
 
 
+def test_t2_student_with_fewer_heads_keeps_its_width():
+    teacher = t2_teacher()  # d_model 24 in 4 heads of 6
+    student = build_student(teacher, width_multiplier=0.5, heads_multiplier=0.5)
+    attention = student.blocks[0].attention
+    assert attention.n_heads == 2 and attention.d_model == 12  # 2 heads of round(12 * 0.5)
+    assert student(torch.zeros(3, 12, 2)).shape == (3, 3)
+    fraction = width_multiplier_for_fraction(teacher, 0.5, heads_multiplier=0.25)
+    one_head = build_student(teacher, fraction, heads_multiplier=0.25)
+    assert one_head.blocks[0].attention.n_heads == 1
+    assert 0.5 / 1.5 <= parameter_count(one_head) / parameter_count(teacher) <= 0.5 * 1.5
+    with pytest.raises(ValueError, match="ResidualMLP has no attention heads"):
+        build_student(tiny_mlp(), 0.5, heads_multiplier=0.5)
+
+
 def test_narrowest_t2_student_has_one_feature_per_head():
     student = build_student(t2_teacher(), width_multiplier=0.01)
     assert student.blocks[0].attention.head_dim == 1

@@ -18,7 +18,8 @@ from satcompress.search import (
 )
 from blob_task import trained_blobs
 
-FAST = SearchSettings(latency_repeats=2, qat_epochs=1, proxy_examples=60)
+FAST = SearchSettings(latency_repeats=2, qat_epochs=1, proxy_examples=60,
+                      student_fractions=(1.0,))  # students: test_divide_and_conquer_*, test_search_space
 
 
 def test_constraint_values_are_relative_excess_and_feasible_below_zero():

@@ -3,6 +3,7 @@ recipe that reproduces it; divide and conquer; the CLI's errors; the front helpe
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -24,7 +25,8 @@ from satcompress.search import (
 from satcompress.training import predict_proba
 from blob_task import trained_blobs
 
-FAST = SearchSettings(latency_repeats=2, qat_epochs=1, proxy_examples=60)
+FAST = SearchSettings(latency_repeats=2, qat_epochs=1, proxy_examples=60,
+                      student_fractions=(1.0,))  # students: test_divide_and_conquer_*, test_search_space
 BUDGET = "max_bytes=3.1kB,max_metric_drop=accuracy:0.1"
 
 
@@ -48,22 +50,31 @@ def test_the_chosen_trial_is_the_best_feasible_one_and_its_recipe_reproduces_it(
     assert "| trial |" in (tmp_path / "front.md").read_text()
 
 
-def test_divide_and_conquer_searches_each_block_then_measures_combinations(tmp_path):
+def test_divide_and_conquer_picks_a_student_then_searches_each_block_on_it_and_combines(tmp_path):
     trained = trained_blobs()
-    result = run_search(trained, BUDGET, 10, tmp_path, strategy="divide", settings=FAST,
+    settings = dataclasses.replace(FAST, student_fractions=(1.0, 0.25), distill_epochs=4)
+    result = run_search(trained, BUDGET, 14, tmp_path, strategy="divide", settings=settings,
                         latency_repeats=2)
-    assert result.studies == ("blobs-divide:block:stem", "blobs-divide:block:blocks.0",
-                              "blobs-divide:block:blocks.1+head", "blobs-divide:combine")
+    assert result.studies == ("blobs-divide:block:student", "blobs-divide:block:stem",
+                              "blobs-divide:block:blocks.0", "blobs-divide:block:blocks.1+head",
+                              "blobs-divide:combine")
     phases = {r.phase for r in result.records}
-    assert phases == {"block:stem", "block:blocks.0", "block:blocks.1+head", "combine"}
-    assert len(result.records) <= 10
-    space = derive_space(trained.model, trained.data, FAST)
+    assert phases == {"block:student", "block:stem", "block:blocks.0", "block:blocks.1+head",
+                      "combine"}
+    assert len(result.records) <= 14
+    space = derive_space(trained.model, trained.data, settings)
     for record in result.records:
         if record.phase.startswith("block:"):  # only that block's decisions were searched
             block = record.phase.removeprefix("block:")
             assert set(record.params) == {d.name for d in space.in_block(block)}
         else:
             assert set(record.params) == {d.name for d in space.decisions}
+    students = [r for r in result.records if r.phase == "block:student" and r.candidate]
+    smallest = min(students, key=lambda r: r.bytes).params["student:model"]
+    later = [r for r in result.records if r.phase not in ("block:student",)]
+    # the layer blocks and every combination work on the smallest student within the drop limit
+    assert all((r.recipe["stage"][0]["stage"] == "dynamic_kd") == (smallest < 1) for r in later)
+    assert {r.params["student:model"] for r in later if r.phase == "combine"} == {smallest}
     assert result.chosen.phase == "combine" and result.chosen.bytes <= 3100
 
 

@@ -17,10 +17,11 @@ def _kinds(space):
     return [(d.kind, d.target, d.block) for d in space.decisions]
 
 
-def test_mlp_space_has_a_prune_rank_and_codec_decision_per_group_and_layer():
+def test_mlp_space_has_a_student_then_a_prune_rank_and_codec_decision_per_group_and_layer():
     space = derive_space(tiny_mlp(), make_blobs())
     assert space.output_layer == "head"
     assert _kinds(space) == [
+        ("student", "model", "student"),
         ("prune", "stem", "stem"), ("prune", "blocks.0.fc1", "blocks.0"),
         ("prune", "blocks.1.fc1", "blocks.1+head"),
         ("rank", "stem", "stem"), ("rank", "blocks.0.fc1", "blocks.0"),
@@ -30,7 +31,7 @@ def test_mlp_space_has_a_prune_rank_and_codec_decision_per_group_and_layer():
             ("stem", "stem"), ("blocks.0.fc1", "blocks.0"), ("blocks.0.fc2", "blocks.0"),
             ("blocks.1.fc1", "blocks.1+head"), ("blocks.1.fc2", "blocks.1+head"),
             ("head", "blocks.1+head"))]]
-    assert space.blocks == ("stem", "blocks.0", "blocks.1+head")  # the tiny head joins block 1
+    assert space.blocks == ("student", "stem", "blocks.0", "blocks.1+head")  # the head joins block 1
     assert all(d.choices[0] in (0.0, 1.0, "float") for d in space.decisions)
 
 
@@ -40,13 +41,50 @@ def test_t2_space_prunes_heads_and_feed_forward_width_and_merges_small_blocks():
     assert prune == {"blocks.0.attention": (0.0, 0.5), "blocks.0.ff1": (0.0, 0.25, 0.5, 0.75, 0.9)}
     codecs = [d.target for d in space.decisions if d.kind == "codec"]
     assert codecs[0] == "embedding" and codecs[-1] == "head" and len(codecs) == 8
-    assert space.blocks == ("embedding+blocks.0+head",)
+    assert space.blocks == ("student", "embedding+blocks.0+head")
 
 
 def test_choices_that_save_nothing_are_not_offered():
     settings = SearchSettings(rank_fractions=(1.0, 0.9), prune_ratios=(0.0, 0.01))
     space = derive_space(tiny_mlp(), make_blobs(), settings)
-    assert {d.kind for d in space.decisions} == {"codec"}  # no rank saves weights, no ratio removes a unit
+    assert {d.kind for d in space.decisions} == {"student", "codec"}  # no rank saves weights, no ratio removes a unit
+
+
+def test_a_student_is_offered_only_where_distillation_can_shrink_the_model():
+    data = make_blobs()
+    plain = torch.nn.Sequential(torch.nn.Linear(data.train.x.shape[1], 16), torch.nn.ReLU(),
+                                torch.nn.Linear(16, data.n_classes))
+    assert "student" not in {d.kind for d in derive_space(plain, data).decisions}
+    no_students = derive_space(tiny_mlp(), make_blobs(), SearchSettings(student_fractions=(1.0,)))
+    assert "student" not in no_students.blocks
+    # fractions that land on the same width are one choice
+    space = derive_space(tiny_mlp(), make_blobs(),
+                         SearchSettings(student_fractions=(1.0, 0.25, 0.24, 0.05)))
+    assert space.by_name()["student:model"].choices == (1.0, 0.25, 0.05)
+
+
+def test_a_student_trial_distils_once_and_its_recipe_starts_with_the_distillation(tmp_path):
+    trained = trained_blobs()
+    settings = SearchSettings(distill_stage="hinton_kd", distill_epochs=3)
+    space = derive_space(trained.model, trained.data, settings)
+    students = {}
+    assignment = {"student:model": 0.25, "codec:blocks.0.fc1": "k4"}
+    recipe, model = space.compress(assignment, trained.model, trained.data, fine_tune=False,
+                                   students=students)
+    assert [c.stage_name for c in recipe.stages] == ["hinton_kd", "weight_cluster"]
+    assert recipe.stages[0].target_parameter_fraction == 0.25 and recipe.stages[0].epochs == 3
+    (student,) = students.values()
+    assert sum(p.numel() for p in student.parameters()) < 0.5 * sum(
+        p.numel() for p in trained.model.parameters())
+    kept = {name: value.clone() for name, value in student.state_dict().items()}
+    again, _ = space.compress({**assignment, "codec:head": "int4"}, trained.model, trained.data,
+                              fine_tune=True, students=students)
+    assert len(students) == 1 and again.stages[0] == recipe.stages[0]  # distilled once
+    assert all(torch.equal(kept[name], value) for name, value in student.state_dict().items())
+    result = run_recipe(trained, recipe, Budget(), tmp_path / "run", latency_repeats=2)
+    x = torch.from_numpy(trained.data.test.x)
+    with torch.no_grad():  # the recipe alone reproduces the trial's model
+        assert torch.equal(result.model(x), model(x))
 
 
 def test_a_trials_recipe_reproduces_its_model_through_the_pipeline(tmp_path):
@@ -96,3 +134,7 @@ def test_bad_settings_and_assignments_are_refused_with_the_fix():
         SearchSettings(prune_ratios=(0.5,))
     with pytest.raises(ValueError, match="integer weights take 2 to 8"):
         SearchSettings(codecs=("float", "int9"))
+    with pytest.raises(ValueError, match="student_fractions must be a non-empty tuple starting with 1.0"):
+        SearchSettings(student_fractions=(0.25,))
+    with pytest.raises(ValueError, match="distill_stage must be one of"):
+        SearchSettings(distill_stage="fitnets")

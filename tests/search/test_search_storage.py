@@ -10,7 +10,8 @@ from satcompress.search import FINISHED, Evaluator, SearchSettings, open_storage
 from blob_task import trained_blobs
 from postgres_server import PostgresServer, postgres_binaries
 
-FAST = SearchSettings(latency_repeats=2, qat_epochs=1, proxy_examples=60)
+FAST = SearchSettings(latency_repeats=2, qat_epochs=1, proxy_examples=60,
+                      student_fractions=(1.0,))  # students: test_divide_and_conquer_*, test_search_space
 BUDGET = "max_bytes=3.1kB,max_metric_drop=accuracy:0.1"
 
 

@@ -93,6 +93,9 @@ class DistillSettings(StageConfig):
         0 (the default) means "derived from the fraction".
     depth_multiplier : float
         Scales the teacher's number of blocks (> 0).
+    heads_multiplier : float
+        Scales a transformer teacher's number of attention heads (> 0; 1 for a model
+        without heads).
     temperature : float
         Softmax temperature ``T`` of the soft targets (> 0).
     alpha : float
@@ -113,6 +116,7 @@ class DistillSettings(StageConfig):
     target_parameter_fraction: float = 0.25
     width_multiplier: float = 0.0
     depth_multiplier: float = 1.0
+    heads_multiplier: float = 1.0
     temperature: float = 4.0
     alpha: float = 0.9
     epochs: int = 6
@@ -138,7 +142,7 @@ class DistillSettings(StageConfig):
                 f"width_multiplier (> 0), got {fraction!r} and {width!r}; e.g. "
                 "width_multiplier=0.5 needs target_parameter_fraction=0."
             )
-        for field in ("depth_multiplier", "temperature", "learning_rate"):
+        for field in ("depth_multiplier", "heads_multiplier", "temperature", "learning_rate"):
             value = getattr(self, field)
             if not (_is_number(value) and value > 0):
                 raise ValueError(f"{name}.{field} must be a finite number > 0, got {value!r}.")
@@ -240,12 +244,12 @@ def _start(
             "pass data to apply()."
         )
     teacher = copy.deepcopy(model).eval().requires_grad_(False)
-    depth = config.depth_multiplier
+    depth, heads = config.depth_multiplier, config.heads_multiplier
     width = config.width_multiplier or width_multiplier_for_fraction(
-        teacher, config.target_parameter_fraction, depth
+        teacher, config.target_parameter_fraction, depth, heads
     )
     torch.manual_seed(config.seed)
-    student = build_student(teacher, width, depth)
+    student = build_student(teacher, width, depth, heads)
     teacher_parameters, student_parameters = parameter_count(teacher), parameter_count(student)
     report = {
         "method": config.stage_name,
@@ -254,6 +258,7 @@ def _start(
         "parameter_fraction": student_parameters / teacher_parameters,
         "width_multiplier": width,
         "depth_multiplier": depth,
+        "heads_multiplier": heads,
         "temperature": config.temperature,
         "alpha": config.alpha,
     }
@@ -312,7 +317,8 @@ def hinton_kd(model: nn.Module, config: HintonKDConfig, data: TaskData | None) -
 
     Returns the trained student in eval mode; its ``distill_report_`` holds ``method``,
     ``teacher_parameters``, ``student_parameters``, ``parameter_fraction``,
-    ``width_multiplier``, ``depth_multiplier``, ``temperature``, ``alpha`` and ``epochs``.
+    ``width_multiplier``, ``depth_multiplier``, ``heads_multiplier``, ``temperature``,
+    ``alpha`` and ``epochs``.
     """
     teacher, student, data, report = _start(model, config, data)
     return _finish(student, teacher, data, config, report)

@@ -4,7 +4,9 @@ A distillation stage receives only the teacher (``apply(model, config, data)``),
 is derived from the teacher itself: :func:`build_student` reads the teacher's hyper-parameters
 off its layers and builds the same architecture with every width scaled by
 ``width_multiplier`` and the number of blocks by ``depth_multiplier`` (the width/depth
-multipliers of MobileNets, Howard et al. 2017, applied to the reference architectures).
+multipliers of MobileNets, Howard et al. 2017, applied to the reference architectures); a
+transformer's number of attention heads is scaled by ``heads_multiplier`` (attention over
+every pair of time steps is what dominates a small transformer's time).
 :func:`width_multiplier_for_fraction` picks the width that brings the student closest to a
 target fraction of the teacher's parameters (e.g. 1/4 or 1/10).
 
@@ -40,9 +42,11 @@ def _scaled(value: int, multiplier: float) -> int:
     return max(1, round(value * multiplier))
 
 
-def _check_multipliers(width_multiplier: float, depth_multiplier: float) -> None:
+def _check_multipliers(width_multiplier: float, depth_multiplier: float,
+                       heads_multiplier: float) -> None:
     for name, value in (("width_multiplier", width_multiplier),
-                        ("depth_multiplier", depth_multiplier)):
+                        ("depth_multiplier", depth_multiplier),
+                        ("heads_multiplier", heads_multiplier)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise ValueError(
                 f"build_student: {name} must be a number > 0 (e.g. 0.5 halves it), got {value!r}."
@@ -64,16 +68,17 @@ def _residual_mlp_student(
 
 
 def _t2_student(
-    teacher: T2Transformer, width_multiplier: float, depth_multiplier: float
+    teacher: T2Transformer, width_multiplier: float, depth_multiplier: float,
+    heads_multiplier: float,
 ) -> T2Transformer:
     first = teacher.blocks[0]
-    n_heads = first.attention.n_heads
+    n_heads = _scaled(first.attention.n_heads, heads_multiplier)
     d_model = teacher.embedding.out_channels
     return T2Transformer(
         n_timesteps=teacher.n_timesteps,
         n_channels=teacher.n_channels,
         n_classes=teacher.head.out_features,
-        d_model=n_heads * _scaled(d_model // n_heads, width_multiplier),
+        d_model=n_heads * _scaled(d_model / n_heads, width_multiplier),
         n_heads=n_heads,
         ff_dim=_scaled(first.ff1.out_features, width_multiplier),
         n_blocks=_scaled(len(teacher.blocks), depth_multiplier),
@@ -99,7 +104,8 @@ def _width_units(teacher: nn.Module) -> int:
 
 
 def build_student(
-    teacher: nn.Module, width_multiplier: float = 0.5, depth_multiplier: float = 1.0
+    teacher: nn.Module, width_multiplier: float = 0.5, depth_multiplier: float = 1.0,
+    heads_multiplier: float = 1.0,
 ) -> nn.Module:
     """A freshly initialised, scaled copy of the teacher's architecture.
 
@@ -109,11 +115,14 @@ def build_student(
         The model to shrink; only its hyper-parameters are read (never its weights).
     width_multiplier : float
         ResidualMLP: scales the residual width and the blocks' hidden width. T2Transformer:
-        scales the per-head width, so ``d_model`` stays a multiple of the teacher's number of
-        heads (at least one feature per head), and the feed-forward width. Every width is
-        rounded and at least 1.
+        scales ``d_model`` (rounded to a multiple of the student's number of heads, at least
+        one feature per head) and the feed-forward width. Every width is rounded and at
+        least 1.
     depth_multiplier : float
         Scales the number of residual / transformer blocks (rounded, at least 1).
+    heads_multiplier : float
+        T2Transformer: scales the number of attention heads (rounded, at least 1).
+        ResidualMLP has no heads: it must be 1.
 
     Returns
     -------
@@ -127,11 +136,16 @@ def build_student(
     ValueError
         If the teacher is of another class or a multiplier is not > 0.
     """
-    _check_multipliers(width_multiplier, depth_multiplier)
+    _check_multipliers(width_multiplier, depth_multiplier, heads_multiplier)
     if isinstance(teacher, ResidualMLP):
+        if heads_multiplier != 1:
+            raise ValueError(
+                f"build_student: a ResidualMLP has no attention heads; heads_multiplier must be "
+                f"1, got {heads_multiplier!r}."
+            )
         return _residual_mlp_student(teacher, width_multiplier, depth_multiplier)
     if isinstance(teacher, T2Transformer):
-        return _t2_student(teacher, width_multiplier, depth_multiplier)
+        return _t2_student(teacher, width_multiplier, depth_multiplier, heads_multiplier)
     raise _unsupported(teacher)
 
 
@@ -146,14 +160,17 @@ def width_candidates(teacher: nn.Module) -> list[float]:
 
 
 def _student_parameters(
-    teacher: nn.Module, width_multiplier: float, depth_multiplier: float
+    teacher: nn.Module, width_multiplier: float, depth_multiplier: float,
+    heads_multiplier: float,
 ) -> int:
     with torch.device("meta"):  # shapes only: no memory, no initialisation cost
-        return parameter_count(build_student(teacher, width_multiplier, depth_multiplier))
+        return parameter_count(
+            build_student(teacher, width_multiplier, depth_multiplier, heads_multiplier))
 
 
 def width_multiplier_for_fraction(
-    teacher: nn.Module, target_parameter_fraction: float, depth_multiplier: float = 1.0
+    teacher: nn.Module, target_parameter_fraction: float, depth_multiplier: float = 1.0,
+    heads_multiplier: float = 1.0,
 ) -> float:
     """The width multiplier whose student has the parameter count closest to the target.
 
@@ -167,8 +184,8 @@ def width_multiplier_for_fraction(
     teacher : ResidualMLP or T2Transformer
     target_parameter_fraction : float
         In (0, 1], e.g. 0.25 or 0.1.
-    depth_multiplier : float
-        Depth of the student, fixed while the width is searched.
+    depth_multiplier, heads_multiplier : float
+        Depth (and number of heads) of the student, fixed while the width is searched.
 
     Raises
     ------
@@ -189,18 +206,21 @@ def width_multiplier_for_fraction(
     low, high = 0, len(candidates) - 1
     while low < high:  # first candidate with at least `target` parameters (or the widest)
         middle = (low + high) // 2
-        if _student_parameters(teacher, candidates[middle], depth_multiplier) >= target:
+        if _student_parameters(teacher, candidates[middle], depth_multiplier,
+                               heads_multiplier) >= target:
             high = middle
         else:
             low = middle + 1
     nearby = candidates[max(0, low - 1) : low + 1]
-    counts = {width: _student_parameters(teacher, width, depth_multiplier) for width in nearby}
+    counts = {width: _student_parameters(teacher, width, depth_multiplier, heads_multiplier)
+              for width in nearby}
     best = min(nearby, key=lambda width: abs(counts[width] - target))
     if not target / _MAX_FRACTION_ERROR <= counts[best] <= target * _MAX_FRACTION_ERROR:
         raise ValueError(
-            f"No student of this {type(teacher).__name__} at depth_multiplier={depth_multiplier} "
+            f"No student of this {type(teacher).__name__} at depth_multiplier={depth_multiplier}, "
+            f"heads_multiplier={heads_multiplier} "
             f"comes near {target_parameter_fraction} of its {parameter_count(teacher)} parameters "
             f"(closest: {counts[best]} parameters at width_multiplier={best:.4g}); "
-            "change depth_multiplier or the target fraction."
+            "change depth_multiplier, heads_multiplier or the target fraction."
         )
     return best

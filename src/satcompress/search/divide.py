@@ -8,6 +8,10 @@ performance impairment of each choice):
    is a sub-problem searched by the same constrained NSGA-II with every other block left
    uncompressed; only the metric-drop limits apply there (a byte limit cannot be met by one
    block). Each sub-trial therefore measures the GLOBAL metric drop its block choice causes.
+   The ``student`` block (distil into a smaller copy first, when the space offers it) is
+   searched first, and the smallest student within the drop limits is then held fixed
+   while the layer blocks are searched on it: the layer blocks' drops and savings are
+   measured against that student, and every combination keeps it.
 2. Each block's sub-front (fully evaluated, within the drop limits; Pareto in metric drop
    and artifact bytes), plus "leave the block alone", gives its options.
 3. Combinations are scored by the estimates "drop adds up, bytes saved add up" (the
@@ -33,6 +37,7 @@ from typing import Any
 
 from satcompress.pipeline.budget import Budget
 from satcompress.search.front import TrialRecord, pareto_front, trial_records
+from satcompress.search.space import STUDENT
 from satcompress.search.study import StudyJob, run_study
 
 __all__ = ["BlockOption", "block_options", "combine", "divide_and_conquer"]
@@ -116,10 +121,11 @@ def divide_and_conquer(job: StudyJob, trials: int, workers: int = 1) -> list[str
     higher = job.trained.task.higher_is_better
     base_metric, base_bytes = job.base.metrics[metric], job.base.theoretical_bytes
     block_budget = Budget(max_metric_drop=job.budget.max_metric_drop)
-    names, options = [], []
+    names, options, student = [], [], {}
     for block in blocks:
         searched = {decision.name for decision in space.in_block(block)}
-        fixed = {name: value for name, value in space.defaults().items() if name not in searched}
+        fixed = {**{name: value for name, value in space.defaults().items()
+                    if name not in searched}, **student}
         block_job = dataclasses.replace(job, study_name=f"{job.study_name}:block:{block}",
                                         budget=block_budget, total=per_block, fixed=fixed,
                                         phase=f"block:{block}")
@@ -127,10 +133,19 @@ def divide_and_conquer(job: StudyJob, trials: int, workers: int = 1) -> list[str
                         for anchor in space.anchors(per_block))
         study = run_study(block_job, workers, enqueue=anchors)
         names.append(study.study_name)
-        options.append(block_options(trial_records(study, metric), block, sorted(searched),
-                                     base_metric, base_bytes, higher))
+        records = trial_records(study, metric)
+        if STUDENT in searched:
+            smallest = min((r for r in records if r.candidate), key=lambda r: r.bytes,
+                           default=None)
+            if smallest is not None:  # the layer blocks are searched on (and against) it
+                student = {STUDENT: smallest.params[STUDENT]}
+                base_metric, base_bytes = smallest.metric, smallest.bytes
+            continue
+        options.append(block_options(records, block, sorted(searched), base_metric, base_bytes,
+                                     higher))
     chosen = combine(options, base_bytes, job.budget.max_bytes, combinations)
-    enqueued = tuple({**space.defaults(), **_merge(combination)} for combination in chosen)
+    enqueued = tuple({**space.defaults(), **student, **_merge(combination)}
+                     for combination in chosen)
     combine_job = dataclasses.replace(job, study_name=f"{job.study_name}:combine",
                                       total=len(enqueued), phase="combine")
     if enqueued:

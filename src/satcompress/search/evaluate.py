@@ -39,7 +39,7 @@ from satcompress.pipeline.budget import Budget, Violation
 from satcompress.pipeline.flight import artifact_size_bytes, task_metadata
 from satcompress.pipeline.recipe import Recipe
 from satcompress.search.settings import SearchSettings
-from satcompress.search.space import SearchSpace
+from satcompress.search.space import SearchSpace, Students
 from satcompress.training import predict_proba
 
 __all__ = ["Evaluation", "Evaluator", "constraint_values", "objective_directions",
@@ -118,11 +118,15 @@ class Evaluator:
     base : Measurement, optional
         The base model's measurement with validation metrics (computed if not given; pass
         it to share one base between worker processes).
+    students : dict, optional
+        Distilled students kept between trials (and, passed on, between the studies of one
+        search); filled as trials distil them.
     """
 
     def __init__(self, trained: TrainedModel, space: SearchSpace, budget: Budget,
-                 base: Measurement | None = None) -> None:
+                 base: Measurement | None = None, students: Students | None = None) -> None:
         self.trained, self.space, self.budget = trained, space, budget
+        self.students: Students = {} if students is None else students
         self.settings: SearchSettings = space.settings
         self.metric = trained.task.primary_metric
         self.higher_is_better = trained.task.higher_is_better
@@ -163,7 +167,7 @@ class Evaluator:
         """Compress the base model as ``assignment`` says and measure it."""
         started = time.perf_counter()
         recipe, model = self.space.compress(assignment, self.trained.model, self.trained.data,
-                                            fine_tune=full, name=name)
+                                            fine_tune=full, name=name, students=self.students)
         measurement = self._measure(model, "full" if full else "proxy", full)
         usage = tuple(self.budget.usage(measurement, self.base if full else self.base_proxy))
         return Evaluation("full" if full else "proxy", measurement, usage, recipe,

@@ -9,15 +9,21 @@ import re
 from typing import Any
 
 from satcompress.cluster import MAX_CLUSTERS
+from satcompress.distill import DynamicKDConfig, HintonKDConfig
+from satcompress.stages import StageConfig
 from satcompress.prune import IMPORTANCE_CRITERIA
 from satcompress.quantize.fake_quant import MAX_BITS, MIN_BITS
 
-__all__ = ["CODECS", "SearchSettings", "parse_codec"]
+__all__ = ["CODECS", "DISTILL_STAGES", "SearchSettings", "parse_codec"]
 
 CODECS = ("float", "int8", "int6", "int4", "int3", "int2", "k64", "k16", "k8", "k4")
 """Default weight codecs a layer may get: float32, integer weights of ``intB`` bits
 (symmetric, per channel), or ``kK`` shared centroids (weight clustering, ``log2 K``-bit
 indices)."""
+
+_DISTILL_CONFIGS = {"hinton_kd": HintonKDConfig, "dynamic_kd": DynamicKDConfig}
+DISTILL_STAGES = tuple(_DISTILL_CONFIGS)
+"""Distillation stages a student trial may use (both need nothing but the teacher)."""
 
 _CODEC = re.compile(r"^(?:(float)|int(\d+)|k(\d+))$")
 
@@ -65,6 +71,15 @@ class SearchSettings:
 
     Attributes
     ----------
+    student_fractions : tuple of float
+        Student sizes a trial may distil the model into first, as fractions of its
+        parameters (:mod:`satcompress.distill`); the first, 1.0, keeps the model itself.
+        Offered only for architectures distillation can shrink (ResidualMLP, T2Transformer).
+    distill_stage : str
+        The distillation stage of a student trial: ``"hinton_kd"`` or ``"dynamic_kd"``.
+    distill_epochs, distill_patience : int
+        Its maximum epochs and early-stopping patience (the same student is distilled once
+        per worker process and reused by every trial choosing it).
     prune_ratios : tuple of float
         Fractions of a structured group's units (hidden channels, heads, residual features)
         a trial may remove; the first, 0.0, keeps the group whole.
@@ -108,6 +123,10 @@ class SearchSettings:
         Seeds the sampler, the proxy subset and every stage.
     """
 
+    student_fractions: tuple[float, ...] = (1.0, 0.25, 0.1, 0.05)
+    distill_stage: str = "dynamic_kd"
+    distill_epochs: int = 12
+    distill_patience: int = 5
     prune_ratios: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 0.9)
     rank_fractions: tuple[float, ...] = (1.0, 0.25, 0.125, 0.0625)
     codecs: tuple[str, ...] = CODECS
@@ -125,8 +144,14 @@ class SearchSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("prune_ratios", "rank_fractions", "codecs"):
+        for name in ("student_fractions", "prune_ratios", "rank_fractions", "codecs"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
+        _fractions(self.student_fractions, "student_fractions", True, 1.0, 1.0)
+        if self.distill_stage not in DISTILL_STAGES:
+            raise ValueError(
+                f"SearchSettings.distill_stage must be one of {DISTILL_STAGES}, got "
+                f"{self.distill_stage!r}."
+            )
         _fractions(self.prune_ratios, "prune_ratios", False, 0.99, 0.0)
         _fractions(self.rank_fractions, "rank_fractions", True, 1.0, 1.0)
         if not self.codecs or len(set(self.codecs)) != len(self.codecs):
@@ -138,7 +163,7 @@ class SearchSettings:
                 f"SearchSettings.importance must be one of {IMPORTANCE_CRITERIA}, got "
                 f"{self.importance!r}."
             )
-        for name, minimum in (("finetune_epochs", 0), ("qat_epochs", 1), ("qat_patience", 1),
+        for name, minimum in (("distill_epochs", 1), ("distill_patience", 1), ("finetune_epochs", 0), ("qat_epochs", 1), ("qat_patience", 1),
                               ("proxy_examples", 1), ("latency_repeats", 1), ("seed", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -161,6 +186,12 @@ class SearchSettings:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0 <= value < 1):
                 raise ValueError(f"SearchSettings.{name} must be a fraction in [0, 1), got {value!r}.")
+
+    def student_config(self, fraction: float) -> StageConfig:
+        """The distillation stage of a student of ``fraction`` of the model's parameters."""
+        return _DISTILL_CONFIGS[self.distill_stage](
+            target_parameter_fraction=fraction, epochs=self.distill_epochs,
+            patience_epochs=self.distill_patience, seed=self.seed)
 
     def population(self, trials: int) -> int:
         """The NSGA-II population for a study of ``trials`` trials."""

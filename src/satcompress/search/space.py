@@ -1,7 +1,14 @@
 """The search space: per-layer compression decisions, derived from the model itself.
 
-Three kinds of decision, each found by the stage family's own layer discovery:
+One whole-model decision and three kinds of per-layer decision, each found by the stage
+family's own layer discovery:
 
+``student:model``
+    Distil the model first into a student of a fraction of its parameters (its own
+    architecture, narrower: :mod:`satcompress.distill`), or keep it (1.0). Offered for the
+    architectures distillation can shrink. The per-layer decisions then act on the student,
+    whose layers carry the teacher's names. A student is distilled once per process and
+    reused by every trial choosing it.
 ``prune:<group>``
     The fraction of a structured group's units to remove (hidden width, attention heads,
     residual stream; :meth:`satcompress.prune.StructuredPruner.groups`). The output layer is
@@ -21,17 +28,19 @@ ranks and the names of factored layers depend on the shapes earlier stages leave
 ``structured_prune(group_ratios)`` -> ``low_rank(layer_ranks)`` ->
 ``weight_cluster(layer_clusters)`` -> ``post_training_quantize`` (proxy) or
 ``quantization_aware_train`` (full evaluation) with ``layer_bits``. The recipe alone
-reproduces the model: ``satcompress compress --recipe recipe.toml``.
+reproduces the model: ``satcompress compress --recipe recipe.toml``. A student trial's
+recipe starts with its distillation stage.
 
 Blocks (for divide and conquer, EMO-DIR style) group the decisions by the top-level module
 they act on (``blocks.0`` for an element of a ``ModuleList``/``Sequential``); blocks holding
-less than ``min_block_fraction`` of the searched weights are merged into a neighbour.
+less than ``min_block_fraction`` of the searched weights are merged into a neighbour. The
+student decision is a block of its own, ``student``, first.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import torch
@@ -39,6 +48,7 @@ from torch import nn
 
 from satcompress import stages
 from satcompress.cluster import WeightClusterConfig
+from satcompress.distill import width_multiplier_for_fraction
 from satcompress.lowrank import FactorizableLayer, LowRankConfig, factorizable_layers
 from satcompress.pipeline.recipe import Recipe
 from satcompress.prune import StructuredPruneConfig, StructuredPruner, prunable_weights, units_to_remove
@@ -50,10 +60,16 @@ from satcompress.quantize import (
 from satcompress.search.settings import SearchSettings, parse_codec
 from satcompress.tasks.base import TaskData
 
-__all__ = ["DECISION_KINDS", "Decision", "SearchSpace", "derive_space"]
+__all__ = ["DECISION_KINDS", "STUDENT", "Decision", "SearchSpace", "Students", "derive_space"]
 
-DECISION_KINDS = ("prune", "rank", "codec")
-"""The kinds of per-layer decision, in the order their stages run."""
+DECISION_KINDS = ("student", "prune", "rank", "codec")
+"""The kinds of decision, in the order their stages run."""
+
+STUDENT = "student:model"
+"""Name of the student decision (and ``student`` its block)."""
+
+Students = MutableMapping[stages.StageConfig, nn.Module]
+"""Distilled students by their distillation config: trained once, reused by later trials."""
 
 Assignment = dict[str, Any]
 """Decision name -> chosen value, for every decision of a space."""
@@ -63,7 +79,7 @@ Assignment = dict[str, Any]
 class Decision:
     """One searchable choice: its kind, the group or layer it acts on, its block, its options.
 
-    ``choices[0]`` is always "no compression" (ratio 0, full rank, float).
+    ``choices[0]`` is always "no compression" (the model itself, ratio 0, full rank, float).
     """
 
     kind: str
@@ -85,7 +101,7 @@ class SearchSpace:
     Attributes
     ----------
     decisions : tuple of Decision
-        In stage order (prune, rank, codec), model order within a kind.
+        In stage order (student, prune, rank, codec), model order within a kind.
     blocks : tuple of str
         Block names in model order (after merging small blocks).
     output_layer : str
@@ -112,24 +128,31 @@ class SearchSpace:
             raise ValueError(f"No block {block!r}; the blocks are {list(self.blocks)}.")
         return tuple(decision for decision in self.decisions if decision.block == block)
 
-    def uniform(self, prune: float = 0.0, rank: float = 1.0, codec: str = "float") -> Assignment:
+    def uniform(self, prune: float = 0.0, rank: float = 1.0, codec: str = "float",
+                student: float = 1.0) -> Assignment:
         """Every decision at one setting where offered (else at its uncompressed choice)."""
-        wanted = {"prune": prune, "rank": rank, "codec": codec}
+        wanted = {"student": student, "prune": prune, "rank": rank, "codec": codec}
         return {decision.name: (wanted[decision.kind] if wanted[decision.kind] in decision.choices
                                 else decision.choices[0])
                 for decision in self.decisions}
 
     def anchors(self, trials: int) -> tuple[Assignment, ...]:
         """Uniform starting points for a fresh study of ``trials`` trials (at most a fifth of
-        them): every layer int8, int4 or k16; half, three quarters or 90% of every group
-        pruned with int4 / int4 / k4 -- they span the sizes hand-written recipes reach. None
-        when ``settings.anchors`` is off."""
+        them), in this order: every layer int8; the smallest offered student with k16; every
+        layer k16; half of every group pruned with int4; the second-smallest student with
+        k16; 90% of every group pruned with k4; the smallest student, half pruned, k16 --
+        they span the sizes hand-written recipes reach. None when ``settings.anchors`` is
+        off."""
         if not self.settings.anchors:
             return ()
+        students = sorted(self.by_name()[STUDENT].choices[1:]) if STUDENT in self.by_name() else []
+        smallest = students[:1] or [1.0]
+        second = students[1:2] or smallest
         points = (
-            {"codec": "int8"}, {"codec": "int4"}, {"codec": "k16"},
-            {"prune": 0.5, "codec": "int4"}, {"prune": 0.75, "codec": "int4"},
+            {"codec": "int8"}, {"student": smallest[0], "codec": "k16"}, {"codec": "k16"},
+            {"prune": 0.5, "codec": "int4"}, {"student": second[0], "codec": "k16"},
             {"prune": 0.9, "codec": "k4"},
+            {"student": smallest[0], "prune": 0.5, "codec": "k16"},
         )
         unique = list(dict.fromkeys(
             tuple(sorted(self.uniform(**point).items())) for point in points))
@@ -170,7 +193,7 @@ class SearchSpace:
 
     def compress(
         self, assignment: Mapping[str, Any], model: nn.Module, data: TaskData, *,
-        fine_tune: bool, name: str = "search",
+        fine_tune: bool, name: str = "search", students: Students | None = None,
     ) -> tuple[Recipe, nn.Module]:
         """Apply the stages ``assignment`` asks for to a copy of ``model``.
 
@@ -180,7 +203,9 @@ class SearchSpace:
         codecs are post-training quantized; ``fine_tune=True`` fine-tunes after every stage
         and quantizes with quantization-aware training (early stopping), unless some layer
         is clustered (training would move clustered weights off their codebook, so those
-        recipes post-training quantize after the centroid fine-tuning).
+        recipes post-training quantize after the centroid fine-tuning). A student is
+        distilled in both (a proxy cannot skip training a student); ``students`` keeps
+        distilled students for reuse (they are never modified).
         """
         chosen = self.check(assignment)
         settings = self.settings
@@ -193,6 +218,15 @@ class SearchSpace:
             configs.append(config)
             model = stages.apply(model, config, data)
 
+        fraction = chosen.get(STUDENT, 1.0)
+        if fraction < 1:
+            distillation = settings.student_config(fraction)
+            if students is None or distillation not in students:
+                student = stages.apply(model, distillation, data)
+                if students is not None:
+                    students[distillation] = student
+            configs.append(distillation)
+            model = students[distillation] if students is not None else student
         by_kind = {kind: {d.target: chosen[d.name] for d in self.decisions if d.kind == kind}
                    for kind in DECISION_KINDS}
         ratios = tuple((group, ratio) for group, ratio in by_kind["prune"].items() if ratio > 0)
@@ -237,7 +271,7 @@ class SearchSpace:
             return ()
         candidates = {c.name: c for c in factorizable_layers(model, spectra=False)}
         ranks = ((layer, _saving_rank(candidates[layer], fraction))
-                 for layer, fraction in wanted.items())
+                 for layer, fraction in wanted.items() if layer in candidates)
         return tuple((layer, rank) for layer, rank in ranks if rank is not None)
 
 
@@ -317,6 +351,7 @@ def derive_space(model: nn.Module, data: TaskData, settings: SearchSettings | No
             raw.append(("rank", candidate.name, (1.0, *saving), candidate.original_parameters))
     for layer in layers:
         raw.append(("codec", layer, settings.codecs, sizes[layer]))
+    students = _student_choices(model, settings.student_fractions)
     order = {name: position for position, (name, _) in enumerate(model.named_modules())}
     targets = sorted({target for _, target, _, _ in raw}, key=order.__getitem__)
     block_order = list(dict.fromkeys(_block_of(model, target) for target in targets))
@@ -326,5 +361,24 @@ def derive_space(model: nn.Module, data: TaskData, settings: SearchSettings | No
     decisions = tuple(Decision(kind, target, merged[_block_of(model, target)], choices, weight)
                       for kind, target, choices, weight in raw)
     blocks = tuple(dict.fromkeys(merged[block] for block in block_order))
+    if len(students) > 1:
+        weights = sum(parameter.numel() for parameter in model.parameters())
+        decisions = (Decision("student", "model", "student", students, weights), *decisions)
+        blocks = ("student", *blocks)
     return SearchSpace(decisions, blocks, output_layer, settings)
+
+
+def _student_choices(model: nn.Module, fractions: tuple[float, ...]) -> tuple[float, ...]:
+    """The student fractions giving distinct students of ``model`` (1.0 first); only 1.0 for
+    an architecture distillation cannot shrink or fractions it cannot reach."""
+    choices, widths = [fractions[0]], set()
+    for fraction in fractions[1:]:
+        try:
+            width = width_multiplier_for_fraction(model, fraction)
+        except ValueError:  # not a distillable architecture, or no student that small
+            continue
+        if width < 1 and width not in widths:
+            widths.add(width)
+            choices.append(fraction)
+    return tuple(choices)
 

@@ -44,7 +44,7 @@ from satcompress.pipeline.base_model import TrainedModel
 from satcompress.pipeline.budget import Budget
 from satcompress.search.evaluate import Evaluation, Evaluator, objective_directions
 from satcompress.search.settings import SearchSettings
-from satcompress.search.space import SearchSpace
+from satcompress.search.space import SearchSpace, Students
 
 __all__ = [
     "FINISHED",
@@ -164,6 +164,9 @@ class StudyJob:
         Label stored on every trial ("whole", "block:<name>", "combine").
     n_trials, worker : int
         This worker's share of the trials and its index (seeds its sampler).
+    students : dict
+        Distilled students shared by the studies of one search run in this process (a
+        worker process gets a copy of those distilled so far).
     """
 
     storage: str
@@ -177,6 +180,7 @@ class StudyJob:
     phase: str = "whole"
     n_trials: int = 0
     worker: int = 0
+    students: Students = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
 
 def _finish(trial: optuna.Trial, evaluation: Evaluation) -> None:
@@ -233,7 +237,8 @@ def run_worker(job: StudyJob) -> None:
     """Run ``job.n_trials`` trials of the study (the body of one worker process)."""
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    evaluator = Evaluator(job.trained, job.space, job.budget, base=job.base)
+    evaluator = Evaluator(job.trained, job.space, job.budget, base=job.base,
+                          students=job.students)
     study = optuna.load_study(study_name=job.study_name, storage=open_storage(job.storage),
                               sampler=_sampler(job.space.settings, job.total, job.worker))
     stop = optuna.study.MaxTrialsCallback(job.total, states=FINISHED)
