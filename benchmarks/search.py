@@ -52,6 +52,12 @@ TOLERANCE = {"flares": 0.01, "transients": 0.02}
 VALIDATION_DROP = {"flares": "tss:0.05", "transients": "logloss:0.1"}
 """The search budgets' validation metric-drop limit (also the hypervolume reference)."""
 TRIALS = {"flares": 30, "transients": 24}
+SETTINGS = {
+    "flares": SearchSettings(),  # students by DynamicKD, 12 epochs, as the assembled recipe
+    "transients": SearchSettings(distill_stage="hinton_kd", distill_epochs=40,
+                                 distill_patience=8, student_fractions=(1.0, 0.2, 0.1)),
+}
+"""Search settings per task: the student decision distils as that task's hand recipe does."""
 SCALING_TRIALS = 12
 
 
@@ -94,7 +100,7 @@ def search(trained, budget: str, trials: int, strategy: str, reference_drop: flo
     started = time.perf_counter()
     try:
         result = run_search(trained, budget, trials, out, strategy=strategy,
-                            settings=SearchSettings(), latency_repeats=100)
+                            settings=SETTINGS[trained.task.name], latency_repeats=100)
     except (EmptyFront, BudgetNotMet) as failure:
         return {"method": f"search ({strategy})", "failure": str(failure),
                 "seconds": round(time.perf_counter() - started, 1)}
@@ -132,7 +138,8 @@ def scaling(trained, budget: str, trials: int) -> dict:
             started = time.perf_counter()
             try:
                 run_search(trained, budget, trials, out, workers=workers, storage=server.url,
-                           study_name=f"scaling-{workers}w", settings=SearchSettings(),
+                           study_name=f"scaling-{workers}w",
+                           settings=SETTINGS[trained.task.name],
                            latency_repeats=100)
                 outcome = "model delivered"
             except (EmptyFront, BudgetNotMet) as failure:  # the trials ran all the same

@@ -1,8 +1,10 @@
 """One NumPy kernel per operator of the flight graph, in a registry (operator name -> kernel).
 
-Operators follow the ONNX operator specifications (opset 18) unless noted; the two fused
+Operators follow the ONNX operator specifications (opset 18) unless noted; the fused
 operators ``QuantGemm`` and ``QuantConv`` are satcompress's own (the graph builder,
-:mod:`satcompress.pipeline.flight`, writes them for QDQ patterns). Every kernel is a function
+:mod:`satcompress.pipeline.flight`, writes them for QDQ patterns), as are ``MatMulAdd`` and
+``MatMulScaleSoftmax`` (the runtime's load-time fusion, :mod:`satcompress.runtime.fuse`,
+writes them; they compute the same values as the operators they replace, in fewer passes). Every kernel is a function
 ``(inputs, attributes) -> outputs`` on NumPy arrays; an absent optional input is ``None``.
 
 Arithmetic (the fixed, documented order of operations)
@@ -173,19 +175,22 @@ KERNELS["ReduceSum"] = Kernel(_reduction(np.sum))
 KERNELS["ReduceMax"] = Kernel(_reduction(np.max))
 
 
+def _softmax_in_place(x: np.ndarray, axis: int) -> np.ndarray:
+    """Softmax of ``x`` along ``axis``, written into ``x`` (see ``Softmax``)."""
+    x -= x.max(axis=axis, keepdims=True)
+    np.exp(x, out=x)
+    total = x.sum(axis=axis, keepdims=True, dtype=np.float64)
+    x *= (1.0 / total).astype(x.dtype)
+    return x
+
+
 @_register("Softmax")
 def _softmax(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
     """``exp(x - max) * fl32(1 / sum(exp(x - max)))``: exponentials in float32, their sum in
     float64, then one float32 product by the rounded reciprocal (within one float32 rounding
     of the quotient, and about twice as fast on the attention maps that dominate a
     transformer's time: 3.1 M values per batch of 78 light curves)."""
-    x = inputs[0]
-    axis = attributes.get("axis", -1)
-    exponentials = x - x.max(axis=axis, keepdims=True)
-    np.exp(exponentials, out=exponentials)
-    total = exponentials.sum(axis=axis, keepdims=True, dtype=np.float64)
-    exponentials *= (1.0 / total).astype(x.dtype)
-    return [exponentials]
+    return [_softmax_in_place(inputs[0].copy(), attributes.get("axis", -1))]
 
 
 @_register("LayerNormalization")
@@ -194,13 +199,18 @@ def _layer_norm(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
     x, scale = inputs[0], inputs[1]
     bias = inputs[2] if len(inputs) > 2 else None
     axis = attributes.get("axis", -1) % x.ndim
-    axes = tuple(range(axis, x.ndim))
-    mean = x.mean(axis=axes, keepdims=True, dtype=np.float64).astype(x.dtype)
-    centred = x - mean
-    variance = np.mean(centred * centred, axis=axes, keepdims=True, dtype=np.float64)
+    rows = x.reshape(*x.shape[:axis], -1)  # the normalised axes as one
+    count = rows.shape[-1]
+    mean = (np.einsum("...i->...", rows, dtype=np.float64) / count).astype(x.dtype)
+    mean = mean.reshape(*x.shape[:axis], *(1,) * (x.ndim - axis))
+    y = x - mean
+    centred = y.reshape(rows.shape)
+    variance = np.einsum("...i,...i->...", centred, centred, dtype=np.float64) / count
+    variance = variance.reshape(mean.shape)
     epsilon = np.float64(_FLOAT(attributes.get("epsilon", 1e-5)))
     inverse_std = (1.0 / np.sqrt(variance + epsilon)).astype(x.dtype)
-    y = centred * inverse_std * scale
+    y *= inverse_std  # in place: (x - mean) * inverse_std * scale + bias, in that order
+    y *= scale
     if bias is not None:
         y += bias
     return [y, mean, inverse_std]
@@ -223,6 +233,28 @@ def _batch_norm(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
 @_register("MatMul")
 def _matmul(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
     return [np.matmul(inputs[0], inputs[1])]
+
+
+@_register("MatMulAdd")
+def _matmul_add(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
+    """``MatMul`` then ``Add`` of a bias (then ``Relu`` if ``activation`` says so), each
+    written into the product (a load-time fusion, :mod:`satcompress.runtime.fuse`; the same
+    values as the separate operators)."""
+    y = np.matmul(inputs[0], inputs[1])
+    y += inputs[2]
+    if attributes.get("activation") == "Relu":
+        np.maximum(y, y.dtype.type(0), out=y)
+    return [y]
+
+
+@_register("MatMulScaleSoftmax")
+def _matmul_scale_softmax(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
+    """``Softmax(MatMul(a, b) / c)`` in the product's own buffer: a transformer's attention
+    weights (a load-time fusion, :mod:`satcompress.runtime.fuse`; the same values as the
+    three operators)."""
+    y = np.matmul(inputs[0], inputs[1])
+    y /= inputs[2]
+    return [_softmax_in_place(y, attributes.get("axis", -1))]
 
 
 @_register("Gemm")
@@ -301,11 +333,11 @@ def _unfolded_bytes(x: np.ndarray, weight: np.ndarray, output: np.ndarray, items
 @_register("Conv", workspace=lambda i, a, o: _unfolded_bytes(i[0], i[1], o[0], 4))
 def _conv(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
     x, weight = inputs[0], inputs[1]
-    y = _convolve(x, weight, attributes, x.dtype)
+    y = _convolve(x, weight, attributes, x.dtype)  # a new array: the bias is added in place
     bias = inputs[2] if len(inputs) > 2 else None
     if bias is not None:
-        y = y + bias.reshape((1, -1) + (1,) * (y.ndim - 2))
-    return [y.astype(x.dtype)]
+        y += bias.reshape((1, -1) + (1,) * (y.ndim - 2))
+    return [y.astype(x.dtype, copy=False)]
 
 
 # --- quantization -----------------------------------------------------------------------------
@@ -471,8 +503,9 @@ def _global_average_pool(inputs: Arrays, attributes: Attributes) -> list[np.ndar
 
 @_register("Transpose")
 def _transpose(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
-    perm = attributes.get("perm")
-    return [np.ascontiguousarray(np.transpose(inputs[0], perm))]
+    """A view (no copy): matrix products take transposed operands as they are, and no
+    kernel writes into its inputs."""
+    return [np.transpose(inputs[0], attributes.get("perm"))]
 
 
 @_register("Reshape")

@@ -6,7 +6,8 @@ are evaluated once (e.g. ``DequantizeLinear`` of a weight-only quantized weight:
 weight it yields is what the runtime keeps), and one batch-1 dry run on zeros fixes every
 buffer's size, checks every quantized layer's accumulator bound and produces the
 :class:`~satcompress.runtime.plan.BufferPlan`. Inference then executes the nodes in their
-stored order, freeing each value after its last reader, in chunks of at most
+stored order (after the load-time fusions of :mod:`satcompress.runtime.fuse`), freeing each
+value after its last reader, in chunks of at most
 :data:`CHUNK_EXAMPLES` examples (every example is computed independently of the others).
 """
 
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from satcompress.artifact import Artifact, decode_artifact, read_artifact
+from satcompress.runtime.fuse import fuse_program
 from satcompress.runtime.graph import GraphError, Node, check_graph
 from satcompress.runtime.kernels import ACCUMULATOR_LIMIT, KERNELS, integer_accumulator_bound
 from satcompress.runtime.plan import BufferPlan, Lifetime, plan_buffers
@@ -91,9 +93,11 @@ class Runtime:
     constants...), ``operators`` (the graph's operator names), ``checksum`` (the file's
     SHA-256), ``size_bytes``, ``input_shape`` (of one example), ``plan`` (the batch-1 :class:`~satcompress.runtime.plan.BufferPlan`) and
     ``peak_buffer_bytes`` (its peak: what a budget's ``max_ram_bytes`` counts).
+    ``fuse=False`` runs the stored operators one by one instead of the load-time fusions of
+    :mod:`satcompress.runtime.fuse` (same results; for checking them).
     """
 
-    def __init__(self, artifact: Artifact) -> None:
+    def __init__(self, artifact: Artifact, fuse: bool = True) -> None:
         graph = artifact.graph
         nodes = check_graph(graph, artifact.tensors)
         self.operators: tuple[str, ...] = tuple(sorted({node.op for node in nodes}))
@@ -110,6 +114,8 @@ class Runtime:
         self.input_dtype = np.dtype(source["dtype"])
         self._constants, self._program = _fold_constants(nodes, artifact.tensors,
                                                          {self._output_name})
+        if fuse:
+            self._program = fuse_program(self._program, self._constants, {self._output_name})
         self._last_reader = {name: step for step, node in enumerate(self._program)
                              for name in node.inputs if name and name not in self._constants}
         self._freed_after: list[list[str]] = [[] for _ in self._program]
@@ -203,8 +209,9 @@ class Runtime:
         return exponentials / exponentials.sum(axis=1, keepdims=True)
 
 
-def load(source: str | os.PathLike | bytes) -> Runtime:
-    """Verify and load a flight artifact from a path or from its bytes.
+def load(source: str | os.PathLike | bytes, fuse: bool = True) -> Runtime:
+    """Verify and load a flight artifact from a path or from its bytes (``fuse``: see
+    :class:`Runtime`).
 
     Raises
     ------
@@ -214,5 +221,5 @@ def load(source: str | os.PathLike | bytes) -> Runtime:
         If the graph is malformed or uses an operator this runtime does not support.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return Runtime(decode_artifact(bytes(source)))
-    return Runtime(read_artifact(Path(source)))
+        return Runtime(decode_artifact(bytes(source)), fuse)
+    return Runtime(read_artifact(Path(source)), fuse)
