@@ -1,11 +1,12 @@
 """Alert-broker throughput: alerts per second per core, float base vs artifact vs published t2.
 
     SATCOMPRESS_DATA_DIR=/work/shared/data .venv/bin/python benchmarks/broker.py \
-        --artifact /tmp/broker/t2/model.sca
+        --artifact /tmp/broker/broker-t2/model.sca /tmp/broker/t2/model.sca
 
-The artifact is the compressed transient classifier of
-``satcompress compress --task transients --recipe assembled-t2
---budget max_metric_drop=weighted_log_loss:0.1 --out /tmp/broker/t2``.
+The artifacts are compressed transient classifiers of
+``satcompress compress --task transients --recipe broker-t2 --out /tmp/broker/broker-t2`` and
+``... --recipe assembled-t2 --out /tmp/broker/t2``. Each runs on the NumPy runtime as loaded
+(with its load-time fusions) and with ``fuse=False`` (the stored operators one by one).
 
 Workload: the 175 bundled raw ZTF alerts (``transients/ztf_alerts/``), replayed. With the
 default cuts only 3 of them are classified (152 are older than 90 days), too few to time a
@@ -52,7 +53,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
-from satcompress import broker  # noqa: E402
+from satcompress import broker, runtime  # noqa: E402
 from satcompress.broker.classify import predict_probabilities, preprocess_alerts  # noqa: E402
 from satcompress.data import fetch  # noqa: E402
 from satcompress.fileio import atomic_write_text  # noqa: E402
@@ -130,7 +131,10 @@ def spark_rate(artifact: Path, table: pd.DataFrame, replays: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--artifact", type=Path, default=Path("/tmp/broker/t2/model.sca"))
+    parser.add_argument("--artifact", type=Path, nargs="+",
+                        default=[Path("/tmp/broker/broker-t2/model.sca")],
+                        help="artifacts to compare; the first one sets the preprocessing and "
+                             "runs through Spark")
     parser.add_argument("--seconds", type=float, default=4.0,
                         help="least time per engine for the model-only rates")
     parser.add_argument("--end-to-end-seconds", type=float, default=8.0,
@@ -143,7 +147,7 @@ def main() -> None:
     paths = broker.bundled_alert_paths()
     alerts = broker.read_alerts(paths)
     table = alerts.table
-    classifier = broker.load_classifier(options.artifact)
+    classifier = broker.load_classifier(options.artifact[0])
     config = classifier.config
     prepared = preprocess_alerts(table, config, WORKLOAD_CUTS)
     x = prepared.x
@@ -154,8 +158,13 @@ def main() -> None:
     base = cached_base_model("transients").model
     engines = {
         "a: PyTorch float32 base t2": torch_model(base),
-        "b: satcompress artifact (NumPy runtime)": lambda v: predict_probabilities(classifier.runtime, v),
     }
+    for path in options.artifact:
+        label = f"{path.parent.name}, {path.stat().st_size:,} B"
+        for fuse in (True, False):
+            flight = runtime.load(path, fuse=fuse)
+            name = f"b: satcompress artifact {label} (NumPy runtime{'' if fuse else ', unfused'})"
+            engines[name] = lambda v, flight=flight: predict_probabilities(flight, v)
     for name in PUBLISHED:
         engines[f"c: LiteRT published {Path(name).name}"] = litert_model(fetch(name))
     gp_means = np.ascontiguousarray(x[:, :, :2])
@@ -210,8 +219,8 @@ def main() -> None:
     results = {
         "machine": platform.platform(), "python": platform.python_version(),
         "torch": torch.__version__, "numpy": np.__version__,
-        "artifact": str(options.artifact), "artifact_sha256": classifier.sha256,
-        "artifact_bytes": options.artifact.stat().st_size,
+        "artifacts": [{"path": str(path), "bytes": path.stat().st_size,
+                       "sha256": broker.load_classifier(path).sha256} for path in options.artifact],
         "base_parameters": sum(p.numel() for p in base.parameters()),
         "threads": 1, "stream_alerts_per_replay": n_stream, "classified_per_replay": n_classified,
         "counts_default_cuts": default_counts, "counts_workload_cuts": workload_counts,
@@ -220,7 +229,7 @@ def main() -> None:
         "throughput": rows,
     }
     if options.spark:
-        results["spark_local1"] = spark_rate(options.artifact, table, options.spark_replays)
+        results["spark_local1"] = spark_rate(options.artifact[0], table, options.spark_replays)
     atomic_write_text(RESULTS, json.dumps(results, indent=2) + "\n")
     rounded = [{k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()} for row in rows]
     print(markdown_table(rounded))

@@ -84,4 +84,5 @@ def test_settings_left_at_a_none_default_round_trip_through_toml():
 
 
 def test_the_classic_recipes_are_shipped():
-    assert {"assembled", "assembled-t2", "deep-compression", "tinho", "int8"} <= set(named_recipes())
+    assert {"assembled", "assembled-t2", "broker-t2", "deep-compression", "tinho", "int8"} <= set(
+        named_recipes())

@@ -94,8 +94,8 @@ class DistillSettings(StageConfig):
     depth_multiplier : float
         Scales the teacher's number of blocks (> 0).
     heads_multiplier : float
-        Scales a transformer teacher's number of attention heads (> 0; 1 for a model
-        without heads).
+        Scales a transformer teacher's number of attention heads (> 0; a model without
+        heads ignores it).
     temperature : float
         Softmax temperature ``T`` of the soft targets (> 0).
     alpha : float

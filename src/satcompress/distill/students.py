@@ -122,7 +122,7 @@ def build_student(
         Scales the number of residual / transformer blocks (rounded, at least 1).
     heads_multiplier : float
         T2Transformer: scales the number of attention heads (rounded, at least 1).
-        ResidualMLP has no heads: it must be 1.
+        A ResidualMLP has no heads and ignores it (so one recipe serves both tasks).
 
     Returns
     -------
@@ -137,12 +137,7 @@ def build_student(
         If the teacher is of another class or a multiplier is not > 0.
     """
     _check_multipliers(width_multiplier, depth_multiplier, heads_multiplier)
-    if isinstance(teacher, ResidualMLP):
-        if heads_multiplier != 1:
-            raise ValueError(
-                f"build_student: a ResidualMLP has no attention heads; heads_multiplier must be "
-                f"1, got {heads_multiplier!r}."
-            )
+    if isinstance(teacher, ResidualMLP):  # no attention heads to scale
         return _residual_mlp_student(teacher, width_multiplier, depth_multiplier)
     if isinstance(teacher, T2Transformer):
         return _t2_student(teacher, width_multiplier, depth_multiplier, heads_multiplier)
