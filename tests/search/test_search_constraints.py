@@ -1,10 +1,10 @@
-"""The budget as constraints: infeasible trials are marked so, and an empty front says why."""
+"""The budget as constraints: infeasible trials are marked so (see also
+test_search_run.test_infeasible_trials_are_recorded_as_such), and an empty front says why."""
 
 from __future__ import annotations
 
 import json
 
-import optuna
 import pytest
 
 from satcompress.pipeline.budget import Budget, Violation
@@ -37,24 +37,6 @@ def test_a_proxy_over_the_byte_limit_is_infeasible_without_a_full_evaluation():
     assert big.measurement.theoretical_bytes > 2300 and evaluator.hopeless(big, margin=None)
     assert small.measurement.theoretical_bytes <= 2300 and not evaluator.hopeless(small, margin=None)
     assert big.attrs()["constraints"][0] > 0 >= small.attrs()["constraints"][0]
-
-
-def test_infeasible_trials_are_recorded_as_such(tmp_path):
-    trained = trained_blobs()
-    result = run_search(trained, "max_bytes=2.5kB,max_metric_drop=accuracy:0.05", 10, tmp_path,
-                        settings=FAST, latency_repeats=2)
-    trials = json.loads((tmp_path / "trials.json").read_text())
-    assert len(trials) == 10
-    for trial in trials:
-        if trial["bytes"] > 2500:
-            assert not trial["feasible"] and trial["evaluation"] == "proxy"
-            assert any(v.startswith("max_bytes") for v in trial["violations"])
-        assert trial["feasible"] == (not trial["violations"])
-    study = optuna.load_study(study_name="blobs-whole", storage=result.storage)
-    for trial in study.trials:  # the sampler sees the same verdicts as constraint values
-        assert (max(trial.system_attrs["constraints"]) <= 0) == trial.user_attrs["feasible"]
-    assert result.chosen.feasible and result.chosen.bytes <= 2500
-    assert all(r.candidate for r in result.front)
 
 
 def test_an_unmeetable_budget_names_the_closest_trial_and_the_limit_it_missed(tmp_path):

@@ -49,7 +49,7 @@ def test_an_interrupted_study_resumes_from_sqlite_without_redoing_trials(tmp_pat
 
 def test_a_study_of_another_search_is_not_resumed(tmp_path):
     trained = trained_blobs()
-    run_search(trained, BUDGET, 2, tmp_path, settings=FAST, latency_repeats=2)
+    run_search(trained, BUDGET, 1, tmp_path, settings=FAST, latency_repeats=2)
     with pytest.raises(ValueError, match="belongs to another search .*budget.*new --study-name"):
         run_search(trained, "max_bytes=3kB", 2, tmp_path, settings=FAST, latency_repeats=2)
 
@@ -74,14 +74,14 @@ def postgres_url():
 def test_two_worker_processes_share_one_postgresql_study_with_an_exact_trial_count(
         postgres_url, tmp_path):
     trained = trained_blobs()
-    result = run_search(trained, BUDGET, 6, tmp_path, workers=2, storage=postgres_url,
+    result = run_search(trained, BUDGET, 4, tmp_path, workers=2, storage=postgres_url,
                         settings=FAST, latency_repeats=2)
     study = optuna.load_study(study_name="blobs-whole", storage=open_storage(postgres_url))
-    assert len(study.trials) == 6
+    assert len(study.trials) == 4
     assert all(trial.state in FINISHED for trial in study.trials)
     assert {trial.user_attrs["worker"] for trial in study.trials} == {0, 1}
     assert result.storage == postgres_url and not (tmp_path / "study.db").exists()
-    again = run_search(trained, BUDGET, 6, tmp_path, workers=2, storage=postgres_url,
+    again = run_search(trained, BUDGET, 4, tmp_path, workers=2, storage=postgres_url,
                        settings=FAST, latency_repeats=2)  # already complete: nothing runs
-    assert len(optuna.load_study(study_name="blobs-whole", storage=open_storage(postgres_url)).trials) == 6
+    assert len(optuna.load_study(study_name="blobs-whole", storage=open_storage(postgres_url)).trials) == 4
     assert again.chosen.label == result.chosen.label
