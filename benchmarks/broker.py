@@ -1,7 +1,8 @@
 """Alert-broker throughput: alerts per second per core, float base vs artifact vs published t2.
 
     SATCOMPRESS_DATA_DIR=/work/shared/data .venv/bin/python benchmarks/broker.py \
-        --artifact /tmp/broker/broker-t2/model.sca /tmp/broker/t2/model.sca
+        --artifact /tmp/broker/broker-t2/model.sca /tmp/broker/broker-t2-2heads/model.sca \
+                   /tmp/broker/t2/model.sca
 
 The artifacts are compressed transient classifiers of
 ``satcompress compress --task transients --recipe broker-t2 --out /tmp/broker/broker-t2`` and
