@@ -9,10 +9,9 @@ import re
 from typing import Any
 
 from satcompress.cluster import MAX_CLUSTERS
-from satcompress.distill import DynamicKDConfig, HintonKDConfig
-from satcompress.stages import StageConfig
 from satcompress.prune import IMPORTANCE_CRITERIA
 from satcompress.quantize.fake_quant import MAX_BITS, MIN_BITS
+from satcompress.stages import StageConfig, config_type
 
 __all__ = ["CODECS", "DISTILL_STAGES", "SearchSettings", "parse_codec"]
 
@@ -21,8 +20,7 @@ CODECS = ("float", "int8", "int6", "int4", "int3", "int2", "k64", "k16", "k8", "
 (symmetric, per channel), or ``kK`` shared centroids (weight clustering, ``log2 K``-bit
 indices)."""
 
-_DISTILL_CONFIGS = {"hinton_kd": HintonKDConfig, "dynamic_kd": DynamicKDConfig}
-DISTILL_STAGES = tuple(_DISTILL_CONFIGS)
+DISTILL_STAGES = ("hinton_kd", "dynamic_kd")
 """Distillation stages a student trial may use (both need nothing but the teacher)."""
 
 _CODEC = re.compile(r"^(?:(float)|int(\d+)|k(\d+))$")
@@ -189,7 +187,7 @@ class SearchSettings:
 
     def student_config(self, fraction: float) -> StageConfig:
         """The distillation stage of a student of ``fraction`` of the model's parameters."""
-        return _DISTILL_CONFIGS[self.distill_stage](
+        return config_type(self.distill_stage)(
             target_parameter_fraction=fraction, epochs=self.distill_epochs,
             patience_epochs=self.distill_patience, seed=self.seed)
 

@@ -48,7 +48,7 @@ from torch import nn
 
 from satcompress import stages
 from satcompress.cluster import WeightClusterConfig
-from satcompress.distill import width_multiplier_for_fraction
+from satcompress.distill import parameter_count, width_multiplier_for_fraction
 from satcompress.lowrank import FactorizableLayer, LowRankConfig, factorizable_layers
 from satcompress.pipeline.recipe import Recipe
 from satcompress.prune import StructuredPruneConfig, StructuredPruner, prunable_weights, units_to_remove
@@ -145,7 +145,8 @@ class SearchSpace:
         off."""
         if not self.settings.anchors:
             return ()
-        students = sorted(self.by_name()[STUDENT].choices[1:]) if STUDENT in self.by_name() else []
+        decisions = self.by_name()
+        students = sorted(decisions[STUDENT].choices[1:]) if STUDENT in decisions else []
         smallest = students[:1] or [1.0]
         second = students[1:2] or smallest
         points = (
@@ -218,15 +219,14 @@ class SearchSpace:
             configs.append(config)
             model = stages.apply(model, config, data)
 
+        students = {} if students is None else students
         fraction = chosen.get(STUDENT, 1.0)
         if fraction < 1:
             distillation = settings.student_config(fraction)
-            if students is None or distillation not in students:
-                student = stages.apply(model, distillation, data)
-                if students is not None:
-                    students[distillation] = student
+            if distillation not in students:
+                students[distillation] = stages.apply(model, distillation, data)
             configs.append(distillation)
-            model = students[distillation] if students is not None else student
+            model = students[distillation]
         by_kind = {kind: {d.target: chosen[d.name] for d in self.decisions if d.kind == kind}
                    for kind in DECISION_KINDS}
         ratios = tuple((group, ratio) for group, ratio in by_kind["prune"].items() if ratio > 0)
@@ -362,8 +362,8 @@ def derive_space(model: nn.Module, data: TaskData, settings: SearchSettings | No
                       for kind, target, choices, weight in raw)
     blocks = tuple(dict.fromkeys(merged[block] for block in block_order))
     if len(students) > 1:
-        weights = sum(parameter.numel() for parameter in model.parameters())
-        decisions = (Decision("student", "model", "student", students, weights), *decisions)
+        decisions = (Decision("student", "model", "student", students, parameter_count(model)),
+                     *decisions)
         blocks = ("student", *blocks)
     return SearchSpace(decisions, blocks, output_layer, settings)
 
