@@ -26,21 +26,21 @@ def test_an_interrupted_study_resumes_from_sqlite_without_redoing_trials(tmp_pat
 
     def interrupted(self, assignment, full, name="search"):
         calls.append(name)
-        if len(calls) == 6:
+        if len(calls) == 4:
             raise KeyboardInterrupt
         return original(self, assignment, full, name)
 
     monkeypatch.setattr(Evaluator, "evaluate", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        run_search(trained, BUDGET, 6, tmp_path, settings=FAST, latency_repeats=2)
+        run_search(trained, BUDGET, 4, tmp_path, settings=FAST, latency_repeats=2)
     monkeypatch.undo()
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     before = [(trial.number, trial.params, trial.values) for trial in _finished(storage)]
-    assert 0 < len(before) < 6
+    assert 0 < len(before) < 4
 
-    result = run_search(trained, BUDGET, 6, tmp_path, settings=FAST, latency_repeats=2)
+    result = run_search(trained, BUDGET, 4, tmp_path, settings=FAST, latency_repeats=2)
     after = _finished(storage)
-    assert len(after) == 6
+    assert len(after) == 4
     assert [(trial.number, trial.params, trial.values) for trial in after][: len(before)] == before
     study = optuna.load_study(study_name="blobs-whole", storage=storage)
     assert [trial.state.name for trial in study.trials].count("FAIL") == 1  # the interrupted one
