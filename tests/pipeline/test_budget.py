@@ -63,3 +63,61 @@ def test_a_fitting_candidate_has_no_violations_and_each_broken_limit_is_named():
 def test_a_limited_metric_missing_from_the_measurement_is_an_error():
     with pytest.raises(ValueError, match="has no such metric"):
         Budget.parse("max_metric_drop=tss:0.01").violations(measurement(hss=0.1), measurement(tss=0.5))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("max_bytes=1e400", "max_bytes: A byte size '1e400' is not a finite number"),
+    ("max_ram_bytes=1e400GiB", "max_ram_bytes: A byte size '1e400GiB' is not a finite number"),
+    ("max_latency_ms=1e400s", "max_latency_ms: A latency '1e400s' is not a finite number"),
+    ("max_bytes=-5kB", "max_bytes must be > 0"),
+    ("max_ram_bytes=0.4", "max_ram_bytes must be > 0"),
+    ("max_latency_ms=0", "max_latency_ms must be > 0"),
+    ("max_latency_ms=1e-400", "max_latency_ms must be > 0"),
+    ("max_metric_drop=tss:nan", "max_metric_drop for tss: Cannot read a metric drop 'nan'"),
+    ("max_metric_drop=tss:inf", "max_metric_drop for tss: Cannot read a metric drop 'inf'"),
+    ("max_metric_drop=tss:1e400", "max_metric_drop for tss: A metric drop '1e400' is not a finite"),
+    ("max_metric_drop=tss:-0.01", "max_metric_drop for tss must be >= 0"),
+    ("max_metric_drop=tss:lots", "max_metric_drop for tss: Cannot read a metric drop 'lots'"),
+])
+def test_non_finite_and_non_positive_limits_are_refused_naming_the_key(text, message):
+    with pytest.raises(ValueError, match=message):
+        Budget.parse(text)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("max_bytes=1kB,max_bytes=2kB", "max_bytes is given twice"),
+    ("max_latency_ms=2,max_latency_ms=2", "max_latency_ms is given twice"),
+    ("max_metric_drop=tss:0.01+tss:0.5", "gives tss more than once"),
+    ("max_metric_drop=logloss:0.1,max_metric_drop=weighted_log_loss:0.2",
+     "gives weighted_log_loss more than once"),
+])
+def test_a_repeated_limit_or_metric_is_refused_not_overwritten(text, message):
+    with pytest.raises(ValueError, match=message):
+        Budget.parse(text)
+
+
+def test_a_zero_metric_drop_is_allowed():
+    assert Budget.parse("max_metric_drop=tss:0").max_metric_drop == (("tss", 0.0),)
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"max_bytes": float("inf")}, "max_bytes: A byte size inf is not a finite number"),
+    ({"max_ram_bytes": float("nan")}, "max_ram_bytes: A byte size nan is not a finite number"),
+    ({"max_latency_ms": float("nan")}, "max_latency_ms: A latency nan is not a finite number"),
+    ({"max_bytes": True}, "max_bytes: Cannot read a byte size True"),
+    ({"max_bytes": 0}, "max_bytes must be > 0"),
+    ({"max_metric_drop": {"tss": float("nan")}}, "max_metric_drop for tss: A metric drop nan"),
+    ({"max_metric_drop": (("tss", 0.1), ("tss", 0.2))}, "gives tss more than once"),
+    ({"max_metric_drop": "tss:0.1"}, "max_metric_drop must map metrics to drops"),
+])
+def test_direct_construction_is_checked_like_parsing(values, message):
+    with pytest.raises(ValueError, match=message):
+        Budget(**values)
+
+
+def test_a_table_or_to_dict_builds_the_same_budget_as_the_command_line():
+    parsed = Budget.parse("max_bytes=40kB,max_ram_bytes=1MiB,max_latency_ms=0.5s,"
+                          "max_metric_drop=tss:0.01+logloss:0.02")
+    table = {"max_bytes": "40kB", "max_ram_bytes": 1_048_576, "max_latency_ms": "0.5s",
+             "max_metric_drop": {"tss": 0.01, "logloss": 0.02}}
+    assert Budget(**table) == parsed == Budget(**parsed.to_dict())

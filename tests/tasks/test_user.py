@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import io
+import zipfile
+
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from conftest import make_blobs
 
+from satcompress.tasks import user
+from satcompress.tasks.base import stratified_group_split
 from satcompress.tasks.user import UserDataError, read_user_data, score
 
 
@@ -50,8 +57,9 @@ def test_arrays_are_used_as_given(tmp_path):
 
 @pytest.mark.parametrize("mutate, message", [
     (lambda f: f.drop(columns="label"), r"no column\(s\) \['label'\]"),
-    (lambda f: f.assign(f0="text"), r"must be numeric; \['f0'\] are not"),
-    (lambda f: f.assign(f1=np.where(np.arange(len(f)) == 3, np.nan, f.f1)), r"\['f1'\] hold missing"),
+    (lambda f: f.assign(f0="text"), r"must be numeric \(real\); \['f0'\] are not"),
+    (lambda f: f.assign(f1=np.where(np.arange(len(f)) == 3, np.nan, f.f1)),
+     r"column 'f1', row 3 is nan"),
     (lambda f: f.assign(label="a"), "a single class"),
     (lambda f: f.assign(label=np.where(np.arange(len(f)) < 3, "rare", f.label)), r"rare \(3\)"),
 ])
@@ -68,6 +76,167 @@ def test_a_missing_file_and_bad_arrays_are_named(tmp_path):
     np.savez(tmp_path / "d.npz", x=np.zeros((10, 2)))
     with pytest.raises(UserDataError, match="must hold arrays 'x' and 'y'"):
         read_user_data(tmp_path / "d.npz")
+
+
+def csv_with_header(path, header: str, frame: pd.DataFrame) -> None:
+    """``frame``'s values under a header line written by hand (pandas cannot repeat names)."""
+    path.write_text(header + "\n" + frame.to_csv(index=False, header=False))
+
+
+@pytest.mark.parametrize("copied", ["label", "region", "f0"])
+def test_a_column_repeated_in_a_csv_header_is_refused_not_renamed(tmp_path, copied):
+    frame = blob_table()
+    frame = frame.assign(copy=frame[copied])
+    path = tmp_path / "dup.csv"
+    csv_with_header(path, ",".join([*frame.columns[:-1], copied]), frame)
+    with pytest.raises(UserDataError, match=rf"\['{copied}'\] appear more than once"):
+        read_user_data(path, group_column="region")
+
+
+def test_a_column_repeated_in_a_parquet_schema_is_refused(tmp_path):
+    frame = blob_table()
+    columns = [pa.array(frame[c]) for c in frame.columns] + [pa.array(frame.label)]
+    pq.write_table(pa.table(columns, names=[*frame.columns, "label"]), tmp_path / "dup.parquet")
+    with pytest.raises(UserDataError, match=r"\['label'\] appear more than once"):
+        read_user_data(tmp_path / "dup.parquet")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+@pytest.mark.parametrize("copy", ["label.1", "region.2"])
+def test_a_renamed_copy_of_the_label_or_group_column_is_refused(tmp_path, suffix, copy):
+    frame = blob_table()
+    frame[copy] = pd.factorize(frame[copy.split(".")[0]])[0]
+    path = tmp_path / f"renamed{suffix}"
+    frame.to_csv(path, index=False) if suffix == ".csv" else frame.to_parquet(path)
+    with pytest.raises(UserDataError, match=rf"\['{copy}'\] look like renamed copies"):
+        read_user_data(path, group_column="region")
+
+
+def test_the_label_cannot_also_be_the_group(tmp_path):
+    blob_table().to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(UserDataError, match="both the label and the group column"):
+        read_user_data(tmp_path / "t.csv", group_column="label")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_an_empty_table_is_refused(tmp_path, suffix):
+    path = tmp_path / f"empty{suffix}"
+    empty = blob_table().iloc[:0]
+    empty.to_csv(path, index=False) if suffix == ".csv" else empty.to_parquet(path)
+    with pytest.raises(UserDataError, match="holds no rows"):
+        read_user_data(path)
+    path.write_bytes(b"")
+    with pytest.raises(UserDataError, match="Cannot read .* as a table"):
+        read_user_data(path)
+
+
+def test_a_missing_group_is_named_by_row(tmp_path):
+    frame = blob_table()
+    frame["region"] = frame.region.astype(float).where(np.arange(len(frame)) != 4)
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(UserDataError, match="group column 'region' is missing in row 4"):
+        read_user_data(tmp_path / "t.csv", group_column="region")
+
+
+def test_a_value_beyond_float64_in_a_csv_is_named_by_column_and_row(tmp_path):
+    frame = blob_table().astype({"f2": str})
+    frame.loc[7, "f2"] = "1e400"
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(UserDataError, match="column 'f2', row 7 is inf"):
+        read_user_data(tmp_path / "t.csv")
+
+
+def test_a_column_too_large_to_standardise_is_named(tmp_path):
+    frame = blob_table().assign(f2=lambda f: f.f2.astype(float) * 1e300)
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(UserDataError, match=r"column 'f2', row \d+ is .* too large to standardise"):
+        read_user_data(tmp_path / "t.csv")
+
+
+def test_a_value_overflowing_float32_once_standardised_is_named(tmp_path):
+    frame = blob_table()
+    y = np.unique(frame.label.astype(str), return_inverse=True)[1]
+    _, _, test = stratified_group_split(y, frame.region.astype(str).to_numpy(), 0)
+    row = int(test[0])
+    rng = np.random.default_rng(0)
+    frame["f3"] = rng.normal(0, 1e-100, len(frame))
+    frame.loc[row, "f3"] = 1.0
+    frame.to_parquet(tmp_path / "t.parquet")
+    with pytest.raises(UserDataError, match=rf"column 'f3', row {row} is .*: once standardised, "
+                       "beyond the range of float32"):
+        read_user_data(tmp_path / "t.parquet", group_column="region")
+
+
+def test_a_light_curve_table_with_a_second_label_column_is_refused(tmp_path):
+    frame = pd.DataFrame({"object_id": ["a"], "mjd": [1.0], "band": ["g"], "flux": [1.0],
+                          "flux_err": [0.1], "label": ["x"], "cls": ["y"]})
+    frame.to_csv(tmp_path / "lc.csv", index=False)
+    with pytest.raises(UserDataError, match="a column 'label' besides the label column 'cls'"):
+        read_user_data(tmp_path / "lc.csv", label_column="cls")
+
+
+def npz_arrays(n: int = 30) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {"x": rng.normal(size=(n, 3)), "y": np.arange(n) % 2}
+
+
+def npy_member(array: np.ndarray, shape: tuple[int, ...] | None = None) -> bytes:
+    """``array`` as .npy bytes, its header optionally declaring another ``shape``."""
+    stream = io.BytesIO()
+    header = np.lib.format.header_data_from_array_1_0(array)
+    np.lib.format.write_array_header_1_0(stream, {**header, "shape": shape or array.shape})
+    return stream.getvalue() + array.tobytes()
+
+
+def test_an_npz_header_declaring_more_than_it_holds_is_refused_before_loading(tmp_path):
+    arrays = npz_arrays()
+    path = tmp_path / "forged.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("x.npy", npy_member(arrays["x"], shape=(10**12, 3)))
+        archive.writestr("y.npy", npy_member(arrays["y"]))
+    with pytest.raises(UserDataError, match=r"'x' declares shape \(1000000000000, 3\)"):
+        read_user_data(path)
+
+
+def test_npz_and_parquet_over_the_size_limit_are_refused_before_loading(tmp_path, monkeypatch):
+    monkeypatch.setattr(user, "MAX_DATA_BYTES", 100)
+    np.savez(tmp_path / "d.npz", **npz_arrays())
+    with pytest.raises(UserDataError, match="bytes of arrays, over 100"):
+        read_user_data(tmp_path / "d.npz")
+    blob_table().to_parquet(tmp_path / "t.parquet")
+    with pytest.raises(UserDataError, match="values, over 100 bytes"):
+        read_user_data(tmp_path / "t.parquet")
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda a: {**a, "y": a["y"].astype(float)}, "'y' must be one integer label per row"),
+    (lambda a: {**a, "y": a["y"][:, None]}, "'y' must be one integer label per row"),
+    (lambda a: {**a, "y": a["y"] - 1}, "'y' holds labels from -1 to 0"),
+    (lambda a: {**a, "y": np.where(a["y"] == 1, 10**12, 0)}, "labels from 0 to 1000000000000"),
+    (lambda a: {**a, "x": a["x"][:, 0]}, "'x' must be real numbers, examples first"),
+    (lambda a: {"x": a["x"][:0], "y": a["y"][:0]}, "holds no examples"),
+    (lambda a: {**a, "groups": np.arange(29)}, "'groups' must give one group per row"),
+    (lambda a: {**a, "class_names": np.array(["a", "a"])}, "'class_names' repeats a name"),
+    (lambda a: {**a, "x": np.where(np.arange(90).reshape(30, 3) == 10, np.nan, a["x"])},
+     r"x\[3, 1\] is nan"),
+    (lambda a: {**a, "x": np.where(np.arange(90).reshape(30, 3) == 23, 1e39, a["x"])},
+     r"x\[7, 2\] is 1e\+39: beyond the range of float32"),
+])
+def test_bad_npz_arrays_fail_naming_the_problem(tmp_path, change, message):
+    np.savez(tmp_path / "d.npz", **change(npz_arrays()))
+    with pytest.raises(UserDataError, match=message):
+        read_user_data(tmp_path / "d.npz")
+
+
+def test_npz_that_is_not_an_archive_or_holds_objects_is_refused(tmp_path):
+    path = tmp_path / "d.npz"
+    np.save(tmp_path / "d.npy", npz_arrays()["x"])
+    path.write_bytes((tmp_path / "d.npy").read_bytes())
+    with pytest.raises(UserDataError, match="Cannot read .* as .npz arrays"):
+        read_user_data(path)
+    np.savez(path, x=np.array([[{"a": 1}]] * 30, dtype=object), y=npz_arrays()["y"])
+    with pytest.raises(UserDataError, match="'x' holds Python objects"):
+        read_user_data(path)
 
 
 def test_scores_include_tss_for_two_classes_and_refuse_it_otherwise():

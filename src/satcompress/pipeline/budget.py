@@ -1,16 +1,22 @@
 """Hard limits of a deployment target, in physical units, and the check a candidate must pass.
 
 A budget is written as ``max_bytes=40kB,max_ram_bytes=256KiB,max_latency_ms=2,
-max_metric_drop=tss:0.01`` on the command line (or as a TOML table). A metric drop is
-measured in the metric's own direction: for TSS (higher is better) the drop is
-``base - candidate``; for a log loss (lower is better) it is ``candidate - base``.
+max_metric_drop=tss:0.01`` on the command line (:meth:`Budget.parse`), or given as keyword
+values (``Budget(**table)`` of a TOML table or of :meth:`Budget.to_dict`: sizes and latencies
+as numbers or strings with units, metric drops as ``{metric = drop}``). Every route is checked
+alike: sizes and latencies must be finite and > 0, metric drops finite and >= 0, and no limit
+or metric may be given twice. A metric drop is measured in the metric's own direction: for TSS
+(higher is better) the drop is ``base - candidate``; for a log loss (lower is better) it is
+``candidate - base``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +38,7 @@ _BYTE_UNITS = {
     "kib": 1024, "mib": 1024**2, "gib": 1024**3,
 }  # fmt: skip
 _TIME_UNITS = {"ms": 1.0, "": 1.0, "s": 1000.0, "us": 1e-3}
-_QUANTITY = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z]*)\s*$")
+_QUANTITY = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z]*)\s*$")
 
 HIGHER_IS_BETTER = {"tss", "hss", "recall", "precision", "bss", "macro_f1", "accuracy",
                     "ia_vs_rest_auc"}  # fmt: skip
@@ -41,29 +47,59 @@ METRIC_ALIASES = {"logloss": "weighted_log_loss", "log_loss": "weighted_log_loss
                   "auc": "ia_vs_rest_auc", "f1": "macro_f1"}  # fmt: skip
 
 
-def _quantity(text: str, units: dict[str, float], what: str, example: str) -> float:
-    match = _QUANTITY.match(str(text))
-    unit = match.group(2).lower() if match else None
-    if match is None or unit not in units:
-        raise ValueError(
-            f"Cannot read {what} {text!r}: write a number with one of the units "
-            f"{', '.join(u for u in units if u)} (e.g. {example})."
-        )
-    return float(match.group(1)) * units[unit]
+def _quantity(text: str | float, units: dict[str, float], what: str, example: str) -> float:
+    """``text`` (a number, or a string of a number and one of ``units``) in the base unit."""
+    if isinstance(text, numbers.Real) and not isinstance(text, bool):
+        value = float(text)
+    else:
+        match = _QUANTITY.match(text) if isinstance(text, str) else None
+        unit = match.group(2).lower() if match else None
+        if match is None or unit not in units:
+            named = ", ".join(unit for unit in units if unit)
+            raise ValueError(
+                f"Cannot read {what} {text!r}: write a finite number"
+                f"{f' with one of the units {named}' if named else ''} (e.g. {example})."
+            )
+        value = float(match.group(1)) * units[unit]
+    if not math.isfinite(value):
+        raise ValueError(f"{what.capitalize()} {text!r} is not a finite number; write a finite "
+                         f"value (e.g. {example}).")
+    return value
 
 
-def parse_bytes(text: str | int) -> int:
-    """``"40kB"`` -> 40000, ``"1.5MiB"`` -> 1572864; a bare number is bytes."""
-    if isinstance(text, int):
+def parse_bytes(text: str | float) -> int:
+    """``"40kB"`` -> 40000, ``"1.5MiB"`` -> 1572864; a bare number is bytes (rounded)."""
+    if isinstance(text, int) and not isinstance(text, bool):
         return text
     return int(round(_quantity(text, _BYTE_UNITS, "a byte size", "40kB or 1MiB")))
 
 
 def parse_milliseconds(text: str | float) -> float:
     """``"2ms"`` -> 2.0, ``"0.5s"`` -> 500.0, ``"800us"`` -> 0.8; a bare number is ms."""
-    if isinstance(text, (int, float)):
-        return float(text)
     return _quantity(text, _TIME_UNITS, "a latency", "2ms or 0.5s")
+
+
+def _is_pairs(value: Any) -> bool:
+    """Whether ``value`` is a list or tuple of two-item lists or tuples."""
+    return isinstance(value, (list, tuple)) and all(
+        isinstance(pair, (list, tuple)) and len(pair) == 2 for pair in value
+    )
+
+
+def _metric_drop(metric: str, drop: str | float) -> tuple[str, float]:
+    """One ``(metric, drop)`` pair, the metric's alias resolved and the drop checked."""
+    if not isinstance(metric, str):
+        raise ValueError(f"Budget max_metric_drop names metric {metric!r}; name it as text, "
+                         "e.g. tss:0.01.")
+    metric = METRIC_ALIASES.get(metric.strip(), metric.strip())
+    metric_direction(metric)
+    try:
+        value = _quantity(drop, {"": 1.0}, "a metric drop", "tss:0.01")
+    except ValueError as error:
+        raise ValueError(f"Budget max_metric_drop for {metric}: {error}") from None
+    if value < 0:
+        raise ValueError(f"Budget max_metric_drop for {metric} must be >= 0, got {drop!r}.")
+    return metric, value
 
 
 def metric_direction(metric: str) -> bool:
@@ -111,6 +147,10 @@ class Violation:
 class Budget:
     """Hard limits; ``None`` means unconstrained.
 
+    Construction checks every limit (see the module notes) and normalises it: sizes and
+    latencies may be given as strings with units, metric drops as a mapping; the stored values
+    are the types below.
+
     Attributes
     ----------
     max_bytes : int, optional
@@ -130,29 +170,50 @@ class Budget:
     max_metric_drop: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("max_bytes", "max_ram_bytes", "max_latency_ms"):
+        limits = (("max_bytes", parse_bytes), ("max_ram_bytes", parse_bytes),
+                  ("max_latency_ms", parse_milliseconds))
+        for name, parse in limits:
             value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ValueError(f"Budget {name} must be > 0, got {value}.")
-        drops = tuple((METRIC_ALIASES.get(m, m), float(d)) for m, d in self.max_metric_drop)
-        for metric, drop in drops:
-            metric_direction(metric)
-            if drop < 0:
-                raise ValueError(f"Budget max_metric_drop for {metric} must be >= 0, got {drop}.")
+            if value is None:
+                continue
+            try:
+                parsed = parse(value)
+            except ValueError as error:
+                raise ValueError(f"Budget {name}: {error}") from None
+            if not parsed > 0:
+                raise ValueError(f"Budget {name} must be > 0, got {value!r}; omit the limit "
+                                 "to leave it unconstrained.")
+            object.__setattr__(self, name, parsed)
+        given = self.max_metric_drop
+        pairs = tuple(given.items()) if isinstance(given, Mapping) else given
+        if not _is_pairs(pairs):
+            raise ValueError(f"Budget max_metric_drop must map metrics to drops, e.g. "
+                             f"{{'tss': 0.01}}; got {given!r}.")
+        drops = tuple(_metric_drop(metric, drop) for metric, drop in pairs)
+        metrics = [metric for metric, _ in drops]
+        repeated = sorted({metric for metric in metrics if metrics.count(metric) > 1})
+        if repeated:
+            raise ValueError(f"Budget max_metric_drop gives {', '.join(repeated)} more than once "
+                             "(aliases count as the same metric); give each metric one drop.")
         object.__setattr__(self, "max_metric_drop", drops)
 
     @classmethod
     def parse(cls, text: str) -> "Budget":
         """Parse ``"max_bytes=40kB,max_metric_drop=tss:0.01"`` (comma-separated key=value).
 
-        ``max_metric_drop`` may repeat, or list several ``metric:drop`` pairs joined by ``+``.
+        ``max_metric_drop`` may repeat, or list several ``metric:drop`` pairs joined by ``+``;
+        every other limit, and every metric, may be given once only.
         """
+        fields = [field.name for field in dataclasses.fields(cls)]
         settings: dict[str, Any] = {"max_metric_drop": []}
         for item in filter(None, (part.strip() for part in text.split(","))):
             key, separator, value = item.partition("=")
             key = key.strip()
             if not separator or not value.strip():
                 raise ValueError(f"Budget item {item!r} is not of the form key=value.")
+            if key not in fields:
+                raise ValueError(f"Unknown budget limit {key!r}; the limits are "
+                                 f"{', '.join(fields)}.")
             if key == "max_metric_drop":
                 for pair in value.split("+"):
                     metric, colon, drop = pair.partition(":")
@@ -160,15 +221,12 @@ class Budget:
                         raise ValueError(
                             f"max_metric_drop {pair!r} must be metric:drop, e.g. tss:0.01."
                         )
-                    settings["max_metric_drop"].append((metric.strip(), float(drop)))
-            elif key in ("max_bytes", "max_ram_bytes"):
-                settings[key] = parse_bytes(value.strip())
-            elif key == "max_latency_ms":
-                settings[key] = parse_milliseconds(value.strip())
+                    settings["max_metric_drop"].append((metric, drop))
+            elif key in settings:
+                raise ValueError(f"Budget limit {key} is given twice ({settings[key]!r} and "
+                                 f"{value.strip()!r}); give it once.")
             else:
-                fields = [field.name for field in dataclasses.fields(cls)]
-                raise ValueError(f"Unknown budget limit {key!r}; the limits are {', '.join(fields)}.")
-        settings["max_metric_drop"] = tuple(settings["max_metric_drop"])
+                settings[key] = value.strip()
         return cls(**settings)
 
     def to_dict(self) -> dict[str, Any]:
