@@ -7,6 +7,8 @@ measured and still exports to ONNX, where ONNX Runtime reproduces its outputs.
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -14,6 +16,7 @@ import torch
 from satcompress import stages
 from satcompress.measure import measure
 from satcompress.onnx_export import export_onnx, run_onnx
+from satcompress.pipeline.checkpoint import checkpoint_bytes, model_from_checkpoint
 
 STAGES = stages.load_builtin_stages()
 
@@ -39,6 +42,27 @@ def test_stage_contract(name, tiny_case):
     assert measurement.theoretical_bytes > 0
     onnx_outputs = run_onnx(export_onnx(result, x[:1]), x.numpy())
     assert np.allclose(onnx_outputs, expected, atol=1e-4, rtol=1e-4)
+    _assert_checkpoint_round_trips(result, x)
+
+
+def _assert_checkpoint_round_trips(model, x):
+    """The stage's result rebuilt from its checkpoint (no unpickling) is the same model."""
+    rebuilt = model_from_checkpoint(checkpoint_bytes(model))
+    assert type(rebuilt) is type(model)
+    assert [name for name, _ in rebuilt.named_modules()] == [
+        name for name, _ in model.named_modules()]
+    assert rebuilt.state_dict().keys() == model.state_dict().keys()
+    assert all(torch.equal(value, model.state_dict()[key])
+               for key, value in rebuilt.state_dict().items())
+    assert [(name, p.requires_grad) for name, p in rebuilt.named_parameters()] == [
+        (name, p.requires_grad) for name, p in model.named_parameters()]
+    with torch.no_grad():
+        assert torch.equal(rebuilt.eval()(x), model.eval()(x))
+    assert _structure(rebuilt) == _structure(model)
+
+
+def _structure(model):
+    return torch.load(io.BytesIO(checkpoint_bytes(model)), weights_only=True)["structure"]
 
 
 def test_onnx_export_reproduces_both_base_architectures(tiny_case):
@@ -47,3 +71,4 @@ def test_onnx_export_reproduces_both_base_architectures(tiny_case):
     with torch.no_grad():
         expected = model(x).numpy()
     assert np.allclose(run_onnx(export_onnx(model, x[:1]), x.numpy()), expected, atol=1e-5)
+    _assert_checkpoint_round_trips(model, x)

@@ -18,6 +18,7 @@ from satcompress.artifact import (
     FORMAT_VERSION,
     MAGIC,
     ArtifactError,
+    LoadLimits,
     decode_artifact,
     encode_artifact,
     read_artifact,
@@ -302,11 +303,13 @@ def test_reading_a_missing_file_says_what_to_check(tmp_path):
 
 def test_tensors_decoding_to_more_than_the_limit_are_refused_before_allocation():
     content = encode_artifact(GRAPH, {"w": np.zeros(1000, np.float32)}, METADATA)
-    with pytest.raises(ArtifactError, match="Block 'w': the tensors decode to more than 1000"):
-        decode_artifact(content, max_decoded_bytes=1000)
+    with pytest.raises(ArtifactError, match=r"Block 'w': the tensors up to it decode to 4000 "
+                                            r"bytes, beyond the loader's limit "
+                                            r"max_decoded_bytes=1000"):
+        decode_artifact(content, limits=LoadLimits(max_decoded_bytes=1000))
     graph, metadata, table, blocks = unseal(content)
     table[0][2] = [2**40, 2**40]  # a crafted shape, CRC and SHA-256 valid
-    with pytest.raises(ArtifactError, match="decode to more than"):
+    with pytest.raises(ArtifactError, match="max_tensor_elements"):
         decode_artifact(seal(graph, metadata, table, blocks))
 
 
@@ -390,7 +393,7 @@ def test_crafted_files_with_valid_checksums_load_or_raise_artifact_error(draw, f
         table = replace_somewhere(table, draw.draw) if draw.draw(st.booleans()) else table[::-1]
     content = seal(graph, metadata, table, blocks, parity=8 if fec else 0)
     try:
-        loaded = decode_artifact(content, max_decoded_bytes=2**16)
+        loaded = decode_artifact(content, limits=LoadLimits(max_decoded_bytes=2**16))
     except ArtifactError:
         return
     assert loaded.size_bytes == len(content)

@@ -4,6 +4,7 @@ smallest, and the reader turns any inconsistent spec or data into an ArtifactErr
 from __future__ import annotations
 
 import json
+import tracemalloc
 import zlib
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from satcompress.artifact import ArtifactError
+from satcompress.artifact import ArtifactError, encodings
 from satcompress.artifact.encodings import (
     ENCODINGS,
     SUPPORTED_DTYPES,
@@ -122,6 +123,26 @@ def test_int8_quantized_to_4_bits_is_packed_in_4_bits():
     assert len(encode_tensor(weights).data) == 150
 
 
+@pytest.mark.parametrize("levels", [8, 15, 200])
+def test_large_packed_tensors_unpack_chunk_by_chunk_exactly(levels):
+    values = (np.random.default_rng(levels).integers(0, levels, 200_003) - levels // 2)
+    spec = round_trip(values.astype(np.int8 if levels < 128 else np.int16), entropy_coding=False)
+    assert spec["e"] == "pack" and spec["b"] == (levels - 1).bit_length()
+
+
+def test_a_long_huffman_stream_is_decoded_in_bounded_memory():
+    # 3.1 million bits of 12-bit codes: decoded in one call, the decoder's temporaries took
+    # about 50 MiB; a chunk at a time, the peak is the output's few MiB plus one chunk's.
+    values = np.random.default_rng(0).integers(0, 2**12, 2**18).astype(np.int64)
+    (encoded,) = encodings._huffman(values)  # forced: "pack" would be smaller
+    tracemalloc.start()
+    decoded = decode_tensor(encoded.data, encoded.spec, values.dtype, values.shape)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert_bit_exact(decoded, values)
+    assert peak < 16 * 2**20
+
+
 def test_a_constant_tensor_takes_no_data_bytes():
     encoded = encode_tensor(np.full((8, 8), -3, dtype=np.int32))
     assert encoded.spec == {"e": "pack", "b": 0, "o": -3} and encoded.data == b""
@@ -197,6 +218,7 @@ def test_describe_spec_labels():
     ({"e": "raw"}, "bool", (2,), b"\x01\x02", "outside its dtype bool"),
     ({"e": "pack", "b": 4, "o": 0}, "float32", (2,), b"\x12", "integer encoding 'pack'"),
     ({"e": "pack", "b": 33, "o": 0}, "int64", (1,), bytes(5), "invalid pack parameter b=33"),
+    ({"e": "pack", "b": 9, "o": 0}, "int8", (1,), bytes(2), "invalid pack parameter b=9"),
     ({"e": "pack", "b": True, "o": 0}, "int8", (2,), b"\x12", "invalid pack parameter b=True"),
     ({"e": "pack", "b": 4, "o": "0"}, "int8", (2,), b"\x12", "invalid pack parameter o='0'"),
     ({"e": "pack", "b": 8, "o": 100}, "int8", (1,), b"\xff", "outside its dtype int8"),
@@ -207,6 +229,8 @@ def test_describe_spec_labels():
      "Huffman table and codes takes 3"),
     ({"e": "huffman", "o": 0, "s": 3, "lb": 2, "c": 2}, "int8", (2,), b"\x54\x00",
      "invalid Huffman code table"),
+    ({"e": "huffman", "o": 0, "s": 2, "lb": 1, "c": 9}, "int8", (3,), b"\xc0\x00\x00",
+     "has 9 bits of Huffman codes, more than its 3 values can take"),
     ({"e": "codebook", "k": 5, "i": {"e": "pack", "b": 2, "o": 0}}, "float32", (4,), bytes(8),
      "invalid codebook parameter k=5"),
     ({"e": "codebook", "k": 2, "i": {"e": "pack", "b": 2, "o": 0}}, "float32", (4,),

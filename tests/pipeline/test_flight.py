@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -13,12 +14,14 @@ from torch import nn
 from typer.testing import CliRunner
 
 from satcompress import runtime, stages
+from satcompress.artifact import ArtifactError, encode_artifact, read_artifact
 from satcompress.cli import app
 from satcompress.onnx_export import export_onnx
 from satcompress.pipeline.base_model import TrainedModel
 from satcompress.pipeline.budget import Budget
 from satcompress.pipeline.flight import (
     build_artifact,
+    fec_bytes,
     graph_from_onnx,
     task_metadata,
     verify_artifact,
@@ -184,22 +187,100 @@ def test_cli_verify_loads_the_checkpoint_the_run_recorded(compressed):
     assert "differing_predictions" in result.output and "verified" in result.output
 
 
-def test_cli_verify_never_unpickles_a_file_the_runner_did_not_write(compressed):
+def test_cli_verify_refuses_a_checkpoint_changed_since_the_run(compressed):
     _, out = compressed
     checkpoint = out / "checkpoints" / "stage2-post_training_quantize.pt"
     checkpoint.write_bytes(checkpoint.read_bytes() + b"tampered")
     result = cli.invoke(app, ["verify", str(out / "model.sca"), "--task", "blobs"])
-    assert result.exit_code == 2 and "unpickles only checkpoints its own runner wrote" in result.output
+    assert result.exit_code == 2 and "changed since the run wrote it" in result.output
+
+
+def test_cli_verify_refuses_a_pickled_module_as_model_in_one_line(compressed):
+    _, out = compressed
     stray = out / "stray.pt"
     torch.save(tiny_mlp(), stray)
     result = cli.invoke(app, ["verify", str(out / "model.sca"), "--task", "blobs", "--model", str(stray)])
-    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.exit_code == 2 and "not a satcompress stage checkpoint" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_cli_verify_refuses_an_artifact_of_another_task(compressed, real_data_dir):
     _, out = compressed
     result = cli.invoke(app, ["verify", str(out / "model.sca"), "--task", "flares"])
     assert result.exit_code == 2 and "built for task 'blobs'" in result.output
+
+
+# --- forward error correction ------------------------------------------------------------------
+
+
+def flip_one_byte(path, position: int) -> None:
+    content = bytearray(path.read_bytes())
+    content[position] ^= 0x10
+    path.write_bytes(bytes(content))
+
+
+def test_a_recipe_artifact_carries_fec_whose_parity_the_budget_counts(compressed):
+    result, out = compressed
+    assert result.recipe.fec  # the default
+    stored = read_artifact(out / "model.sca")
+    plain = len(encode_artifact(stored.graph, stored.tensors, stored.metadata))
+    size = (out / "model.sca").stat().st_size
+    check = result.verification
+    assert stored.fec_parity == check.fec_parity == 8
+    assert check.fec_bytes == fec_bytes(stored) == size - plain > 0
+    assert result.flight.theoretical_bytes == check.size_bytes == size  # parity included
+    assert Budget(max_bytes=plain).violations(result.flight, result.measurements[0])
+    assert "Forward error correction: ON" in (out / "report.md").read_text()
+    assert json.loads((out / "stages.json").read_text())["recipe"]["fec"] is True
+
+
+def test_an_fec_artifact_with_a_flipped_byte_loads_verifies_and_says_so(compressed):
+    result, out = compressed
+    size = (out / "model.sca").stat().st_size
+    for position in (6, size // 2, size - 1):  # the parity count, a block, the last parity byte
+        flip_one_byte(out / "model.sca", position)
+    report = verify_artifact(out / "model.sca", result.model, make_blobs(), BLOBS)
+    assert report.passed and report.corrected_bytes == 3
+    assert report.sha256 == result.verification.sha256  # the content's digest, after correction
+    answer = cli.invoke(app, ["verify", str(out / "model.sca"), "--task", "blobs"])
+    assert answer.exit_code == 0, answer.output
+    assert "repaired" in answer.output and "corrected_bytes" in answer.output
+
+
+def test_without_fec_one_flipped_byte_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setitem(registry.TASKS, "blobs", BLOBS)
+    trained = TrainedModel(task=BLOBS, model=tiny_mlp(), data=make_blobs(), metrics={})
+    result = run_recipe(trained, dataclasses.replace(RECIPE, fec=False), Budget(), tmp_path,
+                        latency_repeats=3)
+    assert result.verification.fec_parity == result.verification.fec_bytes == 0
+    assert "Forward error correction: OFF" in (tmp_path / "report.md").read_text()
+    flip_one_byte(tmp_path / "model.sca", (tmp_path / "model.sca").stat().st_size // 2)
+    with pytest.raises(ArtifactError, match="fails its CRC32 check"):
+        runtime.load(tmp_path / "model.sca")
+
+
+@pytest.mark.parametrize("recipe_fec, flags, expected", [
+    (True, [], True), (True, ["--no-fec"], False), (False, [], False), (False, ["--fec"], True)])
+def test_cli_compress_fec_flag_overrides_the_recipe(recipe_fec, flags, expected, tmp_path,
+                                                     monkeypatch):
+    from satcompress.pipeline import base_model, runner
+
+    monkeypatch.setitem(registry.TASKS, "blobs", BLOBS)
+    monkeypatch.setattr(base_model, "cached_base_model", lambda *args, **kwargs: TrainedModel(
+        task=BLOBS, model=tiny_mlp(), data=make_blobs(), metrics={}))
+    seen = []
+
+    def stop(trained, recipe, *args, **kwargs):
+        seen.append(recipe)
+        raise ValueError("stopped before compressing")
+
+    monkeypatch.setattr(runner, "run_recipe", stop)
+    path = dataclasses.replace(RECIPE, fec=recipe_fec).save(tmp_path / "recipe.toml")
+    answer = cli.invoke(app, ["compress", "--task", "blobs", "--recipe", str(path),
+                              "--out", str(tmp_path / "out"), *flags])
+    assert answer.exit_code == 2 and "stopped before compressing" in answer.output
+    assert [recipe.fec for recipe in seen] == [expected]
+    assert seen[0].stages == RECIPE.stages
 
 
 def test_a_stored_positional_encoding_is_regenerated_not_stored(tmp_path):

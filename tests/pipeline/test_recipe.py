@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from satcompress import stages
-from satcompress.pipeline.recipe import Recipe, named_recipes
+from satcompress.pipeline.recipe import DEFAULT_FEC, Recipe, named_recipes
 
 REGISTERED = stages.load_builtin_stages()
 prune_config = REGISTERED["magnitude_prune"]
@@ -19,6 +19,26 @@ def test_a_recipe_round_trips_through_toml(tmp_path):
     path = recipe.save(tmp_path / "recipe.toml")
     assert Recipe.load(path) == recipe
     assert 'stage = "magnitude_prune"' in path.read_text()
+
+
+@pytest.mark.parametrize("fec", [True, False])
+def test_the_fec_setting_round_trips_through_toml_and_dict(fec, tmp_path):
+    recipe = Recipe("p", (prune_config(sparsity=0.5),), fec=fec)
+    path = recipe.save(tmp_path / "recipe.toml")
+    assert f"fec = {str(fec).lower()}" in path.read_text()
+    assert Recipe.load(path) == recipe and Recipe.load(path).fec is fec
+    assert Recipe.from_dict(recipe.to_dict()) == recipe
+
+
+def test_a_recipe_without_the_fec_setting_gets_the_flight_default():
+    recipe = Recipe.from_toml('name = "x"\n[[stage]]\nstage = "magnitude_prune"\n')
+    assert recipe.fec is DEFAULT_FEC is True
+
+
+def test_fec_is_on_for_the_flight_recipes_and_off_for_the_ground_broker():
+    assert {name: Recipe.load(name).fec for name in named_recipes()} == {
+        "assembled": True, "assembled-t2": True, "broker-t2": False, "deep-compression": True,
+        "int8": True, "tinho": True}
 
 
 def test_clustering_before_pruning_is_refused_with_a_way_out():
@@ -36,6 +56,7 @@ def test_same_rank_families_may_come_in_either_order():
     ('name = "x"\n', "has no stages"),
     ('name = "x"\nowner = "me"\n[[stage]]\nstage = "magnitude_prune"\n', "Unknown recipe key"),
     ('name = "x"\n[[stage]\n', "not valid TOML"),
+    ('name = "x"\nfec = "yes"\n[[stage]]\nstage = "magnitude_prune"\n', "fec must be true or"),
 ])
 def test_bad_recipe_files_get_clear_errors(toml, message):
     with pytest.raises(ValueError, match=message):

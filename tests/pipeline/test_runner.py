@@ -87,3 +87,115 @@ def test_resuming_after_an_interrupted_stage_equals_an_uninterrupted_run(trained
                                             resumed.model.state_dict().items()):
         assert torch.equal(expected, actual), key
     assert resumed.final.metrics == uninterrupted.final.metrics
+
+
+# --- hostile run folders and committed outputs --------------------------------------------------
+
+
+class _Payload:
+    """Unpickling this runs ``open(path, "w")``: what a forged checkpoint would do."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def _forge(checkpoint, marker):
+    """Replace ``checkpoint`` by a code-running pickle and make run.json vouch for it."""
+    import hashlib
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save({"format": "satcompress-checkpoint/1", "payload": _Payload(marker)}, buffer)
+    checkpoint.write_bytes(buffer.getvalue())
+    run_json = checkpoint.parent.parent / "run.json"
+    run = json.loads(run_json.read_text())
+    for entry in run["checkpoints"].values():
+        if checkpoint.name in entry["file"]:
+            entry["sha256"] = hashlib.sha256(buffer.getvalue()).hexdigest()
+    run_json.write_text(json.dumps(run))
+
+
+def test_a_forged_checkpoint_that_run_json_vouches_for_never_runs(trained, tmp_path, monkeypatch):
+    from satcompress.pipeline.runner import load_checkpoint
+
+    run_recipe(trained, RECIPE, Budget(), tmp_path, latency_repeats=3)
+    checkpoint = next((tmp_path / "checkpoints").glob("stage2-*.pt"))
+    marker = tmp_path / "code-ran"
+    _forge(checkpoint, marker)
+    with pytest.raises(ValueError, match="not a satcompress stage checkpoint"):
+        load_checkpoint(checkpoint)
+    calls = []
+    original = stages.apply
+    monkeypatch.setattr(stages, "apply", lambda *a: calls.append(1) or original(*a))
+    run_recipe(trained, RECIPE, Budget(), tmp_path, latency_repeats=3)  # resumes
+    assert calls == [1]  # the forged stage is recomputed, not loaded
+    assert not marker.exists()
+
+
+def test_a_checkpoint_naming_a_class_outside_torch_nn_and_satcompress_is_refused():
+    import io
+
+    import torch
+
+    from satcompress.pipeline.checkpoint import (
+        CheckpointError,
+        checkpoint_bytes,
+        model_from_checkpoint,
+    )
+
+    stored = torch.load(io.BytesIO(checkpoint_bytes(tiny_mlp())), weights_only=True)
+    stored["structure"]["class"] = "os:system"
+    buffer = io.BytesIO()
+    torch.save(stored, buffer)
+    with pytest.raises(CheckpointError, match="not a torch.nn or satcompress layer"):
+        model_from_checkpoint(buffer.getvalue())
+
+
+def test_a_run_json_pointing_outside_its_folder_is_refused(trained, tmp_path):
+    run_recipe(trained, RECIPE, Budget(), tmp_path, latency_repeats=3)
+    run = json.loads((tmp_path / "run.json").read_text())
+    next(iter(run["checkpoints"].values()))["file"] = "../../etc/passwd"
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    with pytest.raises(ValueError, match="not a run index written by this version"):
+        run_recipe(trained, RECIPE, Budget(), tmp_path, latency_repeats=3)
+
+
+def test_run_json_is_written_last_and_lists_every_output_with_its_checksum(trained, tmp_path):
+    from satcompress.fileio import file_sha256
+
+    run_recipe(trained, RECIPE, Budget(), tmp_path, latency_repeats=3)
+    outputs = json.loads((tmp_path / "run.json").read_text())["outputs"]
+    assert {"model.sca", "stages.json", "summary.md", "recipe.toml", "report.html"} <= set(outputs)
+    assert all(file_sha256(tmp_path / name) == digest for name, digest in outputs.items())
+    assert not (tmp_path / ".staging").exists()
+
+
+def test_an_interrupted_run_leaves_no_artifact_and_no_commit_record(trained, tmp_path, monkeypatch):
+    from satcompress.pipeline import runner
+
+    run_recipe(trained, RECIPE, Budget(), tmp_path, latency_repeats=3)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "write_report", killed)  # after stages.json, before the commit
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(trained, RECIPE, Budget(), tmp_path, latency_repeats=3)
+    assert not (tmp_path / "model.sca").exists()
+    assert "outputs" not in json.loads((tmp_path / "run.json").read_text())
+
+
+def test_an_artifact_over_budget_is_written_as_rejected_never_as_model_sca(trained, tmp_path):
+    run_recipe(trained, RECIPE, Budget(), tmp_path, latency_repeats=3)
+    assert (tmp_path / "model.sca").is_file()
+    with pytest.raises(BudgetNotMet, match="kept as .*rejected/model.sca"):
+        run_recipe(trained, RECIPE, Budget(max_bytes=10), tmp_path, latency_repeats=3)
+    assert not (tmp_path / "model.sca").exists()  # the earlier run's artifact is not left
+    assert (tmp_path / "rejected" / "model.sca").is_file()
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["artifact"]["file"] == "rejected/model.sca" and not run["artifact"]["fits_budget"]

@@ -3,6 +3,7 @@ test_search_run.test_infeasible_trials_are_recorded_as_such), and an empty front
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -37,6 +38,18 @@ def test_a_proxy_over_the_byte_limit_is_infeasible_without_a_full_evaluation():
     assert big.measurement.theoretical_bytes > 2300 and evaluator.hopeless(big, margin=None)
     assert small.measurement.theoretical_bytes <= 2300 and not evaluator.hopeless(small, margin=None)
     assert big.attrs()["constraints"][0] > 0 >= small.attrs()["constraints"][0]
+
+
+def test_candidates_are_measured_and_their_recipes_written_with_the_settings_fec():
+    trained = trained_blobs()
+    sizes = {}
+    for fec in (True, False):
+        space = derive_space(trained.model, trained.data, dataclasses.replace(FAST, fec=fec))
+        evaluator = Evaluator(trained, space, Budget())
+        proxy = evaluator.evaluate(space.uniform(codec="int8"), full=False)
+        assert proxy.recipe.fec is fec  # the chosen recipe's run writes what was measured
+        sizes[fec] = proxy.measurement.theoretical_bytes
+    assert sizes[False] < sizes[True] <= 1.04 * sizes[False] + 8  # 8 parity bytes per 255
 
 
 def test_an_unmeetable_budget_names_the_closest_trial_and_the_limit_it_missed(tmp_path):

@@ -250,3 +250,10 @@ def test_scores_include_tss_for_two_classes_and_refuse_it_otherwise():
     three = np.full((4, 3), 1 / 3)
     with pytest.raises(ValueError, match="tss needs two classes"):
         score("tss", three, np.arange(4) % 3, three, np.arange(4) % 3)
+
+
+def test_a_csv_row_longer_than_its_header_is_refused_not_shifted(tmp_path):
+    rows = "".join(f"{i},{i % 2},a\n" for i in range(40))
+    (tmp_path / "shifted.csv").write_text("f0,label\n" + rows)
+    with pytest.raises(UserDataError, match="more fields than the header"):
+        read_user_data(tmp_path / "shifted.csv")

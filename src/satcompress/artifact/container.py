@@ -32,6 +32,10 @@ of the block it belongs to. A file without FEC is byte for byte what it was befo
 A loader checks, before decoding any tensor: the magic, the version, the length (truncation,
 trailing bytes), then corrects the codewords (FEC files), then checks the SHA-256 and the CRC32
 of the header and of every block; a mismatch raises :class:`ArtifactError` naming the bad part.
+Before allocating, it also checks the file against its :class:`~satcompress.artifact.limits.
+LoadLimits` (file size, inflated header, every declared shape, total decoded bytes) and that no
+block stores more bytes than its tensor decodes to (the writer keeps the smallest encoding, so
+never more than the raw bytes): a file beyond a limit raises :class:`ArtifactError` naming it.
 Pure NumPy + stdlib + reedsolo: part of the flight path.
 """
 
@@ -58,13 +62,13 @@ from satcompress.artifact.fec import (
     protected_size,
     repair,
 )
+from satcompress.artifact.limits import LoadLimits
 from satcompress.fileio import atomic_write_bytes
 
 __all__ = [
     "ARTIFACT_SUFFIX",
     "FORMAT_VERSION",
     "MAGIC",
-    "MAX_DECODED_BYTES",
     "Artifact",
     "BlockInfo",
     "encode_artifact",
@@ -76,13 +80,10 @@ __all__ = [
 ARTIFACT_SUFFIX = ".sca"
 MAGIC = b"SCAF"
 FORMAT_VERSION = 1
-MAX_DECODED_BYTES = 2**28
-"""Largest total size of the decoded tensors a loader accepts (guards against crafted sizes)."""
 
 _PREAMBLE = struct.Struct("<4sHBIII")
 _DIGEST_BYTES = 32
 _MAX_FILE_BYTES = 2**32 - 1
-_MAX_HEADER_JSON_BYTES = 2**26
 _PREAMBLE_PARITY = 8
 """Reed-Solomon parity bytes after an FEC file's preamble (fixed: read before the preamble)."""
 _FEC_START = _PREAMBLE.size + _PREAMBLE_PARITY
@@ -301,17 +302,28 @@ def _read_preamble(content: bytes) -> tuple[_Preamble, int]:
     return preamble, corrected
 
 
-def _parse_header(header: bytes) -> tuple[dict, dict, list]:
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"non-finite number {name}")
+
+
+def _parse_header(header: bytes, limits: LoadLimits) -> tuple[dict, dict, list]:
+    """The graph, metadata and block table; inflated to at most ``limits.max_header_bytes``."""
     where = "The artifact header (its CRC32 matches, so it was written so)"
+    inflater = zlib.decompressobj()
     try:
-        inflater = zlib.decompressobj()
-        text = inflater.decompress(header, _MAX_HEADER_JSON_BYTES)
-        if inflater.unconsumed_tail or not inflater.eof or inflater.unused_data:
-            raise ArtifactError(f"{where} is not one complete zlib stream of at most "
-                                f"{_MAX_HEADER_JSON_BYTES} bytes; {REEXPORT}.")
-        parsed = json.loads(text.decode("utf-8"))
-    except (zlib.error, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-        raise ArtifactError(f"{where} cannot be decoded ({error}); {REEXPORT}.") from None
+        text = inflater.decompress(header, limits.max_header_bytes + 1)
+    except zlib.error as error:
+        raise ArtifactError(f"{where} cannot be inflated ({error}); {REEXPORT}.") from None
+    if len(text) > limits.max_header_bytes:
+        raise limits.exceeded("max_header_bytes", "The artifact header inflates to more than "
+                              f"{limits.max_header_bytes} bytes of JSON")
+    if inflater.unconsumed_tail or not inflater.eof or inflater.unused_data:
+        raise ArtifactError(f"{where} is not one complete zlib stream; {REEXPORT}.")
+    try:
+        parsed = json.loads(text.decode("utf-8"), parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as error:  # UnicodeDecodeError, JSONDecodeError too
+        raise ArtifactError(f"{where} cannot be decoded ({shown(str(error))}); "
+                            f"{REEXPORT}.") from None
     if not (isinstance(parsed, dict) and isinstance(parsed.get("g"), dict)
             and isinstance(parsed.get("m"), dict) and isinstance(parsed.get("b"), list)):
         raise ArtifactError(f"{where} lacks the graph, metadata or block table; {REEXPORT}.")
@@ -322,31 +334,33 @@ def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _check_entry(position: int, entry: Any, names: set[str]) -> tuple:
-    """Validate one block-table row; return (name, dtype, shape, stored bytes, crc, spec)."""
+def _check_entry(position: int, entry: Any, names: set[str], limits: LoadLimits) -> tuple:
+    """Validate one block-table row; return (name, dtype, shape, element count, stored bytes,
+    crc, spec)."""
     if not (isinstance(entry, list) and len(entry) == 6):
         raise ArtifactError(f"Block table row {position} is malformed; {REEXPORT}.")
     name, dtype, shape, stored, crc, spec = entry
     if not isinstance(name, str) or name in names:
         raise ArtifactError(f"Block table row {position} has a missing or repeated name "
                             f"{shown(name)}; {REEXPORT}.")
-    if (dtype not in SUPPORTED_DTYPES or not isinstance(shape, list)
-            or not all(_is_count(n) for n in shape) or len(shape) > 32
-            or not _is_count(stored) or not _is_count(crc) or not isinstance(spec, dict)):
+    if (not isinstance(dtype, str) or dtype not in SUPPORTED_DTYPES or not _is_count(stored)
+            or not _is_count(crc) or not isinstance(spec, dict)):
         raise ArtifactError(f"Block {shown(name)}: its table row (dtype, shape, size, CRC or "
                             f"encoding) is malformed; {REEXPORT}.")
-    return name, np.dtype(dtype), tuple(shape), stored, crc, spec
+    count = limits.check_shape(shape, f"Block {shown(name)}")
+    return name, np.dtype(dtype), tuple(shape), count, stored, crc, spec
 
 
-def decode_artifact(content: bytes, *, max_decoded_bytes: int = MAX_DECODED_BYTES) -> Artifact:
+def decode_artifact(content: bytes, *, limits: LoadLimits = LoadLimits()) -> Artifact:
     """Verify, correct (FEC files) and decode an artifact's bytes.
 
     Parameters
     ----------
     content : bytes
         The file content (:func:`encode_artifact` output).
-    max_decoded_bytes : int
-        Refuse files whose tensors would take more memory than this once decoded.
+    limits : LoadLimits
+        What the file may cost to load (size, header, shapes, decoded bytes); checked before
+        allocating.
 
     Returns
     -------
@@ -358,8 +372,10 @@ def decode_artifact(content: bytes, *, max_decoded_bytes: int = MAX_DECODED_BYTE
     ------
     ArtifactError
         For any truncated, corrupted (beyond what its FEC repairs), foreign or newer-format
-        file, naming the bad part or block.
+        file, naming the bad part or block, and for a file beyond one of ``limits``.
     """
+    if len(content) > limits.max_file_bytes:
+        raise limits.exceeded("max_file_bytes", f"The file has {len(content)} bytes")
     content = bytes(content)
     size = len(content)
     preamble, corrected = _read_preamble(content)
@@ -380,19 +396,19 @@ def decode_artifact(content: bytes, *, max_decoded_bytes: int = MAX_DECODED_BYTE
     if zlib.crc32(header) != preamble.header_crc:
         raise ArtifactError(f"The artifact header fails its CRC32 check: the header (or the "
                             f"preamble's header length or CRC) is {damage}; {REEXPORT}.")
-    graph, metadata, table = _parse_header(header)
+    graph, metadata, table = _parse_header(header, limits)
     entries, names, offset, decoded_total = [], set(), header_end, 0
     for position, row in enumerate(table):
-        name, dtype, shape, stored, crc, spec = _check_entry(position, row, names)
+        name, dtype, shape, count, stored, crc, spec = _check_entry(position, row, names, limits)
         names.add(name)
-        count = int(np.prod(shape, dtype=object))
         decoded_total += count * dtype.itemsize
-        if decoded_total > max_decoded_bytes:
-            raise ArtifactError(
-                f"Block {shown(name)}: the tensors decode to more than {max_decoded_bytes} bytes; "
-                "the file is corrupted or crafted. If it is genuine, pass a larger "
-                "max_decoded_bytes."
-            )
+        if decoded_total > limits.max_decoded_bytes:
+            raise limits.exceeded("max_decoded_bytes", f"Block {shown(name)}: the tensors "
+                                  f"up to it decode to {decoded_total} bytes")
+        if stored > count * dtype.itemsize:
+            raise ArtifactError(f"Block {shown(name)} stores {stored} bytes, more than the "
+                                f"{count * dtype.itemsize} its tensor decodes to (the writer "
+                                f"never stores more than the raw bytes); {REEXPORT}.")
         if offset + stored > len(body):
             raise ArtifactError(f"Block {shown(name)} extends past the end of the file: the file "
                                 f"is truncated or its block table corrupted; {REEXPORT}.")
@@ -423,12 +439,17 @@ def decode_artifact(content: bytes, *, max_decoded_bytes: int = MAX_DECODED_BYTE
                     corrected, preamble.parity)
 
 
-def read_artifact(path: str | os.PathLike) -> Artifact:
-    """Read, verify and decode the artifact file at ``path`` (see :func:`decode_artifact`)."""
+def read_artifact(path: str | os.PathLike, *, limits: LoadLimits = LoadLimits()) -> Artifact:
+    """Read, verify and decode the artifact file at ``path`` (see :func:`decode_artifact`);
+    a file larger than ``limits.max_file_bytes`` is refused before it is read."""
     path = Path(path)
     try:
-        content = path.read_bytes()
+        with path.open("rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            if size > limits.max_file_bytes:
+                raise limits.exceeded("max_file_bytes", f"The file {path} has {size} bytes")
+            content = file.read(limits.max_file_bytes + 1)
     except OSError as error:
         raise ArtifactError(f"Cannot read the artifact {path}: {error.strerror}. Check the "
                             "path (artifacts end in .sca).") from None
-    return decode_artifact(content)
+    return decode_artifact(content, limits=limits)

@@ -29,7 +29,9 @@ survive). Bits are packed most significant first, multi-byte values are little-e
 The writer (:func:`encode_tensor`) tries every encoding that applies and keeps the smallest,
 counting the spec's JSON bytes too. The reader (:func:`decode_tensor`) checks every size and
 count against the bytes present before allocating, so a corrupted or crafted spec raises
-:class:`~satcompress.artifact.errors.ArtifactError` instead of allocating or indexing wildly.
+:class:`~satcompress.artifact.errors.ArtifactError` instead of allocating or indexing wildly;
+it unpacks bits and decodes Huffman codes a bounded chunk at a time, so decoding takes a few
+MiB beyond the decoded tensor, whatever the block's size.
 
 Pure NumPy: part of the torch-free flight path.
 """
@@ -37,6 +39,7 @@ Pure NumPy: part of the torch-free flight path.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -71,7 +74,13 @@ SUPPORTED_DTYPES = ("bool", "int8", "uint8", "int16", "uint16", "int32", "uint32
 """Dtypes a tensor block may have."""
 
 _MAX_PACK_BITS = 32
+_UNPACK_CHUNK = 2**16
+"""Values unpacked per pass (a multiple of 8: every chunk starts on a byte); bounds the bit
+array the unpacking needs to 32 x this many bytes, whatever the tensor's size."""
 _MAX_HUFFMAN_SPAN = 2**16
+_HUFFMAN_CHUNK_BITS = 2**18
+"""Bits of codes handed to the Huffman decoder at a time: its temporaries take tens of bytes
+per bit, so a block of any size is decoded in a few MiB."""
 _MAX_CODEBOOK = 2**16
 _MIN_SPARSE_ZEROS = 0.25
 _SPARSE_RUN_BITS = range(1, 9)
@@ -243,12 +252,16 @@ def _expect_bytes(data: bytes, expected: int, what: str) -> None:
 def _unpack_bits(data: bytes, count: int, bits: int) -> np.ndarray:
     """Inverse of :func:`_pack_bits`: ``count`` unsigned fields (dtype fitting ``bits``)."""
     dtype = _index_dtype(2**bits) if bits <= 32 else np.dtype(np.uint64)
-    fields = np.unpackbits(np.frombuffer(data, dtype=np.uint8), count=count * bits)
-    fields = fields.reshape(count, bits)
+    packed = np.frombuffer(data, dtype=np.uint8)
     out = np.zeros(count, dtype=dtype)
-    for column in range(bits):
-        out <<= dtype.type(1)
-        out |= fields[:, column]
+    for start in range(0, count, _UNPACK_CHUNK):
+        stop = min(count, start + _UNPACK_CHUNK)
+        fields = np.unpackbits(packed[start * bits // 8:], count=(stop - start) * bits)
+        fields = fields.reshape(stop - start, bits)
+        chunk = out[start:stop]
+        for column in range(bits):
+            chunk <<= dtype.type(1)
+            chunk |= fields[:, column]
     return out
 
 
@@ -275,7 +288,7 @@ def _decode_raw(data: bytes, spec: dict, dtype: np.dtype, count: int) -> np.ndar
 
 
 def _decode_pack(data: bytes, spec: dict, dtype: np.dtype, count: int) -> np.ndarray:
-    bits = _param(spec, "b", 0, _MAX_PACK_BITS)
+    bits = _param(spec, "b", 0, min(_MAX_PACK_BITS, 8 * dtype.itemsize))
     low = _param(spec, "o", -(2**63), 2**64 - 1)
     _expect_bytes(data, (count * bits + 7) // 8, f"{count} values of {bits} bits")
     if bits == 0:
@@ -302,13 +315,28 @@ def _decode_huffman(data: bytes, spec: dict, dtype: np.dtype, count: int) -> np.
     _expect_bytes(data, table_bytes + (code_bits + 7) // 8, "Huffman table and codes")
     lengths = _unpack_bits(data[:table_bytes], span, length_bits).astype(np.uint8)
     _check_code_lengths(lengths)
-    stream = EncodedStream(data[table_bytes:], lengths, low, count, "<i8", code_bits)
-    try:
-        symbols = huffman_decode(stream)
-    except ValueError as error:
-        raise _fail(f"has a broken Huffman stream ({error})") from None
-    offsets = symbols - low
-    if int(lengths[offsets].sum(dtype=np.int64)) != code_bits:
+    longest = int(lengths.max())
+    if code_bits > count * longest:
+        raise _fail(f"has {code_bits} bits of Huffman codes, more than its {count} values "
+                    "can take")
+    offsets = np.empty(count, dtype=np.int64)
+    codes, position = np.frombuffer(data[table_bytes:], np.uint8), 0
+    per_call = max(1, _HUFFMAN_CHUNK_BITS // longest)
+    for start in range(0, count, per_call):
+        symbols = min(per_call, count - start)
+        width = min(symbols * longest, code_bits - position)
+        # The next ``width`` bits, realigned to start a byte.
+        bits = np.unpackbits(codes[position // 8:(position + width + 7) // 8])
+        aligned = np.packbits(bits[position % 8:position % 8 + width]).tobytes()
+        try:
+            decoded = huffman_decode(EncodedStream(aligned, lengths, low, symbols, "<i8", width))
+        except ValueError as error:
+            raise _fail(f"has a broken Huffman stream ({error})") from None
+        offsets[start:start + symbols] = decoded - low
+        position += int(lengths[offsets[start:start + symbols]].sum(dtype=np.int64))
+        if position > code_bits:
+            break
+    if position != code_bits:
         raise _fail("has a Huffman stream whose codes do not fill its recorded length")
     return _shift_into(offsets, low, dtype, "values")
 
@@ -378,7 +406,7 @@ def decode_tensor(data: bytes, spec: dict[str, Any], dtype: np.dtype,
     dtype = np.dtype(dtype)
     if encoding in ("pack", "huffman") and dtype.kind not in "iub":
         raise _fail(f"uses the integer encoding {encoding!r} for dtype {dtype}")
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)
     values = _READERS[encoding](data, spec, dtype, count)
     return values.astype(dtype, copy=False).reshape(shape)
 

@@ -22,6 +22,8 @@ def shown(value: Any) -> str:
 class ArtifactError(ValueError):
     """A flight artifact cannot be loaded: its message names the bad part or block and the fix.
 
-    Raised for truncated, corrupted, foreign or newer-format files; a subclass of
+    Raised for truncated, corrupted, foreign or newer-format files, for files beyond the
+    loader's :class:`~satcompress.artifact.limits.LoadLimits`, and (as its subclass
+    :class:`satcompress.runtime.GraphError`) for graphs the runtime cannot load; a subclass of
     :class:`ValueError`, so callers catching that keep working.
     """

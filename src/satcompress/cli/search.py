@@ -24,6 +24,8 @@ def search(
                                                "search blocks of layers, then combine."),
     out: Path = typer.Option(Path("out/search"), help="Output folder."),
     seed: int = typer.Option(0, help="Seed of the split, base model, sampler and stages."),
+    fec: bool = typer.Option(True, "--fec/--no-fec", help="Reed-Solomon error correction in "
+                             "the artifacts (about 3.3% more bytes, counted in max_bytes)."),
 ) -> None:
     """Search per-layer pruning ratios, bit widths, cluster counts and ranks under a budget.
 
@@ -34,7 +36,7 @@ def search(
     from satcompress.data import DataFileError
     from satcompress.pipeline.runner import BudgetNotMet
     from satcompress.report import rich_table
-    from satcompress.search import EmptyFront, front_rows, run_search
+    from satcompress.search import EmptyFront, SearchSettings, front_rows, run_search
     from satcompress.tasks.registry import get_task
 
     if trials < 1 or workers < 1:
@@ -42,7 +44,8 @@ def search(
     try:
         with console.status(f"searching {task} ({trials} trials, {workers} worker(s))"):
             result = run_search(task, budget, trials, out, workers=workers, storage=storage,
-                                study_name=study_name, strategy=strategy, seed=seed)
+                                study_name=study_name, strategy=strategy, seed=seed,
+                                settings=SearchSettings(seed=seed, fec=fec))
     except (EmptyFront, BudgetNotMet) as failure:
         fail(f"{failure} (trials and front: {out / 'front.md'})")
     except (DataFileError, ValueError, RuntimeError) as error:

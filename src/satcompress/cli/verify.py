@@ -24,7 +24,7 @@ def _reference_model(artifact: Path, model: Path | None, data, checksum: str):
     try:
         return load_model(model, data)[0]  # weights-only: never runs code from the file
     except ModelFileError:
-        return load_checkpoint(model)  # unpickled only if its run.json vouches for it
+        return load_checkpoint(model)  # tensors and plain data: never runs code either
 
 
 def verify(
@@ -37,7 +37,8 @@ def verify(
     seed: int = typer.Option(0, help="Seed of the data split (as given to compress)."),
 ) -> None:
     """Run ARTIFACT with the NumPy runtime and the in-framework model on the test set: the
-    largest logit difference, differing predictions, the runtime's own metrics, the checksum.
+    largest logit difference, differing predictions, the runtime's own metrics, the checksum,
+    and the bytes forward error correction repaired.
 
     Exits with status 1 when the two disagree beyond the documented tolerance.
     """
@@ -67,9 +68,14 @@ def verify(
     rows = [{"check": key, "value": summary[key]} for key in (
         "artifact", "sha256", "size_bytes", "peak_buffer_bytes", "examples",
         "max_abs_logit_difference", "tolerance", "differing_predictions",
-        "examples_over_float_tolerance", "quantized_activations")]
+        "examples_over_float_tolerance", "quantized_activations", "fec_parity", "fec_bytes",
+        "corrected_bytes")]
     rows += [{"check": f"runtime {name}", "value": value} for name, value in report.metrics.items()]
     console.print(rich_table(rows, title=f"satcompress verify: {artifact.name}"))
+    if report.corrected_bytes:
+        console.print(f"[bold yellow]repaired:[/] forward error correction fixed "
+                      f"{report.corrected_bytes} damaged byte(s) of {artifact} while loading it; "
+                      "replace the file with a clean copy before more errors add up.")
     if not report.passed:
         console.print(f"[bold red]verification failed:[/] {report.differing_predictions} "
                       f"differing predictions, max logit difference "

@@ -10,7 +10,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
+import pickle
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,7 @@ from torch import nn
 
 from satcompress.data import CACHE_DIR_VARIABLE
 from satcompress.fileio import atomic_write_bytes
+from satcompress.networks.architectures import load_weights
 from satcompress.tasks.base import TaskData
 from satcompress.tasks.registry import ReferenceTask, get_task
 from satcompress.training import TrainConfig, fit
@@ -64,21 +68,45 @@ def save_model(model: nn.Module, path: str | os.PathLike, metadata: dict) -> Pat
     return atomic_write_bytes(path, buffer.getvalue())
 
 
+def _unreadable(path: Path, error: Exception, advice: str) -> str:
+    """Why ``torch.load(weights_only=True)`` could not read ``path``, in the words that fit."""
+    size = path.stat().st_size
+    if size == 0:
+        return f"Model file {path} is empty (0 bytes); save the model again."
+    with open(path, "rb") as stream:
+        start = stream.read(4)
+    if start == b"PK\x03\x04":
+        try:
+            with zipfile.ZipFile(path) as archive:
+                damaged = archive.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError):
+            damaged = "the archive's directory"
+        if damaged is not None:
+            return (f"Model file {path} is truncated or damaged ({damaged} cannot be read); "
+                    "copy or save it again.")
+    elif not start.startswith(b"\x80"):  # neither torch's zip format nor a legacy pickle
+        return (f"{path} is not a PyTorch file (it starts with {start!r}); pass a file written "
+                "by torch.save.")
+    if isinstance(error, pickle.UnpicklingError) and "global" in str(error).lower():
+        return (f"Model file {path} holds pickled Python objects (most likely a whole nn.Module), "
+                f"which would run code when loaded, so satcompress refuses it. {advice}")
+    return (f"Cannot read model file {path} as weights only ({type(error).__name__}: "
+            f"{str(error)[:200]}). {advice}")
+
+
 def read_weights_only(path: str | os.PathLike, advice: str) -> Any:
     """``torch.load(path, weights_only=True)``: plain data and tensors, never code.
 
     Raises
     ------
     ModelFileError
-        If the file cannot be read so (a pickled module, a corrupt file), with ``advice``.
+        If the file cannot be read so, saying whether it is empty, truncated, not a PyTorch
+        file or a pickled module, with ``advice``.
     """
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise ModelFileError(
-            f"Cannot read model file {path} as weights only ({type(error).__name__}: "
-            f"{str(error)[:200]}). {advice}"
-        ) from None
+        raise ModelFileError(_unreadable(Path(path), error, advice)) from None
 
 
 def load_model(path: str | os.PathLike, data: TaskData) -> tuple[nn.Module, dict]:
@@ -104,25 +132,54 @@ def load_model(path: str | os.PathLike, data: TaskData) -> tuple[nn.Module, dict
     return model_from_saved(content, data, path)
 
 
+def _checked_metadata(content: dict, path: str | os.PathLike) -> dict:
+    """The metadata of a :data:`MODEL_FORMAT` file, each field checked."""
+    metadata, weights = content.get("metadata"), content.get("state_dict")
+    if not isinstance(metadata, dict) or not isinstance(weights, dict):
+        raise ModelFileError(f"{path} has no 'metadata' and 'state_dict' dicts; re-save it "
+                             "with `satcompress train`.")
+    for key in ("width_multiplier", "depth_multiplier"):
+        value = metadata.get(key)
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and math.isfinite(value) and value > 0):
+            raise ModelFileError(f"{path}: metadata {key!r} is {value!r}; it must be a positive "
+                                 "finite number. Re-save the model with `satcompress train`.")
+    if not isinstance(metadata.get("task"), str):
+        raise ModelFileError(f"{path}: metadata names no task; re-save it with `satcompress train`.")
+    return metadata
+
+
 def model_from_saved(content: dict, data: TaskData, path: str | os.PathLike
                      ) -> tuple[nn.Module, dict]:
     """The model a :data:`MODEL_FORMAT` file's content (already read) describes, for ``data``.
 
+    The architecture is first built on PyTorch's ``meta`` device (no memory) and its shapes
+    compared with the file's weights, so metadata cannot make it allocate more than the
+    file holds.
+
     Raises
     ------
     ModelFileError
-        If the weights do not fit the architecture the metadata names (``path`` is named).
+        If the metadata is bad or the weights do not fit the architecture it names (``path``
+        is named).
     """
-    metadata = content["metadata"]
-    task = get_task(metadata["task"])
-    model = task.build_model(data, metadata["width_multiplier"], metadata["depth_multiplier"])
+    metadata = _checked_metadata(content, path)
+    weights = content["state_dict"]
     try:
-        model.load_state_dict(content["state_dict"])
-    except RuntimeError as error:
-        raise ModelFileError(
-            f"The weights in {path} do not fit the {metadata['task']} architecture: "
-            f"{str(error)[:300]}"
-        ) from None
+        task = get_task(metadata["task"])
+        with torch.device("meta"):
+            skeleton = task.build_model(data, metadata["width_multiplier"],
+                                        metadata["depth_multiplier"])
+        shapes = {name: tuple(tensor.shape) for name, tensor in skeleton.state_dict().items()}
+        given = {name: tuple(getattr(tensor, "shape", ())) for name, tensor in weights.items()}
+        if shapes != given:
+            wrong = sorted(set(shapes.items()) ^ set(given.items()))[0][0]
+            raise ValueError(f"the tensor {wrong!r} is missing, unexpected or of another shape "
+                             f"({given.get(wrong)} in the file, {shapes.get(wrong)} expected)")
+        model = task.build_model(data, metadata["width_multiplier"], metadata["depth_multiplier"])
+        load_weights(model, weights, metadata["task"])
+    except (ValueError, RuntimeError) as error:
+        raise ModelFileError(f"The model in {path} cannot be rebuilt: {str(error)[:400]}") from None
     model.eval()
     return model, metadata
 

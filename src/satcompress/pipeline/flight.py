@@ -18,13 +18,19 @@ the tensors and the task's metadata with :func:`satcompress.artifact.write_artif
   replaced by a ``SinusoidalPositionalEncoding`` node that regenerates it at load
   (:func:`generated_constants`): it costs a few header bytes instead of ``4 n d``.
 
+With ``fec=True`` (a recipe's default, :data:`satcompress.pipeline.recipe.DEFAULT_FEC`) the
+artifact is stored as Reed-Solomon codewords (:mod:`satcompress.artifact.fec`): the loader
+corrects up to 4 wrong bytes per 255, and its parity bytes are part of the file size a budget
+counts (:func:`fec_bytes`).
+
 Int8 (and int4, int2 in int8 containers) weights are stored as integers with their scales
 and zero points; clustered weights are float tensors with few distinct values and the
 container stores them as a codebook and indices.
 
 :func:`verify_artifact` runs the artifact with the NumPy runtime and the in-framework model on
 the task's test split and reports the largest logit difference, the number of differing
-predictions and the task metric computed from the runtime's own outputs.
+predictions, the task metric computed from the runtime's own outputs, and the file's forward
+error correction (parity, bytes it corrected on load).
 """
 
 from __future__ import annotations
@@ -43,7 +49,8 @@ from onnx import helper, numpy_helper
 from torch import nn
 
 from satcompress import runtime
-from satcompress.artifact import Artifact, encode_artifact, write_artifact
+from satcompress.artifact import Artifact, encode_artifact, read_artifact, write_artifact
+from satcompress.artifact.fec import CODEWORD_BYTES
 from satcompress.measure import Measurement, latency_ms
 from satcompress.onnx_export import export_onnx
 from satcompress.quantize import fold_weight_quantizers
@@ -64,6 +71,7 @@ __all__ = [
     "task_metadata",
     "build_artifact",
     "artifact_size_bytes",
+    "fec_bytes",
     "verify_artifact",
     "flight_measurement",
 ]
@@ -449,7 +457,8 @@ def build_artifact(
     path : path
         Where to write (conventionally ``*.sca``).
     fec : bool
-        Add Reed-Solomon forward error correction to every block (larger file).
+        Store the file as Reed-Solomon codewords, so a loader corrects up to 4 wrong bytes per
+        255 (about 3.3 % larger; see :func:`fec_bytes`).
 
     Raises
     ------
@@ -470,10 +479,25 @@ def artifact_size_bytes(model: nn.Module, example_input: torch.Tensor,
                         metadata: Mapping[str, Any], *, fec: bool = False) -> int:
     """Size of the artifact :func:`build_artifact` would write, without writing it.
 
-    What a budget's ``max_bytes`` counts; the search measures its candidates with it.
+    What a budget's ``max_bytes`` counts (FEC parity included); the search measures its
+    candidates with it.
     """
     graph, tensors = _flight_graph(model, example_input)
     return len(encode_artifact(graph, tensors, dict(metadata), fec=fec))
+
+
+_PREAMBLE_BYTES, _PREAMBLE_PARITY = 19, 8
+"""An FEC artifact starts with the 19-byte preamble and its fixed 8 parity bytes, then the
+codewords (format version 1, :mod:`satcompress.artifact.container`)."""
+
+
+def fec_bytes(artifact: Artifact) -> int:
+    """Bytes of ``artifact``'s file that are Reed-Solomon parity (0 without FEC): the
+    preamble's 8, and ``fec_parity`` per codeword of at most 255 bytes after it."""
+    if not artifact.fec_parity:
+        return 0
+    codewords = -(-(artifact.size_bytes - _PREAMBLE_BYTES - _PREAMBLE_PARITY) // CODEWORD_BYTES)
+    return _PREAMBLE_PARITY + artifact.fec_parity * codewords
 
 
 @dataclass(frozen=True)
@@ -508,6 +532,12 @@ class VerifyReport:
         The task's test metrics computed from the runtime's own probabilities.
     framework_metrics : dict
         The same metrics of the in-framework model.
+    fec_parity : int
+        Reed-Solomon parity bytes per 255-byte codeword (0: no forward error correction).
+    fec_bytes : int
+        Bytes of the file that are parity (part of ``size_bytes``; see :func:`fec_bytes`).
+    corrected_bytes : int
+        Bytes forward error correction repaired while loading the file (0 for an intact one).
     """
 
     artifact: str
@@ -522,6 +552,9 @@ class VerifyReport:
     examples_over_float_tolerance: int
     metrics: dict[str, float]
     framework_metrics: dict[str, float]
+    fec_parity: int
+    fec_bytes: int
+    corrected_bytes: int
 
     @property
     def passed(self) -> bool:
@@ -556,7 +589,8 @@ def verify_artifact(
     model, so they are computed from the runtime's outputs alone. ``task`` defaults to the
     one the artifact's metadata names.
     """
-    flight = runtime.load(artifact_path)
+    stored = read_artifact(artifact_path)
+    flight = runtime.Runtime(stored)
     task = task or get_task(flight.metadata["task"])
     test_logits = flight.run(data.test.x)
     reference = _torch_logits(model, data.test.x)
@@ -575,6 +609,8 @@ def verify_artifact(
         examples_over_float_tolerance=int(np.count_nonzero(differences > LOGIT_TOLERANCE * scale)),
         metrics={k: float(v) for k, v in metrics.items() if math.isfinite(v)},
         framework_metrics={k: float(v) for k, v in framework.items() if math.isfinite(v)},
+        fec_parity=stored.fec_parity, fec_bytes=fec_bytes(stored),
+        corrected_bytes=stored.corrected_bytes,
     )
 
 

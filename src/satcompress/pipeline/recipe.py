@@ -13,6 +13,10 @@ A recipe file names stages from the registry only (never Python objects)::
     stage = "weight_cluster"
     clusters = 16
 
+A top-level ``fec = true | false`` says whether the flight artifact carries Reed-Solomon
+forward error correction (:mod:`satcompress.artifact.fec`); absent, it does
+(:data:`DEFAULT_FEC`).
+
 Order matters and is checked: a stage of a later family may not come before one of an
 earlier family (distill -> prune / factorize -> quantize / cluster -> entropy-code), so
 e.g. clustering before pruning, which would break the shared codebook or revive weights,
@@ -31,7 +35,12 @@ from typing import Any
 from satcompress import stages
 from satcompress.fileio import atomic_write_text
 
-__all__ = ["Recipe", "stage_family", "named_recipes", "FAMILY_ORDER"]
+__all__ = ["Recipe", "stage_family", "named_recipes", "FAMILY_ORDER", "DEFAULT_FEC"]
+
+DEFAULT_FEC = True
+"""Whether a recipe's artifact carries Reed-Solomon FEC when the recipe does not say: yes, so
+that one upset byte on the way to (or in the flash of) a spacecraft is corrected instead of
+losing the model; 8 parity bytes per 255 (about 3.3 %), counted in ``max_bytes``."""
 
 FAMILY_ORDER = {"distill": 0, "prune": 1, "lowrank": 1, "quantize": 2, "cluster": 2, "entropy": 3}
 """Rank of each method family in a valid recipe; equal ranks may come in either order."""
@@ -63,7 +72,7 @@ def _toml_value(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Recipe:
-    """A named, ordered list of stage configs.
+    """A named, ordered list of stage configs, and whether its artifact carries FEC.
 
     Raises ``ValueError`` on construction when the order is impossible (see module docs).
     """
@@ -71,12 +80,16 @@ class Recipe:
     name: str
     stages: tuple[stages.StageConfig, ...]
     description: str = ""
+    fec: bool = DEFAULT_FEC
 
     def __post_init__(self) -> None:
         if not self.name:
             raise ValueError("A recipe needs a name.")
         if not self.stages:
             raise ValueError(f"Recipe {self.name!r} has no stages; add at least one [[stage]].")
+        if not isinstance(self.fec, bool):
+            raise ValueError(f"Recipe {self.name!r}: fec must be true or false (Reed-Solomon "
+                             f"error correction of the artifact on or off), got {self.fec!r}.")
         object.__setattr__(self, "stages", tuple(self.stages))
         for position, config in enumerate(self.stages):
             if not isinstance(config, stages.StageConfig):
@@ -100,26 +113,30 @@ class Recipe:
         return {
             "name": self.name,
             "description": self.description,
+            "fec": self.fec,
             "stage": [stages.config_to_dict(config) for config in self.stages],
         }
 
     @classmethod
     def from_dict(cls, content: dict[str, Any]) -> "Recipe":
-        unknown = sorted(set(content) - {"name", "description", "stage"})
+        unknown = sorted(set(content) - {"name", "description", "fec", "stage"})
         if unknown:
-            raise ValueError(f"Unknown recipe key(s) {unknown}; a recipe has name, description, stage.")
+            raise ValueError(f"Unknown recipe key(s) {unknown}; a recipe has name, description, "
+                             "fec, stage.")
         entries = content.get("stage", [])
         if not isinstance(entries, list):
             raise ValueError("A recipe's stages are a list of [[stage]] tables.")
         return cls(
             name=content.get("name", ""),
             description=content.get("description", ""),
+            fec=content.get("fec", DEFAULT_FEC),
             stages=tuple(stages.config_from_dict(entry) for entry in entries),
         )
 
     def to_toml(self) -> str:
         lines = [f"name = {_toml_value(self.name)}",
-                 f"description = {_toml_value(self.description)}"]
+                 f"description = {_toml_value(self.description)}",
+                 f"fec = {_toml_value(self.fec)}"]
         for config, entry in zip(self.stages, self.to_dict()["stage"]):
             defaults = {field.name: field.default for field in dataclasses.fields(config)}
             lines += ["", "[[stage]]"]

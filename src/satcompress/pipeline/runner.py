@@ -1,26 +1,31 @@
 """Run a recipe on a task's base model, stage by stage, under a budget; resume if interrupted.
 
 After every stage the model is measured (the same :class:`~satcompress.measure.Measurement`
-for every stage) and checkpointed into ``out_dir/checkpoints/``. A checkpoint is a pickled
-model, so it is only ever loaded when its SHA-256 matches the one this runner recorded in
-``out_dir/run.json`` when it wrote it: a file the runner did not write is never unpickled.
-Everything is written atomically; the input model is never modified.
+for every stage) and checkpointed into ``out_dir/checkpoints/`` as tensors and plain JSON
+(:mod:`satcompress.pipeline.checkpoint`): reading a checkpoint never runs code, whoever wrote
+it. ``out_dir/run.json`` indexes the checkpoints by the recipe prefix they result from; a
+re-run resumes from them (one whose SHA-256 no longer matches, or that cannot be read, is
+recomputed). The input model is never modified.
 
-The final model is then written as the flight artifact ``out_dir/model.sca`` and verified
-against the in-framework model (:mod:`satcompress.pipeline.flight`); ``run.json`` records the
-artifact's checksum and the checkpoint it was built from (what ``satcompress verify`` loads).
+The final model is then written as the flight artifact and verified against the in-framework
+model (:mod:`satcompress.pipeline.flight`). The budget decides where it goes: the artifact
+must meet every limit -- its size on disk for ``max_bytes``, the runtime's planned peak for
+``max_ram_bytes``, the runtime's latency and metrics -- to be written as ``out_dir/model.sca``;
+otherwise it is written as ``out_dir/rejected/model.sca`` and the run fails with
+:class:`BudgetNotMet`, naming the closest candidate and the limits it missed. Stage rows count
+theoretical bytes (stored widths) and profiled PyTorch RAM; the table's ``counted`` column says
+which a row uses.
 
-The budget decides the outcome: the artifact must meet every limit -- its size on disk for
-``max_bytes``, the runtime's planned peak for ``max_ram_bytes``, the runtime's latency and
-metrics -- otherwise the run fails with :class:`BudgetNotMet`, naming the closest candidate
-and the limits it missed. Stage rows count theoretical bytes (stored widths) and profiled
-PyTorch RAM; the table's ``counted`` column says which a row uses.
+A run's outputs are committed together: every file is written atomically, the artifact is
+moved into place after ``stages.json`` and the report, and ``run.json`` is rewritten last with
+the SHA-256 of every output (its ``outputs``): a run folder whose ``run.json`` has no
+``outputs`` is an interrupted run, whatever files it holds.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import io
 import json
 import time
 from dataclasses import dataclass
@@ -30,10 +35,11 @@ import torch
 from torch import nn
 
 from satcompress import stages
-from satcompress.fileio import atomic_write_bytes, atomic_write_text
+from satcompress.fileio import atomic_write_bytes, atomic_write_text, file_sha256, move_into_place
 from satcompress.measure import Measurement, measure
 from satcompress.pipeline.base_model import TrainedModel
 from satcompress.pipeline.budget import Budget, Violation, shortfall
+from satcompress.pipeline.checkpoint import CheckpointError, checkpoint_bytes, model_from_checkpoint
 from satcompress.pipeline.flight import (
     ARTIFACT_FILE,
     VerifyReport,
@@ -47,9 +53,14 @@ from satcompress.report import markdown_table
 from satcompress.report.comparison import ModelComparison, compare_models
 from satcompress.report.document import write_report
 
-__all__ = ["BudgetNotMet", "RunResult", "run_recipe", "load_checkpoint", "artifact_checkpoint"]
+__all__ = ["REJECTED_ARTIFACT", "BudgetNotMet", "RunResult", "run_recipe", "load_checkpoint",
+           "artifact_checkpoint"]
 
-RUN_FORMAT = "satcompress-run/1"
+RUN_FORMAT = "satcompress-run/2"
+REJECTED_ARTIFACT = f"rejected/{ARTIFACT_FILE}"
+"""Where an artifact that breaks the budget is written (never where a fitting one would be)."""
+_STAGING_ARTIFACT = f".staging/{ARTIFACT_FILE}"
+_MAX_RUN_JSON_BYTES = 16 << 20
 
 
 class BudgetNotMet(RuntimeError):
@@ -97,12 +108,6 @@ class RunResult:
         ]
 
 
-def _checkpoint_bytes(model: nn.Module) -> bytes:
-    buffer = io.BytesIO()
-    torch.save(model, buffer)
-    return buffer.getvalue()
-
-
 def _stage_key(recipe: Recipe, position: int, task: str, seed: int) -> str:
     """Identity of the model after ``position`` stages: same key, same model."""
     prefix = [stages.config_to_dict(config) for config in recipe.stages[: position + 1]]
@@ -111,66 +116,123 @@ def _stage_key(recipe: Recipe, position: int, task: str, seed: int) -> str:
 
 
 def _load_run(out_dir: Path) -> dict:
+    """``out_dir/run.json`` (checked: it is read from a folder anyone may have written)."""
     path = out_dir / "run.json"
     if not path.is_file():
         return {"format": RUN_FORMAT, "checkpoints": {}}
-    content = json.loads(path.read_text())
-    if content.get("format") != RUN_FORMAT:
-        raise ValueError(f"{path} was not written by this version of satcompress; use a new --out.")
+    problem = f"{path} is not a run index written by this version of satcompress"
+    if path.stat().st_size > _MAX_RUN_JSON_BYTES:
+        raise ValueError(f"{problem} (over {_MAX_RUN_JSON_BYTES >> 20} MiB); use a new --out.")
+    try:
+        content = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise ValueError(f"{problem} (not JSON); use a new --out.") from None
+    entries = content.get("checkpoints") if isinstance(content, dict) else None
+    if (not isinstance(entries, dict) or content.get("format") != RUN_FORMAT
+            or not all(_is_checkpoint_entry(entry) for entry in entries.values())):
+        raise ValueError(f"{problem}; use a new --out.")
     return content
 
 
-def _verified_checkpoint(out_dir: Path, entry: dict) -> nn.Module | None:
-    path = out_dir / entry["file"]
-    if not path.is_file():
-        return None
-    content = path.read_bytes()
-    if hashlib.sha256(content).hexdigest() != entry["sha256"]:
-        return None  # not the file this runner wrote: recompute rather than unpickle it
-    return torch.load(io.BytesIO(content), weights_only=False)
+def _is_checkpoint_entry(entry: object) -> bool:
+    """A ``{"file": "checkpoints/NAME.pt", "sha256": HEX, ...}`` entry inside the run folder."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
+        return False
+    file = entry.get("file")
+    return (isinstance(file, str) and file.startswith("checkpoints/") and file.endswith(".pt")
+            and "/" not in file[len("checkpoints/"):] and ".." not in file)
 
 
 def _resume(out_dir: Path, run: dict, key: str) -> nn.Module | None:
+    """The checkpoint recorded for ``key``, or None where it is missing, changed or unreadable."""
     entry = run["checkpoints"].get(key)
-    return None if entry is None else _verified_checkpoint(out_dir, entry)
+    path = None if entry is None else out_dir / entry["file"]
+    if path is None or not path.is_file():
+        return None
+    content = path.read_bytes()
+    if hashlib.sha256(content).hexdigest() != entry["sha256"]:
+        return None  # not the file this runner wrote: recompute it
+    try:
+        return model_from_checkpoint(content)
+    except CheckpointError:
+        return None
 
 
 def load_checkpoint(path: str | Path) -> nn.Module:
-    """A stage checkpoint this runner wrote, e.g. ``out/checkpoints/stage3-....pt``.
+    """A stage checkpoint written by :func:`run_recipe`, e.g. ``out/checkpoints/stage3-....pt``.
 
-    It is unpickled only if the ``run.json`` of its run folder (the checkpoint's grandparent)
-    lists it with the SHA-256 of its current content; otherwise :class:`ValueError`.
+    The file is read as tensors and plain data and the model rebuilt from its recorded layers
+    (:func:`~satcompress.pipeline.checkpoint.model_from_checkpoint`): nothing in it is run.
+
+    Raises
+    ------
+    ValueError
+        If the file is missing or not a satcompress checkpoint.
     """
-    path = Path(path).resolve()
-    out_dir = path.parent.parent
-    entries = [entry for entry in _load_run(out_dir)["checkpoints"].values()
-               if (out_dir / entry["file"]).resolve() == path]
-    model = _verified_checkpoint(out_dir, entries[0]) if entries else None
-    if model is None:
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"Checkpoint {path} does not exist.")
+    try:
+        return model_from_checkpoint(path.read_bytes())
+    except CheckpointError as error:
         raise ValueError(
-            f"{path} is not a checkpoint listed with its current SHA-256 in "
-            f"{out_dir / 'run.json'}; satcompress unpickles only checkpoints its own runner "
-            "wrote. Pass a weights-only model file (from `satcompress train`) or re-run "
-            "`satcompress compress`."
-        )
-    return model
+            f"{path} is not a satcompress stage checkpoint ({error}). Pass a weights-only model "
+            "file (from `satcompress train`) or a checkpoint `satcompress compress` wrote."
+        ) from None
 
 
 def artifact_checkpoint(out_dir: str | Path, checksum: str) -> Path:
     """The checkpoint the run in ``out_dir`` built its artifact (of SHA-256 ``checksum``) from.
 
     Raises :class:`ValueError` if the run recorded no such artifact (or no checkpoint: a
-    recipe without stages ships the base model, pass that file instead).
+    recipe without stages ships the base model, pass that file instead), or if the checkpoint
+    changed since the run wrote it.
     """
     out_dir = Path(out_dir)
-    entry = _load_run(out_dir).get("artifact")
-    if entry is None or entry.get("sha256") != checksum or not entry.get("checkpoint"):
+    run = _load_run(out_dir)
+    entry = run.get("artifact")
+    file = entry.get("checkpoint") if isinstance(entry, dict) else None
+    recorded = [checkpoint["sha256"] for checkpoint in run["checkpoints"].values()
+                if checkpoint["file"] == file]
+    if not recorded or entry.get("sha256") != checksum:
         raise ValueError(
             f"{out_dir / 'run.json'} records no checkpoint for this artifact (it was not written "
             "by a `satcompress compress` run in that folder, or is not the file the run wrote); "
             "name the in-framework model with --model."
         )
-    return out_dir / entry["checkpoint"]
+    path = out_dir / file
+    if not path.is_file() or file_sha256(path) != recorded[0]:
+        raise ValueError(f"{path} is missing or changed since the run wrote it; re-run "
+                         "`satcompress compress` with the same --out to rebuild it.")
+    return path
+
+
+def _start_run(out_dir: Path) -> dict:
+    """The run index with its commit record removed, and no artifact left from an earlier run.
+
+    From here until :func:`_commit_run`, the folder holds an uncommitted run.
+    """
+    run = _load_run(out_dir)
+    for key in ("artifact", "outputs"):
+        run.pop(key, None)
+    atomic_write_text(out_dir / "run.json", json.dumps(run, indent=2) + "\n")
+    for stale in (ARTIFACT_FILE, REJECTED_ARTIFACT):
+        (out_dir / stale).unlink(missing_ok=True)
+    return run
+
+
+def _commit_run(out_dir: Path, run: dict, artifact_file: str) -> None:
+    """Move the verified artifact into place, then write ``run.json`` listing every output."""
+    move_into_place(out_dir / _STAGING_ARTIFACT, out_dir / artifact_file)
+    (out_dir / _STAGING_ARTIFACT).parent.rmdir()
+    skip = {"run.json"}
+    run["outputs"] = {
+        path.relative_to(out_dir).as_posix(): file_sha256(path)
+        for path in sorted(out_dir.rglob("*"))
+        if path.is_file() and path.relative_to(out_dir).parts[0] not in ("checkpoints", ".staging")
+        and path.name not in skip and not path.name.startswith(".")
+    }
+    atomic_write_text(out_dir / "run.json", json.dumps(run, indent=2) + "\n")
 
 
 def run_recipe(
@@ -185,8 +247,9 @@ def run_recipe(
 ) -> RunResult:
     """Apply ``recipe`` to ``trained.model`` stage by stage, measuring and checkpointing each.
 
-    Writes ``run.json`` (checkpoint index), ``model.sca`` (the flight artifact of the final
-    model), ``stages.json`` (every measurement, the artifact's measurement and verification,
+    Writes ``run.json`` (checkpoint index, then the commit record), ``model.sca`` (the flight
+    artifact of the final model; ``rejected/model.sca`` when it breaks the budget),
+    ``stages.json`` (every measurement, the artifact's measurement and verification,
     the budget verdict), ``summary.md``, ``recipe.toml`` and the report (``report.html``,
     ``report.md``, ``figures/``; :func:`satcompress.report.document.write_report`, also when
     the budget is not met) into ``out_dir``.
@@ -195,8 +258,8 @@ def run_recipe(
     """
     out_dir = Path(out_dir)
     (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    run = _start_run(out_dir)
     recipe.save(out_dir / "recipe.toml")
-    run = _load_run(out_dir)
     example_input = torch.tensor(trained.data.test.x[:1])
 
     def measured(model: nn.Module, stage: str) -> Measurement:
@@ -214,7 +277,7 @@ def run_recipe(
         if resumed is None:
             started = time.perf_counter()
             model = stages.apply(model, config, trained.data)
-            content = _checkpoint_bytes(model)
+            content = checkpoint_bytes(model)
             file = f"checkpoints/stage{position + 1}-{config.stage_name}.pt"
             atomic_write_bytes(out_dir / file, content)
             run["checkpoints"][key] = {"file": file, "sha256": hashlib.sha256(content).hexdigest(),
@@ -225,17 +288,19 @@ def run_recipe(
         checkpoint = run["checkpoints"][key]["file"]
         measurements.append(measured(model, name))
 
-    artifact_path = out_dir / ARTIFACT_FILE
-    build_artifact(model, example_input, task_metadata(trained.task, trained.data), artifact_path)
-    verification = verify_artifact(artifact_path, model, trained.data, trained.task)
-    run["artifact"] = {"file": ARTIFACT_FILE, "sha256": verification.sha256,
-                       "checkpoint": checkpoint}
-    atomic_write_text(out_dir / "run.json", json.dumps(run, indent=2) + "\n")
+    staging = out_dir / _STAGING_ARTIFACT
+    build_artifact(model, example_input, task_metadata(trained.task, trained.data), staging,
+                   fec=recipe.fec)
+    verification = verify_artifact(staging, model, trained.data, trained.task)
     flight = flight_measurement(measurements[-1], verification, trained.data.test.x,
                                 latency_repeats)
+    flight_violations = tuple(budget.violations(flight, base))
+    artifact_file = REJECTED_ARTIFACT if flight_violations else ARTIFACT_FILE
+    verification = dataclasses.replace(verification, artifact=str(out_dir / artifact_file))
+    run["artifact"] = {"file": artifact_file, "sha256": verification.sha256,
+                       "checkpoint": checkpoint, "fits_budget": not flight_violations}
 
     violations = tuple(tuple(budget.violations(m, base)) for m in measurements)
-    flight_violations = tuple(budget.violations(flight, base))
     result = RunResult(trained.task.name, recipe, budget, tuple(measurements), violations, model,
                        flight, flight_violations, verification,
                        compare_models(trained.model, model, trained.data, latency_repeats))
@@ -267,9 +332,11 @@ def run_recipe(
             f"The recipe {recipe.name!r} does not meet the budget: the artifact breaks "
             f"{'; '.join(str(v) for v in flight_violations)}. Closest candidate: stage "
             f"{closest.stage} ({missed}). Loosen the budget or use a stronger "
-            f"recipe; every stage's numbers are in {out_dir / 'stages.json'}."
+            f"recipe; every stage's numbers are in {out_dir / 'stages.json'}; the artifact "
+            f"that breaks the budget is kept as {out_dir / REJECTED_ARTIFACT}."
         )
     write_report(out_dir, result, metric=trained.task.primary_metric, failure=failure)
+    _commit_run(out_dir, run, artifact_file)
     if failure is not None:
         raise BudgetNotMet(failure, result)
     return result

@@ -1,15 +1,22 @@
 """A user's own trained model and data, ready for a recipe: the ``--model/--data`` path.
 
-The model file is read without running Python code from it:
+By default the model file is read without running code from it:
 
 * a **state dict** (``torch.save(model.state_dict(), path)``), read with
   ``torch.load(weights_only=True)``, plus a named architecture
   (:data:`satcompress.networks.architectures.ARCHITECTURES`) sized from the weights;
-* a **satcompress model file** (``satcompress train``), which names its own architecture;
-* a **TorchScript** archive (``torch.jit.save``) or an **exported program**
-  (``torch.export.save``): their weights are placed into the named architecture, and the
-  rebuilt model must reproduce the file's own graph on the validation inputs (same outputs
-  to 1e-4), so a mismatched architecture is caught instead of silently compressed.
+* a **satcompress model file** (``satcompress train``), which names its own architecture.
+
+Its weights must be real, finite floating point
+(:func:`satcompress.networks.architectures.check_weights`).
+
+A **TorchScript** archive (``torch.jit.save``) is a program, and ``torch.export.load`` of an
+**exported program** may unpickle: loading either runs code the file holds. Both are refused
+unless the caller says the file's code may run (``run_code_in_model_file=True``, CLI
+``--run-code-in-model-file``; for files you wrote yourself). Then their weights are placed into
+the named architecture, and the rebuilt model must reproduce the file's own graph on the
+validation inputs (same outputs to 1e-4), so a mismatched architecture is caught instead of
+silently compressed.
 
 Compression restructures layers (removes channels, replaces weights by clusters, ...), which a
 compiled graph does not expose; hence the named architecture in every case. A file holding a
@@ -56,6 +63,11 @@ _SAFE_EXPORT = (
     "--architecture NAME (one of: " + ", ".join(sorted(ARCHITECTURES)) + ")."
 )
 _REPRODUCTION_TOLERANCE = 1e-4
+_RUNS_CODE = (
+    "{path} is a {kind}: loading it runs code the file holds, so satcompress refuses it. "
+    + _SAFE_EXPORT + " Only for a file you wrote yourself: pass --run-code-in-model-file "
+    "(Python: run_code_in_model_file=True)."
+)
 
 
 @dataclass(frozen=True)
@@ -172,6 +184,8 @@ def load_user_model(
     data: TaskData,
     architecture: str | None = None,
     n_heads: int = 4,
+    *,
+    run_code_in_model_file: bool = False,
 ) -> nn.Module:
     """A user's trained model, read without running code from the file (see module notes).
 
@@ -186,23 +200,27 @@ def load_user_model(
         format except satcompress's own model file.
     n_heads : int
         Attention heads of a ``t2`` (not visible in its weights).
+    run_code_in_model_file : bool
+        Accept a TorchScript archive or exported program, whose loading runs code the file
+        holds (default: refuse them).
 
     Raises
     ------
     ModelFileError
-        If the file is missing, a pickled module (refused), unreadable, or its weights do not
-        fit (or reproduce) the named architecture or the data's shapes.
+        If the file is missing, empty, truncated, a pickled module or compiled code (refused),
+        unreadable, holds non-finite or non-float weights, or its weights do not fit (or
+        reproduce) the named architecture or the data's shapes.
     """
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"Model file {path} does not exist.")
     kind = _archive_kind(path)
+    if kind != "torch_save" and not run_code_in_model_file:
+        raise ModelFileError(_RUNS_CODE.format(path=path, kind=kind.replace("_", " ")))
     if kind != "torch_save":
         model = _compiled_model(path, kind, architecture, n_heads, data.val.x[:64])
     else:
-        content = read_weights_only(
-            path, "It most likely holds a whole pickled nn.Module, which could run arbitrary "
-            f"code when loaded, so satcompress refuses it. {_SAFE_EXPORT}")
+        content = read_weights_only(path, _SAFE_EXPORT)
         if isinstance(content, dict) and content.get("format") == MODEL_FORMAT:
             model, _ = model_from_saved(content, data, path)
         elif isinstance(content, Mapping) and all(
@@ -228,6 +246,10 @@ def _check_fits_data(model: nn.Module, data: TaskData, path: Path) -> None:
             f"the data has {data.n_classes} classes ({', '.join(data.class_names)}): it must "
             "return one logit per class."
         )
+    if not bool(torch.isfinite(logits).all()):
+        raise ModelFileError(f"The model in {path} gives non-finite outputs (inf or NaN) on the "
+                             "data's first validation examples: check that the weights and the "
+                             "data are the ones it was trained with.")
 
 
 def user_trained_model(
@@ -240,6 +262,7 @@ def user_trained_model(
     group_column: str | None = None,
     n_heads: int = 4,
     seed: int = 0,
+    run_code_in_model_file: bool = False,
 ) -> TrainedModel:
     """A user's model and data as the :class:`TrainedModel` a recipe runs on.
 
@@ -249,7 +272,8 @@ def user_trained_model(
     """
     data = user.read_user_data(data_path, label_column=label_column,
                                group_column=group_column, seed=seed)
-    model = load_user_model(model_path, data, architecture, n_heads)
+    model = load_user_model(model_path, data, architecture, n_heads,
+                            run_code_in_model_file=run_code_in_model_file)
     identity = file_sha256(model_path)[:8] + data.preprocessing["sha256"][:8]
     task = UserTask(name=f"user-{identity}", description=f"{Path(model_path).name} on "
                     f"{Path(data_path).name}", module="satcompress.tasks.user",

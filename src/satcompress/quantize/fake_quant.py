@@ -287,6 +287,9 @@ class QuantizedLayer(nn.Module):
         Stored widths for :func:`satcompress.measure.theoretical_bytes`.
     """
 
+    transient_attributes = {"_verified_on_grid": None}
+    """Caches a checkpoint never stores (the weight's address), with their initial values."""
+
     def __init__(
         self,
         weight: torch.Tensor,

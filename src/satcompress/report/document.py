@@ -6,7 +6,8 @@ URIs (no script, no external asset: it opens offline and can be mailed as one fi
 Markdown with the figures written to ``figures/``. Sections: the verdict, the budget with
 pass/fail per limit, bytes and metric per stage, base vs compressed on the test set
 (confusion matrices, reliability diagram), the final model's layers, the latency
-distribution, the stage table and recipe, and the flight artifact's verification.
+distribution, the stage table and recipe, and the flight artifact's verification and forward
+error correction.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from satcompress.artifact.fec import CODEWORD_BYTES
 from satcompress.fileio import atomic_write_bytes, atomic_write_text
 from satcompress.measure import Measurement
 from satcompress.pipeline.budget import Budget, Violation, metric_direction
@@ -29,6 +31,7 @@ from satcompress.report.layers import layer_rows
 from satcompress.report.tables import html_table, markdown_table
 
 if TYPE_CHECKING:
+    from satcompress.pipeline.flight import VerifyReport
     from satcompress.pipeline.runner import RunResult
 
 __all__ = ["HTML_FILE", "MARKDOWN_FILE", "FIGURES_DIR", "write_report"]
@@ -220,7 +223,29 @@ def _artifact_section(result: "RunResult") -> list[_Block]:
     status = ("The artifact agrees with the in-framework model." if verification.passed else
               "The artifact does NOT agree with the in-framework model.")
     return [_Paragraph(status, "verdict-pass" if verification.passed else "verdict-fail"),
-            _Table(scalars), _Table(metrics)]
+            *_fec_blocks(verification), _Table(scalars), _Table(metrics)]
+
+
+def _fec_blocks(verification: "VerifyReport") -> list[_Block]:
+    """Whether the artifact carries forward error correction, what it costs, what it fixed."""
+    if not verification.fec_parity:
+        return [_Paragraph(
+            "Forward error correction: OFF. A flipped bit anywhere in the file makes a loader "
+            "refuse it (CRC32 and SHA-256): detected, not repaired. Set fec = true in the "
+            "recipe (or compress --fec) for an artifact that travels to or is stored in "
+            "flight.", "notice")]
+    parity, size = verification.fec_parity, verification.size_bytes
+    blocks = [_Paragraph(
+        f"Forward error correction: ON. Reed-Solomon RS({CODEWORD_BYTES}, "
+        f"{CODEWORD_BYTES - parity}): "
+        f"{verification.fec_bytes:,} of the file's {size:,} bytes are parity "
+        f"({100 * verification.fec_bytes / size:.1f} %, counted in max_bytes); a loader "
+        f"corrects up to {parity // 2} wrong bytes in every {CODEWORD_BYTES}-byte codeword.")]
+    if verification.corrected_bytes:
+        blocks.append(_Paragraph(
+            f"Loading corrected {verification.corrected_bytes} damaged byte(s) of the file: "
+            "replace it with a clean copy before more errors add up.", "notice"))
+    return blocks
 
 
 def _by_stage(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -10,15 +10,19 @@ No torch and no onnx is imported here (the flight path, see ``tests/test_flight_
 The graph is executed node by node in its stored order, one NumPy kernel per operator
 (:mod:`satcompress.runtime.kernels` documents the arithmetic of each, including the integer
 accumulation of quantized layers); memory is planned at load
-(:mod:`satcompress.runtime.plan`).
+(:mod:`satcompress.runtime.plan`). Loading allocates no more than its
+:class:`~satcompress.artifact.LoadLimits` allow (``runtime.load(path, limits=...)``), and every
+reason an artifact does not load raises :class:`~satcompress.artifact.ArtifactError`.
 """
 
+from satcompress.artifact import LoadLimits
 from satcompress.runtime.graph import (
     GRAPH_FORMAT,
     GraphError,
     Node,
     UnsupportedOperatorError,
     check_graph,
+    check_input,
     check_operators,
 )
 from satcompress.runtime.kernels import KERNELS, Kernel, supported_operators
@@ -31,6 +35,7 @@ __all__ = [
     "Node",
     "UnsupportedOperatorError",
     "check_graph",
+    "check_input",
     "check_operators",
     "KERNELS",
     "Kernel",
@@ -42,6 +47,7 @@ __all__ = [
     "plan_buffers",
     "CHUNK_EXAMPLES",
     "InputError",
+    "LoadLimits",
     "Runtime",
     "load",
 ]

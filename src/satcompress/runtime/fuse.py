@@ -34,10 +34,16 @@ def _single_use(name: str, readers: Counter) -> bool:
     return readers[name] == 1
 
 
+def _shaped(node: Node, op: str, inputs: int) -> bool:
+    """Whether ``node`` applies ``op`` to ``inputs`` inputs and has one output (a node of
+    another arity is left for its kernel to refuse)."""
+    return node.op == op and len(node.inputs) == inputs and len(node.outputs) == 1
+
+
 def _bias_of(add: Node, product: str, constants: Mapping[str, np.ndarray], columns: int
              ) -> str | None:
     """The stored 1-D bias ``add`` adds to ``product`` (one value per column), if any."""
-    if add.op != "Add" or len(add.inputs) != 2 or product not in add.inputs:
+    if not _shaped(add, "Add", 2) or product not in add.inputs:
         return None
     (other,) = [name for name in add.inputs if name != product] or [None]
     value = constants.get(other) if other else None
@@ -49,7 +55,7 @@ def _bias_of(add: Node, product: str, constants: Mapping[str, np.ndarray], colum
 def _matmul_add(nodes: Sequence[Node], constants: Mapping[str, np.ndarray], readers: Counter
                 ) -> Node | None:
     matmul, add = nodes
-    if matmul.op != "MatMul":
+    if not _shaped(matmul, "MatMul", 2):
         return None
     weight = constants.get(matmul.inputs[1])
     if weight is None or weight.ndim != 2:
@@ -65,7 +71,7 @@ def _matmul_add_relu(nodes: Sequence[Node], constants: Mapping[str, np.ndarray],
                      readers: Counter) -> Node | None:
     *linear, relu = nodes
     fused = _matmul_add(linear, constants, readers)
-    if (fused is None or relu.op != "Relu" or relu.inputs != fused.outputs
+    if (fused is None or not _shaped(relu, "Relu", 1) or relu.inputs != fused.outputs
             or not _single_use(fused.outputs[0], readers)):
         return None
     return Node("MatMulAdd", fused.inputs, relu.outputs, {"activation": "Relu"})
@@ -74,7 +80,8 @@ def _matmul_add_relu(nodes: Sequence[Node], constants: Mapping[str, np.ndarray],
 def _attention_weights(nodes: Sequence[Node], constants: Mapping[str, np.ndarray],
                        readers: Counter) -> Node | None:
     matmul, divide, softmax = nodes
-    if (matmul.op, divide.op, softmax.op) != ("MatMul", "Div", "Softmax"):
+    if not (_shaped(matmul, "MatMul", 2) and _shaped(divide, "Div", 2)
+            and _shaped(softmax, "Softmax", 1)):
         return None
     (product,), (scaled,) = matmul.outputs, divide.outputs
     scale = constants.get(divide.inputs[1])

@@ -11,7 +11,8 @@ A graph is plain JSON (it travels in the artifact's header)::
 Nodes are in execution order (topological: every input is a graph input, a stored tensor or
 an output of an earlier node); an empty input name marks an absent optional input; ``attrs``
 holds only attributes that differ from the operator's default. ``null`` in a shape is the
-batch axis. Operators are those of :mod:`satcompress.runtime.kernels`.
+batch axis. Operators are those of :mod:`satcompress.runtime.kernels`. The runtime runs
+classifiers: one input ``[null, d1, d2, ...]`` and one output.
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from satcompress.artifact import ArtifactError, LoadLimits
+from satcompress.artifact.encodings import SUPPORTED_DTYPES
+from satcompress.artifact.errors import shown
 from satcompress.runtime.kernels import KERNELS, supported_operators
 
 __all__ = [
@@ -29,13 +35,22 @@ __all__ = [
     "Node",
     "check_operators",
     "check_graph",
+    "check_input",
 ]
 
 GRAPH_FORMAT = "satcompress-graph/1"
+_SHOWN_NAMES = 8
+_SHOWN_NAME = 40
+"""An error lists at most this many names (operators, values), each cut to this many
+characters: a crafted file can hold huge ones."""
 
 
-class GraphError(ValueError):
-    """A graph description is malformed or cannot run on the given input."""
+class GraphError(ArtifactError):
+    """A graph description is malformed or cannot run on the given input.
+
+    A kind of :class:`~satcompress.artifact.ArtifactError` (hence of :class:`ValueError`), so
+    that one ``except ArtifactError`` catches every reason an artifact does not load.
+    """
 
 
 class UnsupportedOperatorError(GraphError):
@@ -52,12 +67,19 @@ class Node:
     attributes: dict[str, Any] = field(default_factory=dict)
 
 
+def _listed(names: list[str]) -> str:
+    """``names`` comma-separated, cut to a readable length."""
+    listed = ", ".join(name[:_SHOWN_NAME] for name in names[:_SHOWN_NAMES])
+    return listed + (f" and {len(names) - _SHOWN_NAMES} more" if len(names) > _SHOWN_NAMES
+                     else "")
+
+
 def check_operators(operators: Iterable[str], where: str = "the model") -> None:
     """Raise :class:`UnsupportedOperatorError` naming every operator without a kernel."""
     missing = sorted(set(operators) - set(KERNELS))
     if missing:
         raise UnsupportedOperatorError(
-            f"{where} uses operator(s) {', '.join(missing)}, which the flight runtime does not "
+            f"{where} uses operator(s) {_listed(missing)}, which the flight runtime does not "
             f"support. Supported operators: {', '.join(supported_operators())}. Replace the "
             "layers that export to them with supported ones (e.g. nn.Linear, nn.Conv1d, "
             "nn.LayerNorm, nn.ReLU/GELU), or add a kernel to satcompress.runtime.kernels."
@@ -66,21 +88,39 @@ def check_operators(operators: Iterable[str], where: str = "the model") -> None:
 
 def _names(value: Any, what: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
-        raise GraphError(f"Graph {what} must be a list of value names, got {value!r}.")
+        raise GraphError(f"Graph {what} must be a list of value names, got {shown(value)}.")
     return tuple(value)
 
 
-def _ports(graph: Mapping[str, Any], key: str) -> list[dict]:
+def _port(graph: Mapping[str, Any], key: str) -> dict:
+    """The one ``{name, dtype, shape}`` of ``graph[key]`` (a classifier's input or output)."""
     ports = graph.get(key)
-    if not isinstance(ports, list) or not ports or not all(
-        isinstance(p, dict) and isinstance(p.get("name"), str) and isinstance(p.get("shape"), list)
-        and isinstance(p.get("dtype"), str) for p in ports
-    ):
-        raise GraphError(f"Graph '{key}' must be a non-empty list of {{name, dtype, shape}}.")
-    return ports
+    if not (isinstance(ports, list) and len(ports) == 1 and isinstance(ports[0], dict)
+            and isinstance(ports[0].get("name"), str) and isinstance(ports[0].get("shape"), list)
+            and ports[0].get("dtype") in SUPPORTED_DTYPES):
+        raise GraphError(f"Graph '{key}' must be a list of one {{name, dtype, shape}} with a "
+                         f"dtype among {', '.join(SUPPORTED_DTYPES)}; got {shown(ports)}.")
+    return ports[0]
 
 
-def check_graph(graph: Mapping[str, Any], tensor_names: Iterable[str]) -> list[Node]:
+def check_input(port: Mapping[str, Any], limits: LoadLimits) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape of one example and the dtype of a graph's input ``port``.
+
+    Raises
+    ------
+    ArtifactError
+        If its shape is not ``[null, d1, d2, ...]`` with every ``d_i > 0``, or one example
+        is beyond ``limits`` (dimensions, elements).
+    """
+    shape = port["shape"]
+    if not shape or shape[0] is not None or not limits.check_shape(shape[1:], "The graph input"):
+        raise GraphError(f"Graph input shape {shown(shape)} must be [null, d1, d2, ...] with "
+                         "d_i > 0.")
+    return tuple(shape[1:]), np.dtype(port["dtype"])
+
+
+def check_graph(graph: Mapping[str, Any], tensor_names: Iterable[str],
+                limits: LoadLimits = LoadLimits()) -> list[Node]:
     """Validate a graph description against the stored tensor names; return its nodes.
 
     Raises
@@ -88,43 +128,49 @@ def check_graph(graph: Mapping[str, Any], tensor_names: Iterable[str]) -> list[N
     UnsupportedOperatorError
         If a node's operator has no kernel (all such operators are named).
     GraphError
-        If the format is unknown, a node is malformed, uses a value before it is defined,
-        defines a value twice, or a graph output is never produced.
+        If the format is unknown, the graph has more than one input or output, a node is
+        malformed, uses a value before it is defined, defines a value twice, or a graph
+        output is never produced.
+    ArtifactError
+        If the graph has more than ``limits.max_nodes`` nodes.
     """
     if not isinstance(graph, Mapping) or graph.get("format") != GRAPH_FORMAT:
         found = graph.get("format") if isinstance(graph, Mapping) else type(graph).__name__
         raise GraphError(
-            f"The artifact's graph has format {found!r}, but this runtime reads {GRAPH_FORMAT!r}; "
-            "rebuild the artifact with this version of satcompress."
+            f"The artifact's graph has format {shown(found)}, but this runtime reads "
+            f"{GRAPH_FORMAT!r}; rebuild the artifact with this version of satcompress."
         )
-    inputs, outputs = _ports(graph, "inputs"), _ports(graph, "outputs")
     raw_nodes = graph.get("nodes")
     if not isinstance(raw_nodes, list) or not raw_nodes:
         raise GraphError("Graph 'nodes' must be a non-empty list.")
+    if len(raw_nodes) > limits.max_nodes:
+        raise limits.exceeded("max_nodes", f"The graph has {len(raw_nodes)} nodes")
+    source, target = _port(graph, "inputs"), _port(graph, "outputs")
     nodes = []
     for position, raw in enumerate(raw_nodes):
         if not isinstance(raw, dict) or not isinstance(raw.get("op"), str):
-            raise GraphError(f"Graph node {position} is not an {{op, in, out}} object: {raw!r}.")
+            raise GraphError(f"Graph node {position} is not an {{op, in, out}} object: "
+                             f"{shown(raw)}.")
         attributes = raw.get("attrs", {})
         if not isinstance(attributes, dict):
-            raise GraphError(
-                f"Graph node {position} ({raw['op']}) has attrs that are not an object.")
+            raise GraphError(f"Graph node {position} ({shown(raw['op'])}) has attrs that are "
+                             "not an object.")
         nodes.append(Node(raw["op"], _names(raw.get("in"), f"node {position} 'in'"),
                           _names(raw.get("out"), f"node {position} 'out'"), attributes))
     check_operators((node.op for node in nodes), "The artifact's graph")
-    defined = {port["name"] for port in inputs} | set(tensor_names)
+    defined = {source["name"], *tensor_names}
     for position, node in enumerate(nodes):
         undefined = [name for name in node.inputs if name and name not in defined]
         if undefined:
             raise GraphError(
-                f"Graph node {position} ({node.op}) reads {', '.join(undefined)} before any "
-                "node defines it; nodes must be stored in execution order."
+                f"Graph node {position} ({node.op}) reads {_listed(undefined)} before "
+                "any node defines it; nodes must be stored in execution order."
             )
         for name in node.outputs:
             if not name or name in defined:
-                raise GraphError(f"Graph node {position} ({node.op}) redefines value {name!r}.")
+                raise GraphError(f"Graph node {position} ({node.op}) redefines value "
+                                 f"{shown(name)}.")
             defined.add(name)
-    missing = [port["name"] for port in outputs if port["name"] not in defined]
-    if missing:
-        raise GraphError(f"Graph output(s) {', '.join(missing)} are never produced.")
+    if target["name"] not in defined:
+        raise GraphError(f"Graph output {shown(target['name'])} is never produced.")
     return nodes

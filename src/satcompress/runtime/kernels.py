@@ -6,6 +6,9 @@ operators ``QuantGemm`` and ``QuantConv`` are satcompress's own (the graph build
 ``MatMulScaleSoftmax`` (the runtime's load-time fusion, :mod:`satcompress.runtime.fuse`,
 writes them; they compute the same values as the operators they replace, in fewer passes). Every kernel is a function
 ``(inputs, attributes) -> outputs`` on NumPy arrays; an absent optional input is ``None``.
+Every kernel also states, from its inputs' shapes and its attributes alone, how large an
+array it may allocate (:attr:`Kernel.allocates`), so that the runtime can refuse a node that
+would exceed its memory limits before running it.
 
 Arithmetic (the fixed, documented order of operations)
 ------------------------------------------------------
@@ -43,9 +46,10 @@ efficient integer-arithmetic-only inference", CVPR, section 2.3):
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -67,16 +71,22 @@ ACCUMULATOR_LIMIT = 2**31 - 1
 _FLOAT = np.float32
 _FLOAT32_EXACT = 2**24  # every integer up to this magnitude is a float32
 _INTEGER_RANGES = {np.dtype(np.int8): (-128, 127), np.dtype(np.uint8): (0, 255)}
+_MAX_RANK = 64
+"""Most dimensions a NumPy array has: a shape or axes input longer than this is refused."""
 
 
 @dataclass(frozen=True)
 class Kernel:
-    """A kernel and the scratch memory it needs beyond its inputs and outputs.
+    """A kernel, the largest array it allocates, and the scratch memory it needs.
 
     Attributes
     ----------
     run : callable
         ``run(inputs, attributes) -> list of output arrays``.
+    allocates : callable
+        ``allocates(inputs, attributes) -> elements`` of the largest array ``run`` allocates
+        (an output or a temporary), computed from the inputs' shapes and the attributes
+        without allocating anything; it raises, as ``run`` would, where they do not fit.
     workspace : callable
         ``workspace(inputs, attributes, outputs) -> bytes`` of the scratch buffer the
         operator's arithmetic defines (e.g. a quantized layer's int32 accumulator, a
@@ -84,6 +94,7 @@ class Kernel:
     """
 
     run: Callable[[Arrays, Attributes], list[np.ndarray]]
+    allocates: Callable[[Arrays, Attributes], int]
     workspace: Callable[[Arrays, Attributes, list[np.ndarray]], int] = lambda i, a, o: 0
 
 
@@ -91,12 +102,37 @@ KERNELS: dict[str, Kernel] = {}
 """Operator name -> kernel; :func:`supported_operators` lists the keys."""
 
 
-def _register(name: str, workspace: Callable | None = None) -> Callable:
+def _register(name: str, allocates: Callable[[Arrays, Attributes], int],
+              workspace: Callable | None = None) -> Callable:
     def decorate(function: Callable[[Arrays, Attributes], list[np.ndarray]]) -> Callable:
-        KERNELS[name] = Kernel(function) if workspace is None else Kernel(function, workspace)
+        KERNELS[name] = (Kernel(function, allocates) if workspace is None
+                         else Kernel(function, allocates, workspace))
         return function
 
     return decorate
+
+
+def _count(shape: Sequence[int]) -> int:
+    """Elements of an array of ``shape``, exactly (Python integers: no int64 overflow)."""
+    return math.prod(int(size) for size in shape)
+
+
+def _broadcast(*shapes: Sequence[int]) -> int:
+    """Elements of the array broadcasting arrays of ``shapes`` gives (ValueError if none)."""
+    return _count(np.broadcast_shapes(*shapes))
+
+
+def _size_of_first(inputs: Arrays, attributes: Attributes) -> int:
+    """``allocates`` of a kernel whose arrays are no larger than its first input."""
+    return inputs[0].size
+
+
+def _short(values: np.ndarray, what: str) -> np.ndarray:
+    """``values`` flattened, refused when longer than any shape can be."""
+    if values.size > _MAX_RANK:
+        raise ValueError(f"{what}: {values.size} entries, but an array has at most {_MAX_RANK} "
+                         "dimensions")
+    return values.reshape(-1)
 
 
 def supported_operators() -> list[str]:
@@ -107,8 +143,13 @@ def supported_operators() -> list[str]:
 # --- elementwise ------------------------------------------------------------------------------
 
 
-def _elementwise(name: str, function: Callable[..., np.ndarray]) -> None:
-    KERNELS[name] = Kernel(lambda inputs, attributes: [np.asarray(function(*inputs))])
+def _elementwise(name: str, function: Callable[..., np.ndarray], arity: int) -> None:
+    def run(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
+        if len(inputs) != arity:
+            raise ValueError(f"{name} takes {arity} input(s), got {len(inputs)}")
+        return [np.asarray(function(*inputs))]
+
+    KERNELS[name] = Kernel(run, lambda inputs, attributes: _broadcast(*(x.shape for x in inputs)))
 
 
 def _divide(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -140,11 +181,14 @@ def _erf(x: np.ndarray) -> np.ndarray:
 
 for _name, _function in {
     "Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": _divide, "Pow": np.power,
+}.items():
+    _elementwise(_name, _function, 2)
+for _name, _function in {
     "Relu": lambda x: np.maximum(x, x.dtype.type(0)), "Sigmoid": _sigmoid, "Tanh": np.tanh,
     "Erf": _erf, "Sqrt": np.sqrt, "Exp": np.exp, "Neg": np.negative, "Abs": np.abs,
     "Identity": np.asarray,
 }.items():
-    _elementwise(_name, _function)
+    _elementwise(_name, _function, 1)
 
 
 # --- reductions and normalisation -------------------------------------------------------------
@@ -154,7 +198,7 @@ def _reduce_axes(x: np.ndarray, axes: np.ndarray | None, attributes: Attributes)
     """Axes of an opset-18 Reduce* node (``axes`` input); None means all of them or none."""
     if axes is None or axes.size == 0:
         return () if attributes.get("noop_with_empty_axes", 0) else None
-    return tuple(int(axis) % x.ndim for axis in axes.reshape(-1))
+    return tuple(int(axis) % x.ndim for axis in _short(axes, "axes"))
 
 
 def _reduction(function: Callable[..., np.ndarray]) -> Callable[[Arrays, Attributes], list]:
@@ -170,9 +214,17 @@ def _reduction(function: Callable[..., np.ndarray]) -> Callable[[Arrays, Attribu
     return run
 
 
-KERNELS["ReduceMean"] = Kernel(_reduction(np.mean))
-KERNELS["ReduceSum"] = Kernel(_reduction(np.sum))
-KERNELS["ReduceMax"] = Kernel(_reduction(np.max))
+def _mean(values: np.ndarray, axis: int | tuple | None = None, keepdims: bool = False
+          ) -> np.ndarray:
+    """``np.mean`` (the same sum, then one division) without its warning for an empty slice:
+    the mean of no values is NaN."""
+    total = np.sum(values, axis=axis, keepdims=keepdims)
+    return np.true_divide(total, values.size // total.size if total.size else 1)
+
+
+KERNELS["ReduceMean"] = Kernel(_reduction(_mean), _size_of_first)
+KERNELS["ReduceSum"] = Kernel(_reduction(np.sum), _size_of_first)
+KERNELS["ReduceMax"] = Kernel(_reduction(np.max), _size_of_first)
 
 
 def _softmax_in_place(x: np.ndarray, axis: int) -> np.ndarray:
@@ -184,7 +236,7 @@ def _softmax_in_place(x: np.ndarray, axis: int) -> np.ndarray:
     return x
 
 
-@_register("Softmax")
+@_register("Softmax", _size_of_first)
 def _softmax(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
     """``exp(x - max) * fl32(1 / sum(exp(x - max)))``: exponentials in float32, their sum in
     float64, then one float32 product by the rounded reciprocal (within one float32 rounding
@@ -193,7 +245,7 @@ def _softmax(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
     return [_softmax_in_place(inputs[0].copy(), attributes.get("axis", -1))]
 
 
-@_register("LayerNormalization")
+@_register("LayerNormalization", _size_of_first)
 def _layer_norm(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
     """``(x - mean) / sqrt(var + eps) * scale + bias`` over the axes from ``axis`` on."""
     x, scale = inputs[0], inputs[1]
@@ -216,7 +268,18 @@ def _layer_norm(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
     return [y, mean, inverse_std]
 
 
-@_register("BatchNormalization")
+def _batch_norm_size(inputs: Arrays, attributes: Attributes) -> int:
+    x, scale, bias, mean, variance = inputs[:5]
+    factor = _broadcast(scale.shape, variance.shape)  # scale * inverse_std
+
+    def per_channel(size: int) -> tuple[int, ...]:
+        return (1, size) + (1,) * (x.ndim - 2)
+
+    return _broadcast(x.shape, per_channel(mean.size), per_channel(factor),
+                      per_channel(bias.size))
+
+
+@_register("BatchNormalization", _batch_norm_size)
 def _batch_norm(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
     """Inference-mode batch normalisation over axis 1 with the stored running statistics."""
     x, scale, bias, mean, variance = inputs[:5]
@@ -230,12 +293,25 @@ def _batch_norm(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
 # --- matrix products and convolution ----------------------------------------------------------
 
 
-@_register("MatMul")
+def _matmul_shape(a: Sequence[int], b: Sequence[int]) -> tuple[int, ...]:
+    """Shape of ``np.matmul`` of arrays of shapes ``a`` and ``b`` (their inner sizes are
+    NumPy's to check: it does so before allocating)."""
+    if not a or not b:
+        raise ValueError("a matrix product takes no scalar operand")
+    batch = np.broadcast_shapes(tuple(a[:-2]), tuple(b[:-2]))
+    return (*batch, *a[-2:-1], *(b[-1:] if len(b) > 1 else ()))
+
+
+def _matmul_size(inputs: Arrays, attributes: Attributes) -> int:
+    return _count(_matmul_shape(inputs[0].shape, inputs[1].shape))
+
+
+@_register("MatMul", _matmul_size)
 def _matmul(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
     return [np.matmul(inputs[0], inputs[1])]
 
 
-@_register("MatMulAdd")
+@_register("MatMulAdd", _matmul_size)
 def _matmul_add(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
     """``MatMul`` then ``Add`` of a bias (then ``Relu`` if ``activation`` says so), each
     written into the product (a load-time fusion, :mod:`satcompress.runtime.fuse`; the same
@@ -247,7 +323,7 @@ def _matmul_add(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
     return [y]
 
 
-@_register("MatMulScaleSoftmax")
+@_register("MatMulScaleSoftmax", _matmul_size)
 def _matmul_scale_softmax(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
     """``Softmax(MatMul(a, b) / c)`` in the product's own buffer: a transformer's attention
     weights (a load-time fusion, :mod:`satcompress.runtime.fuse`; the same values as the
@@ -257,7 +333,15 @@ def _matmul_scale_softmax(inputs: Arrays, attributes: Attributes) -> list[np.nda
     return [_softmax_in_place(y, attributes.get("axis", -1))]
 
 
-@_register("Gemm")
+def _gemm_size(inputs: Arrays, attributes: Attributes) -> int:
+    a, b = inputs[0].shape, inputs[1].shape
+    product = _matmul_shape(a[::-1] if attributes.get("transA", 0) else a,
+                            b[::-1] if attributes.get("transB", 0) else b)
+    c = inputs[2] if len(inputs) > 2 else None
+    return _broadcast(product, () if c is None else c.shape)
+
+
+@_register("Gemm", _gemm_size)
 def _gemm(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
     """``alpha * A' @ B' + beta * C`` with ``A'``/``B'`` transposed as ``transA``/``transB`` say."""
     a = inputs[0].T if attributes.get("transA", 0) else inputs[0]
@@ -273,28 +357,69 @@ def _gemm(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
     return [y.astype(inputs[0].dtype)]
 
 
+def _integers(values: Any, length: int, what: str) -> tuple[int, ...]:
+    """``values`` as ``length`` integers (TypeError / ValueError otherwise)."""
+    integers = tuple(operator.index(value) for value in values)
+    if len(integers) != length:
+        raise ValueError(f"{what} has {len(integers)} entries, not {length}")
+    return integers
+
+
 def _spatial(attributes: Attributes, name: str, rank: int, default: int) -> tuple[int, ...]:
-    return tuple(attributes.get(name, (default,) * rank))
+    return _integers(attributes.get(name, (default,) * rank), rank, name)
+
+
+class _Geometry(NamedTuple):
+    """Where a window slides: (begin, end) padding, stride, dilation and output positions of
+    every spatial axis."""
+
+    widths: tuple[tuple[int, int], ...]
+    strides: tuple[int, ...]
+    dilations: tuple[int, ...]
+    positions: tuple[int, ...]
+
+
+def _geometry(spatial: Sequence[int], kernel: Sequence[int], attributes: Attributes
+              ) -> _Geometry:
+    """The geometry of a ``kernel`` window over ``spatial`` axes (ONNX ``pads``: begins...,
+    ends...; ``strides`` and ``dilations`` default to 1), checked without allocating."""
+    rank = len(kernel)
+    if len(spatial) != rank:
+        raise ValueError(f"a {rank}-d window cannot slide over {len(spatial)} spatial axes")
+    pads = _spatial(attributes, "pads", 2 * rank, 0)
+    strides = _spatial(attributes, "strides", rank, 1)
+    dilations = _spatial(attributes, "dilations", rank, 1)
+    if min(pads, default=0) < 0 or min((*kernel, *strides, *dilations), default=1) < 1:
+        raise ValueError("pads must be >= 0, and kernel sizes, strides and dilations >= 1")
+    widths = tuple((pads[i], pads[i + rank]) for i in range(rank))
+    positions = []
+    for size, (begin, end), k, stride, dilation in zip(spatial, widths, kernel, strides,
+                                                       dilations):
+        starts = size + begin + end - (k - 1) * dilation
+        if starts < 1:
+            raise ValueError("the window is larger than the padded input")
+        positions.append(-(-starts // stride))
+    return _Geometry(widths, strides, dilations, tuple(positions))
+
+
+def _padded_size(shape: Sequence[int], geometry: _Geometry) -> int:
+    """Elements of an (N, C, *spatial) array of ``shape`` once padded."""
+    padded = (size + begin + end for size, (begin, end) in zip(shape[2:], geometry.widths))
+    return _count(shape[:2]) * _count(padded)
 
 
 def _windows(x: np.ndarray, kernel: Sequence[int], attributes: Attributes,
              pad_value: float) -> np.ndarray:
-    """``x`` (N, C, *spatial) padded and unfolded to (N, C, *out, *kernel) windows (a view).
-
-    ``pads`` are ONNX's (begins..., ends...); ``strides`` and ``dilations`` default to 1.
-    """
+    """``x`` (N, C, *spatial) padded and unfolded to (N, C, *out, *kernel) windows (a view)."""
     rank = len(kernel)
-    pads = _spatial(attributes, "pads", 2 * rank, 0)
-    strides = _spatial(attributes, "strides", rank, 1)
-    dilations = _spatial(attributes, "dilations", rank, 1)
-    if any(pads):
-        widths = [(0, 0), (0, 0)] + [(pads[i], pads[i + rank]) for i in range(rank)]
-        x = np.pad(x, widths, constant_values=pad_value)
-    extents = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+    geometry = _geometry(x.shape[2:], kernel, attributes)
+    if any(begin or end for begin, end in geometry.widths):
+        x = np.pad(x, [(0, 0), (0, 0), *geometry.widths], constant_values=pad_value)
+    extents = [(k - 1) * d + 1 for k, d in zip(kernel, geometry.dilations)]
     spatial_axes = tuple(range(2, 2 + rank))
     windows = sliding_window_view(x, extents, axis=spatial_axes)
-    output_slices = tuple(slice(None, None, s) for s in strides)
-    kernel_slices = tuple(slice(None, None, d) for d in dilations)
+    output_slices = tuple(slice(None, None, s) for s in geometry.strides)
+    kernel_slices = tuple(slice(None, None, d) for d in geometry.dilations)
     return windows[(slice(None), slice(None)) + output_slices + kernel_slices]
 
 
@@ -330,7 +455,20 @@ def _unfolded_bytes(x: np.ndarray, weight: np.ndarray, output: np.ndarray, items
     return x.shape[0] * x.shape[1] * int(np.prod(kernel)) * out_positions * itemsize
 
 
-@_register("Conv", workspace=lambda i, a, o: _unfolded_bytes(i[0], i[1], o[0], 4))
+def _convolution_size(x: np.ndarray, weight: np.ndarray, attributes: Attributes) -> int:
+    """Largest array :func:`_convolve` allocates: the padded input, the unfolded input or
+    the output."""
+    geometry = _geometry(x.shape[2:], weight.shape[2:], attributes)
+    positions = x.shape[0] * _count(geometry.positions)
+    return max(_padded_size(x.shape, geometry), positions * x.shape[1] * _count(weight.shape[2:]),
+               positions * weight.shape[0])
+
+
+def _conv_size(inputs: Arrays, attributes: Attributes) -> int:
+    return _convolution_size(inputs[0], inputs[1], attributes)
+
+
+@_register("Conv", _conv_size, workspace=lambda i, a, o: _unfolded_bytes(i[0], i[1], o[0], 4))
 def _conv(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
     x, weight = inputs[0], inputs[1]
     y = _convolve(x, weight, attributes, x.dtype)  # a new array: the bias is added in place
@@ -343,16 +481,28 @@ def _conv(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
 # --- quantization -----------------------------------------------------------------------------
 
 
+def _per_axis_shape(values: np.ndarray, like_ndim: int, axis: int) -> tuple[int, ...]:
+    """The shape :func:`_per_axis` gives ``values``."""
+    if values.ndim == 0 or values.size == 1:
+        return ()
+    shape = [1] * like_ndim
+    shape[axis % like_ndim] = values.size
+    return tuple(shape)
+
+
 def _per_axis(values: np.ndarray, like_ndim: int, axis: int) -> np.ndarray:
     """Broadcast a per-axis (1-D) parameter along ``axis``; a scalar stays as it is."""
-    if values.ndim == 0 or values.size == 1:
-        return values.reshape(())
-    shape = [1] * like_ndim
-    shape[axis % like_ndim] = -1
-    return values.reshape(shape)
+    return values.reshape(_per_axis_shape(values, like_ndim, axis))
 
 
-@_register("QuantizeLinear")
+def _linear_quantization_size(inputs: Arrays, attributes: Attributes) -> int:
+    """``allocates`` of (De)QuantizeLinear: the input broadcast with its scale and zero point."""
+    x, axis = inputs[0], attributes.get("axis", 1)
+    parameters = [value for value in inputs[1:3] if value is not None]
+    return _broadcast(x.shape, *(_per_axis_shape(value, x.ndim, axis) for value in parameters))
+
+
+@_register("QuantizeLinear", _linear_quantization_size)
 def _quantize_linear(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
     x, scale = inputs[0], inputs[1]
     zero_point = inputs[2] if len(inputs) > 2 and inputs[2] is not None else np.uint8(0)
@@ -364,7 +514,7 @@ def _quantize_linear(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]
     return [np.clip(steps, low, high).astype(zero_point.dtype)]
 
 
-@_register("DequantizeLinear")
+@_register("DequantizeLinear", _linear_quantization_size)
 def _dequantize_linear(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
     q, scale = inputs[0], inputs[1]
     zero_point = inputs[2] if len(inputs) > 2 and inputs[2] is not None else None
@@ -430,7 +580,29 @@ def _optional(inputs: Arrays, index: int) -> np.ndarray | None:
     return inputs[index] if len(inputs) > index else None
 
 
-@_register("QuantGemm", workspace=lambda i, a, o: o[0].size * 4)
+def _quantized_size(inputs: Arrays, accumulator: tuple[int, ...], channel_axis: int) -> int:
+    """Largest array a quantized layer allocates: its float operands, or its ``accumulator``
+    (of that shape) rescaled by the per-channel multiplier."""
+    x, weight, weight_scale = inputs[0], inputs[3], inputs[4]
+    multiplier = [1] * len(accumulator)
+    multiplier[channel_axis] = weight_scale.size
+    return max(x.size, weight.size, _broadcast(accumulator, multiplier))
+
+
+def _quant_gemm_size(inputs: Arrays, attributes: Attributes) -> int:
+    accumulator = _matmul_shape(inputs[0].shape, inputs[3].shape[::-1])
+    return _quantized_size(inputs, accumulator, -1)
+
+
+def _quant_conv_size(inputs: Arrays, attributes: Attributes) -> int:
+    x, weight = inputs[0], inputs[3]
+    geometry = _geometry(x.shape[2:], weight.shape[2:], attributes)
+    accumulator = (x.shape[0], weight.shape[0], *geometry.positions)
+    return max(_convolution_size(x, weight, attributes),
+               _quantized_size(inputs, accumulator, 1))
+
+
+@_register("QuantGemm", _quant_gemm_size, workspace=lambda i, a, o: o[0].size * 4)
 def _quant_gemm(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
     """Fused quantized linear layer: ``x`` (..., K), ``w`` (N, K) integers -> (..., N) float32.
 
@@ -441,7 +613,7 @@ def _quant_gemm(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
     return [_rescaled(accumulator, multiplier, _optional(inputs, 6), -1, inputs[1] is not None)]
 
 
-@_register("QuantConv",
+@_register("QuantConv", _quant_conv_size,
            workspace=lambda i, a, o: o[0].size * 4 + _unfolded_bytes(i[0], i[3], o[0], 4))
 def _quant_conv(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
     """Fused quantized convolution: ``x`` (N, C, *spatial), ``w`` (M, C / group, *kernel)."""
@@ -460,6 +632,9 @@ def integer_accumulator_bound(weight: np.ndarray, weight_zero_point: np.ndarray 
     low, high = _INTEGER_RANGES[np.dtype(activation_dtype)]
     largest_activation = max(abs(low - activation_zero_point), abs(high - activation_zero_point))
     integers = weight.astype(np.int64).reshape(weight.shape[0], -1)
+    if weight_zero_point is not None and weight_zero_point.size not in (1, len(integers)):
+        raise ValueError(f"{weight_zero_point.size} weight zero points for {len(integers)} "
+                         "output channels")
     if weight_zero_point is not None:
         integers = integers - weight_zero_point.astype(np.int64).reshape(-1, 1)
     return int(np.abs(integers).sum(axis=1).max(initial=0)) * largest_activation
@@ -468,7 +643,16 @@ def integer_accumulator_bound(weight: np.ndarray, weight_zero_point: np.ndarray 
 # --- pooling ----------------------------------------------------------------------------------
 
 
-@_register("MaxPool")
+def _pooling_size(inputs: Arrays, attributes: Attributes) -> int:
+    """The input (AveragePool's float64 copy), the padded input or the output."""
+    x = inputs[0]
+    kernel = attributes["kernel_shape"]
+    geometry = _geometry(x.shape[2:], _integers(kernel, len(kernel), "kernel_shape"), attributes)
+    return max(x.size, _padded_size(x.shape, geometry),
+               _count(x.shape[:2]) * _count(geometry.positions))
+
+
+@_register("MaxPool", _pooling_size)
 def _max_pool(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
     x = inputs[0]
     kernel = tuple(attributes["kernel_shape"])
@@ -477,7 +661,7 @@ def _max_pool(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
     return [windows.max(axis=axes).astype(x.dtype)]
 
 
-@_register("AveragePool")
+@_register("AveragePool", _pooling_size)
 def _average_pool(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
     """Mean over each window; padding counts only with ``count_include_pad=1``."""
     x = inputs[0]
@@ -492,32 +676,33 @@ def _average_pool(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
     return [(sums / counts).astype(x.dtype)]
 
 
-@_register("GlobalAveragePool")
+@_register("GlobalAveragePool", _size_of_first)
 def _global_average_pool(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
     x = inputs[0]
-    return [x.astype(np.float64).mean(axis=tuple(range(2, x.ndim)), keepdims=True).astype(x.dtype)]
+    mean = _mean(x.astype(np.float64), axis=tuple(range(2, x.ndim)), keepdims=True)
+    return [mean.astype(x.dtype)]
 
 
 # --- shapes and data movement -----------------------------------------------------------------
 
 
-@_register("Transpose")
+@_register("Transpose", _size_of_first)
 def _transpose(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
     """A view (no copy): matrix products take transposed operands as they are, and no
     kernel writes into its inputs."""
     return [np.transpose(inputs[0], attributes.get("perm"))]
 
 
-@_register("Reshape")
+@_register("Reshape", _size_of_first)
 def _reshape(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
     """ONNX Reshape: ``-1`` infers a dimension; ``0`` copies the input's (unless allowzero)."""
-    x, shape = inputs[0], [int(d) for d in inputs[1].reshape(-1)]
+    x, shape = inputs[0], [int(d) for d in _short(inputs[1], "shape")]
     if not attributes.get("allowzero", 0):
         shape = [x.shape[i] if d == 0 else d for i, d in enumerate(shape)]
     return [x.reshape(shape)]
 
 
-@_register("Flatten")
+@_register("Flatten", _size_of_first)
 def _flatten(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
     x = inputs[0]
     axis = attributes.get("axis", 1) % (x.ndim + 1)
@@ -526,10 +711,10 @@ def _flatten(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
 
 def _axes_input(inputs: Arrays, attributes: Attributes) -> list[int]:
     axes = inputs[1] if len(inputs) > 1 and inputs[1] is not None else attributes.get("axes", [])
-    return [int(axis) for axis in np.asarray(axes).reshape(-1)]
+    return [int(axis) for axis in _short(np.asarray(axes), "axes")]
 
 
-@_register("Unsqueeze")
+@_register("Unsqueeze", _size_of_first)
 def _unsqueeze(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
     x = inputs[0]
     rank = x.ndim + len(_axes_input(inputs, attributes))
@@ -537,19 +722,28 @@ def _unsqueeze(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
     return [x.reshape(x.shape) if not axes else np.expand_dims(x, tuple(axes))]
 
 
-@_register("Squeeze")
+@_register("Squeeze", _size_of_first)
 def _squeeze(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
     x = inputs[0]
     axes = _axes_input(inputs, attributes)
     return [np.squeeze(x, axis=tuple(a % x.ndim for a in axes)) if axes else np.squeeze(x)]
 
 
-@_register("Concat")
+@_register("Concat", lambda inputs, attributes: sum(x.size for x in inputs))
 def _concat(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
     return [np.concatenate(inputs, axis=attributes["axis"])]
 
 
-@_register("Gather")
+def _gather_size(inputs: Arrays, attributes: Attributes) -> int:
+    data, indices = inputs[0], inputs[1]
+    axis = operator.index(attributes.get("axis", 0))
+    if not -data.ndim <= axis < data.ndim:
+        raise IndexError(f"axis {axis} of a {data.ndim}-d array")
+    axis %= data.ndim
+    return max(indices.size, _count((*data.shape[:axis], *indices.shape, *data.shape[axis + 1:])))
+
+
+@_register("Gather", _gather_size)
 def _gather(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
     data, indices = inputs[0], inputs[1].astype(np.int64)
     axis = attributes.get("axis", 0)
@@ -557,15 +751,15 @@ def _gather(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
     return [np.take(data, indices, axis=axis)]
 
 
-@_register("Shape")
+@_register("Shape", lambda inputs, attributes: inputs[0].ndim)
 def _shape(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
     shape = np.array(inputs[0].shape, dtype=np.int64)
     return [shape[attributes.get("start", 0) : attributes.get("end", None)]]
 
 
-@_register("Slice")
+@_register("Slice", _size_of_first)
 def _slice(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
-    x, starts, ends = inputs[0], inputs[1].reshape(-1), inputs[2].reshape(-1)
+    x, starts, ends = inputs[0], _short(inputs[1], "starts"), inputs[2].reshape(-1)
     axes = _optional(inputs, 3)
     steps = _optional(inputs, 4)
     axes = range(len(starts)) if axes is None else axes.reshape(-1)
@@ -580,7 +774,7 @@ _ONNX_DTYPES = {1: np.float32, 2: np.uint8, 3: np.int8, 6: np.int32, 7: np.int64
                 10: np.float16, 11: np.float64}  # fmt: skip
 
 
-@_register("Cast")
+@_register("Cast", _size_of_first)
 def _cast(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
     return [inputs[0].astype(_ONNX_DTYPES[attributes["to"]])]
 
@@ -605,14 +799,20 @@ def sinusoidal_positional_encoding(n_positions: int, d_model: int) -> np.ndarray
     return encoding.astype(np.float32)
 
 
-@_register("SinusoidalPositionalEncoding")
+def _encoding_shape(attributes: Attributes) -> tuple[int, ...]:
+    shape = tuple(operator.index(size) for size in attributes["shape"])
+    if not 2 <= len(shape) <= _MAX_RANK or min(shape) < 1:
+        raise ValueError(f"shape {shape} needs 2 to {_MAX_RANK} positive dimensions (..., n, d)")
+    return shape
+
+
+@_register("SinusoidalPositionalEncoding",
+           lambda inputs, attributes: _count(_encoding_shape(attributes)))
 def _positional_encoding(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
     """satcompress's own constant generator: no inputs, attribute ``shape`` (..., n, d).
 
     Regenerating the encoding at load instead of storing it saves ``4 n d`` bytes of flash
     (17,600 for the compressed transient model); it is evaluated once, as a constant.
     """
-    shape = tuple(int(size) for size in attributes["shape"])
-    if len(shape) < 2 or min(shape) < 1:
-        raise ValueError(f"shape {shape} needs at least two positive dimensions (..., n, d)")
+    shape = _encoding_shape(attributes)
     return [sinusoidal_positional_encoding(shape[-2], shape[-1]).reshape(shape)]

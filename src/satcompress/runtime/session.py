@@ -7,22 +7,32 @@ weight it yields is what the runtime keeps), and one batch-1 dry run on zeros fi
 buffer's size, checks every quantized layer's accumulator bound and produces the
 :class:`~satcompress.runtime.plan.BufferPlan`. Inference then executes the nodes in their
 stored order (after the load-time fusions of :mod:`satcompress.runtime.fuse`), freeing each
-value after its last reader, in chunks of at most
+value after its last reader (or at once if nothing reads it), in chunks of at most
 :data:`CHUNK_EXAMPLES` examples (every example is computed independently of the others).
+
+Loading is bounded by :class:`~satcompress.artifact.LoadLimits`: before a node runs at load
+(folded or in the dry run), the largest array its kernel may allocate
+(:attr:`~satcompress.runtime.kernels.Kernel.allocates`, at :data:`_ITEM_BYTES` bytes per
+element) is checked against what is left of ``max_folded_bytes`` or ``max_activation_bytes``,
+and the planned arena against ``max_activation_bytes``. Every reason an artifact does not
+load raises :class:`~satcompress.artifact.ArtifactError` (a :class:`GraphError` for graphs
+that do not run).
 """
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
-from satcompress.artifact import Artifact, decode_artifact, read_artifact
+from satcompress.artifact import Artifact, ArtifactError, LoadLimits, decode_artifact, read_artifact
+from satcompress.artifact.errors import shown
 from satcompress.runtime.fuse import fuse_program
-from satcompress.runtime.graph import GraphError, Node, check_graph
+from satcompress.runtime.graph import GraphError, Node, check_graph, check_input
 from satcompress.runtime.kernels import ACCUMULATOR_LIMIT, KERNELS, integer_accumulator_bound
 from satcompress.runtime.plan import BufferPlan, Lifetime, plan_buffers
 
@@ -32,6 +42,14 @@ CHUNK_EXAMPLES = 128
 """Examples per execution of the graph: bounds the memory of large batches."""
 
 _QUANTIZED_LAYERS = ("QuantGemm", "QuantConv")
+_ITEM_BYTES = 8
+"""Bytes per element of the widest array a kernel allocates (float64 and int64 temporaries)."""
+_KERNEL_ERRORS = (ArithmeticError, AttributeError, LookupError, TypeError, ValueError)
+"""What a kernel raises on inputs or attributes that do not fit it (not MemoryError: the
+limits are checked before allocating, so running out of memory is the machine's state)."""
+_SHOWN_ERROR = 300
+"""Characters of a kernel's own error message quoted in a GraphError."""
+_T = TypeVar("_T")
 
 
 class InputError(ValueError):
@@ -42,31 +60,55 @@ def _inputs_of(node: Node, values: Mapping[str, np.ndarray]) -> list[np.ndarray 
     return [values[name] if name else None for name in node.inputs]
 
 
-def _execute(position: int, node: Node, arguments: list[np.ndarray | None]) -> list[np.ndarray]:
+def _guarded(position: int, node: Node, arguments: list[np.ndarray | None],
+             call: Callable[[], _T]) -> _T:
+    """``call()``; a kernel's failure on inputs that do not fit it becomes a GraphError."""
     try:
-        outputs = KERNELS[node.op].run(arguments, node.attributes)
-    except (ValueError, TypeError, IndexError, KeyError) as error:
+        return call()
+    except GraphError:
+        raise
+    except _KERNEL_ERRORS as error:
         shapes = [None if a is None else tuple(a.shape) for a in arguments]
         raise GraphError(
-            f"Graph node {position} ({node.op}) failed on inputs of shapes {shapes}: "
-            f"{type(error).__name__}: {error}. The artifact's graph does not fit its tensors; "
-            "rebuild it with satcompress.pipeline.flight.build_artifact."
+            f"Graph node {position} ({node.op}) failed on inputs of shapes {shown(shapes)}: "
+            f"{type(error).__name__}: {' '.join(str(error).split())[:_SHOWN_ERROR]}. The "
+            "artifact's graph does not fit its tensors; rebuild it with "
+            "satcompress.pipeline.flight.build_artifact."
         ) from None
+
+
+def _execute(position: int, node: Node, arguments: list[np.ndarray | None]) -> list[np.ndarray]:
+    outputs = _guarded(position, node, arguments,
+                       lambda: KERNELS[node.op].run(arguments, node.attributes))
     if len(outputs) < len(node.outputs):
         raise GraphError(f"Graph node {position} ({node.op}) names {len(node.outputs)} outputs "
                          f"but the operator produces {len(outputs)}.")
     return outputs
 
 
-def _fold_constants(nodes: list[Node], tensors: Mapping[str, np.ndarray],
-                    kept_names: set[str]) -> tuple[dict[str, np.ndarray], list[Node]]:
-    """Evaluate every node whose inputs are all constants; keep the constants still read."""
+def _allocation(position: int, node: Node, arguments: list[np.ndarray | None]) -> int:
+    """Bytes the largest array of ``node``'s kernel may take, known before it runs."""
+    return _ITEM_BYTES * _guarded(position, node, arguments,
+                                  lambda: KERNELS[node.op].allocates(arguments, node.attributes))
+
+
+def _fold_constants(nodes: list[Node], tensors: Mapping[str, np.ndarray], kept_names: set[str],
+                    limits: LoadLimits) -> tuple[dict[str, np.ndarray], list[Node]]:
+    """Evaluate every node whose inputs are all constants, within ``limits.max_folded_bytes``;
+    keep the constants still read."""
     constants = dict(tensors)
-    program = []
+    program, folded = [], 0
     for position, node in enumerate(nodes):
         if all(not name or name in constants for name in node.inputs):
-            outputs = _execute(position, node, _inputs_of(node, constants))
+            arguments = _inputs_of(node, constants)
+            need = _allocation(position, node, arguments)
+            if folded + need > limits.max_folded_bytes:
+                raise limits.exceeded("max_folded_bytes",
+                                      f"Graph node {position} ({node.op}), evaluated at load, "
+                                      f"may take {need} bytes after {folded} already folded")
+            outputs = _execute(position, node, arguments)
             constants.update(zip(node.outputs, outputs))
+            folded += sum(value.nbytes for _, value in zip(node.outputs, outputs))
         else:
             program.append(node)
     read = {name for node in program for name in node.inputs} | kept_names
@@ -86,81 +128,107 @@ def _check_accumulator(position: int, node: Node, arguments: list[np.ndarray | N
         )
 
 
+def _class_names(metadata: Mapping[str, Any]) -> tuple[str, ...]:
+    names = metadata.get("class_names", [])
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise ArtifactError(f"The artifact's metadata has class_names {shown(names)}, not a list "
+                            "of strings; rebuild it with satcompress.pipeline.flight."
+                            "task_metadata.")
+    return tuple(names)
+
+
 class Runtime:
     """A loaded flight artifact, ready to run (NumPy only).
 
     Build one with :func:`load`. Attributes: ``metadata`` (task, class names, preprocessing
     constants...), ``operators`` (the graph's operator names), ``checksum`` (the file's
-    SHA-256), ``size_bytes``, ``input_shape`` (of one example), ``plan`` (the batch-1 :class:`~satcompress.runtime.plan.BufferPlan`) and
-    ``peak_buffer_bytes`` (its peak: what a budget's ``max_ram_bytes`` counts).
-    ``fuse=False`` runs the stored operators one by one instead of the load-time fusions of
-    :mod:`satcompress.runtime.fuse` (same results; for checking them).
+    SHA-256), ``size_bytes``, ``input_shape`` (of one example), ``plan`` (the batch-1
+    :class:`~satcompress.runtime.plan.BufferPlan`) and ``peak_buffer_bytes`` (its peak: what
+    a budget's ``max_ram_bytes`` counts). ``fuse=False`` runs the stored operators one by one
+    instead of the load-time fusions of :mod:`satcompress.runtime.fuse` (same results; for
+    checking them). ``limits`` bound what loading may allocate (see the module docstring).
     """
 
-    def __init__(self, artifact: Artifact, fuse: bool = True) -> None:
+    def __init__(self, artifact: Artifact, fuse: bool = True,
+                 limits: LoadLimits = LoadLimits()) -> None:
         graph = artifact.graph
-        nodes = check_graph(graph, artifact.tensors)
+        nodes = check_graph(graph, artifact.tensors, limits)
         self.operators: tuple[str, ...] = tuple(sorted({node.op for node in nodes}))
         self.metadata: dict[str, Any] = artifact.metadata
+        self.class_names: tuple[str, ...] = _class_names(artifact.metadata)
         self.checksum: str = artifact.sha256
         self.size_bytes: int = artifact.size_bytes
         (source,), (target,) = graph["inputs"], graph["outputs"]
         self._input_name, self._output_name = source["name"], target["name"]
-        shape = source["shape"]
-        if not shape or shape[0] is not None or not all(
-                isinstance(d, int) and d > 0 for d in shape[1:]):
-            raise GraphError(f"Graph input shape {shape} must be [null, d1, d2, ...] with d_i > 0.")
-        self.input_shape: tuple[int, ...] = tuple(shape[1:])
-        self.input_dtype = np.dtype(source["dtype"])
-        self._constants, self._program = _fold_constants(nodes, artifact.tensors,
-                                                         {self._output_name})
+        self.input_shape, self.input_dtype = check_input(source, limits)
+        with np.errstate(all="ignore"):
+            self._constants, self._program = _fold_constants(nodes, artifact.tensors,
+                                                             {self._output_name}, limits)
         if fuse:
             self._program = fuse_program(self._program, self._constants, {self._output_name})
         self._last_reader = {name: step for step, node in enumerate(self._program)
                              for name in node.inputs if name and name not in self._constants}
+        written = {name: step for step, node in enumerate(self._program) for name in node.outputs}
         self._freed_after: list[list[str]] = [[] for _ in self._program]
-        for name, step in self._last_reader.items():
+        for name, step in {**written, **self._last_reader}.items():  # a value unread: at once
             if name != self._output_name:
                 self._freed_after[step].append(name)
-        self.plan: BufferPlan = self._dry_run()
+        self.plan: BufferPlan = self._dry_run(limits)
 
     @property
     def peak_buffer_bytes(self) -> int:
         """Planned peak RAM of one batch-1 inference: resident weights + the buffer arena."""
         return self.plan.peak_bytes
 
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        return tuple(self.metadata.get("class_names", ()))
-
-    def _dry_run(self) -> BufferPlan:
-        """Run once on zeros of batch 1: buffer sizes, accumulator bounds, the memory plan."""
+    def _dry_run(self, limits: LoadLimits) -> BufferPlan:
+        """Run once on zeros of batch 1 within ``limits.max_activation_bytes``: buffer sizes,
+        accumulator bounds, the memory plan."""
+        cap = limits.max_activation_bytes
+        held = math.prod(self.input_shape) * self.input_dtype.itemsize  # activations alive
+        if held > cap:
+            raise limits.exceeded("max_activation_bytes", f"One example of the graph input "
+                                  f"takes {held} bytes")
         example = np.zeros((1, *self.input_shape), self.input_dtype)
         values = {**self._constants, self._input_name: example}
-        lifetimes = []
+        lifetimes, sizes = [], {self._input_name: example.nbytes}
         born = {self._input_name: 0}
-        end = len(self._program) - 1
+        end = max(0, len(self._program) - 1)
         with np.errstate(all="ignore"):
             for step, node in enumerate(self._program):
                 arguments = _inputs_of(node, values)
+                need = _allocation(step, node, arguments)
+                if held + need > cap:
+                    raise limits.exceeded("max_activation_bytes",
+                                          f"Graph node {step} ({node.op}) may take {need} bytes "
+                                          f"while {held} bytes of activations are alive")
                 if node.op in _QUANTIZED_LAYERS:
-                    _check_accumulator(step, node, arguments)
+                    _guarded(step, node, arguments,
+                             lambda: _check_accumulator(step, node, arguments))
                 outputs = _execute(step, node, arguments)
-                workspace = KERNELS[node.op].workspace(arguments, node.attributes, outputs)
+                workspace = _guarded(step, node, arguments, lambda: KERNELS[node.op].workspace(
+                    arguments, node.attributes, outputs))
                 if workspace:
                     lifetimes.append(Lifetime(f"workspace:{step}", int(workspace), step, step))
                 for name, value in zip(node.outputs, outputs):
-                    values[name] = value
-                    born[name] = step
+                    values[name], born[name], sizes[name] = value, step, int(value.nbytes)
+                    held += value.nbytes
+                for name in self._freed_after[step]:
+                    held -= sizes[name]
+                    del values[name]
+        output = values.get(self._output_name)
+        if output is None or output.ndim != 2 or output.shape[0] != 1:
+            found = "no value" if output is None else f"shape {output.shape}"
+            raise GraphError(f"The graph's output has {found} for one example; a classifier's "
+                             "logits must have shape (1, n_classes).")
         for name, first in born.items():
             last = end if name == self._output_name else self._last_reader.get(name, first)
-            lifetimes.append(Lifetime(name, int(values[name].nbytes), first, last))
-        output = values[self._output_name]
-        if output.ndim != 2 or output.shape[0] != 1:
-            raise GraphError(f"The graph's output has shape {output.shape} for one example; "
-                             "a classifier's logits must have shape (1, n_classes).")
+            lifetimes.append(Lifetime(name, sizes[name], first, last))
         resident = sum(int(value.nbytes) for value in self._constants.values())
-        return plan_buffers(lifetimes, resident)
+        plan = plan_buffers(lifetimes, resident)
+        if plan.arena_bytes > cap:
+            raise limits.exceeded("max_activation_bytes",
+                                  f"The planned activation arena takes {plan.arena_bytes} bytes")
+        return plan
 
     def _check_input(self, x: Any) -> np.ndarray:
         expected = f"(batch, {', '.join(map(str, self.input_shape))})"
@@ -209,17 +277,34 @@ class Runtime:
         return exponentials / exponentials.sum(axis=1, keepdims=True)
 
 
-def load(source: str | os.PathLike | bytes, fuse: bool = True) -> Runtime:
+def load(source: str | os.PathLike | bytes, fuse: bool = True, *,
+         limits: LoadLimits = LoadLimits(), backend: str = "numpy") -> Runtime:
     """Verify and load a flight artifact from a path or from its bytes (``fuse``: see
-    :class:`Runtime`).
+    :class:`Runtime`), allocating no more than ``limits`` allow.
+
+    ``backend="c"`` runs the artifact's generated C code compiled for this machine
+    (:mod:`satcompress.firmware.host`; the NumPy runtime stays the reference, and is returned,
+    with a warning, when there is no C compiler).
 
     Raises
     ------
     satcompress.artifact.ArtifactError
-        If the file is truncated, corrupted or of another format version (names the block).
-    satcompress.runtime.GraphError
-        If the graph is malformed or uses an operator this runtime does not support.
+        If the file is truncated, corrupted, of another format version (names the block) or
+        beyond one of ``limits`` (names it); as its subclass
+        :class:`satcompress.runtime.GraphError`, if the graph is malformed, does not fit its
+        tensors or uses an operator this runtime does not support.
+    ValueError
+        If ``backend`` is neither ``"numpy"`` nor ``"c"``.
     """
+    if backend not in ("numpy", "c"):
+        raise ValueError(f"Unknown backend {backend!r}; use 'numpy' (the reference) or 'c' "
+                         "(the generated C code, compiled for this machine).")
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return Runtime(decode_artifact(bytes(source)), fuse)
-    return Runtime(read_artifact(Path(source)), fuse)
+        flight = Runtime(decode_artifact(source, limits=limits), fuse, limits)
+    else:
+        flight = Runtime(read_artifact(Path(source), limits=limits), fuse, limits)
+    if backend == "c":
+        from satcompress.firmware.host import load_c  # the C backend builds on this runtime
+
+        return load_c(flight)
+    return flight

@@ -2,9 +2,9 @@
 
 Every candidate is measured with the same :func:`satcompress.measure.measure` as the
 pipeline (peak RAM, batch-1 latency) and by the size of the flight artifact it would be
-(:func:`~satcompress.pipeline.flight.artifact_size_bytes`: what ``max_bytes`` counts, header
-and encodings included), and scored with the task's own
-``score`` on the VALIDATION split (thresholds tuned on that same split), so the search
+(:func:`~satcompress.pipeline.flight.artifact_size_bytes`: what ``max_bytes`` counts, header,
+encodings and, with ``settings.fec``, Reed-Solomon parity included), and scored with the
+task's own ``score`` on the VALIDATION split (thresholds tuned on that same split), so the search
 never looks at the test split. The budget's metric-drop limits are checked on these
 validation metrics against the base model's.
 
@@ -160,7 +160,7 @@ class Evaluator:
         measurement = measure(model, self.example, metrics=self.validation_metrics(model, full),
                               stage=stage, repeats=self.settings.latency_repeats, warmup=5)
         return dataclasses.replace(measurement, theoretical_bytes=artifact_size_bytes(
-            model, self.example, self.artifact_metadata))
+            model, self.example, self.artifact_metadata, fec=self.settings.fec))
 
     def evaluate(self, assignment: Mapping[str, Any], full: bool, name: str = "search"
                  ) -> Evaluation:

@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 from satcompress.cluster import MAX_CLUSTERS
+from satcompress.pipeline.recipe import DEFAULT_FEC
 from satcompress.prune import IMPORTANCE_CRITERIA
 from satcompress.quantize.fake_quant import MAX_BITS, MIN_BITS
 from satcompress.stages import StageConfig, config_type
@@ -119,6 +120,10 @@ class SearchSettings:
         the rest evaluates combinations of their fronts.
     seed : int
         Seeds the sampler, the proxy subset and every stage.
+    fec : bool
+        Whether the artifacts carry Reed-Solomon error correction: candidates are measured,
+        and the chosen recipe written, with it (see
+        :data:`satcompress.pipeline.recipe.DEFAULT_FEC`).
     """
 
     student_fractions: tuple[float, ...] = (1.0, 0.25, 0.1, 0.05)
@@ -140,6 +145,7 @@ class SearchSettings:
     min_block_fraction: float = 0.05
     block_trial_fraction: float = 0.7
     seed: int = 0
+    fec: bool = DEFAULT_FEC
 
     def __post_init__(self) -> None:
         for name in ("student_fractions", "prune_ratios", "rank_fractions", "codecs"):
@@ -180,6 +186,8 @@ class SearchSettings:
         ):
             raise ValueError(f"SearchSettings.recovery_margin must be a number >= 0 or None, got "
                              f"{self.recovery_margin!r}.")
+        if not isinstance(self.fec, bool):
+            raise ValueError(f"SearchSettings.fec must be True or False, got {self.fec!r}.")
         for name in ("min_block_fraction", "block_trial_fraction"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0 <= value < 1):

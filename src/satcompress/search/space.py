@@ -261,7 +261,8 @@ class SearchSpace:
                 run(PostTrainingQuantizeConfig(**quantization))
         described = ", ".join(f"{key}={value}" for key, value in chosen.items()
                               if value != self.by_name()[key].choices[0]) or "nothing compressed"
-        recipe = Recipe(name, tuple(configs), description=f"Found by satcompress search: {described}.")
+        recipe = Recipe(name, tuple(configs), fec=settings.fec,
+                        description=f"Found by satcompress search: {described}.")
         return recipe, model
 
     def _ranks(self, model: nn.Module, fractions: Mapping[str, float]) -> tuple[tuple[str, int], ...]:

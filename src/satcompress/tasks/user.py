@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 import zipfile
 import zlib
 from collections import Counter
@@ -127,7 +128,14 @@ def _read_table(path: Path) -> pd.DataFrame:
         raise UserDataError(f"{path} declares {values} values, over {MAX_DATA_BYTES} bytes; "
                             "give a smaller table (fewer rows or columns).")
     try:
-        return pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
+        if path.suffix.lower() == ".parquet":
+            return pd.read_parquet(path)
+        with warnings.catch_warnings():  # a row longer than the header: an error, not a warning
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            return pd.read_csv(path, index_col=False)  # never the first field as an index
+    except pd.errors.ParserWarning:
+        raise UserDataError(f"{path}: a row has more fields than the header names, so its values "
+                            "would shift into the wrong columns; fix the file's rows.") from None
     except (OSError, ValueError) as error:
         raise _unreadable(path, error, "a table", fix) from None
 
