@@ -1,0 +1,101 @@
+"""``satcompress inject``: a fault-injection campaign on a flight artifact (bit flips)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from satcompress.cli.common import TASK_HELP, check_task, console, fail
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from satcompress.tasks import TaskData
+    from satcompress.tasks.registry import ReferenceTask
+
+__all__ = ["inject", "task_scorer"]
+
+
+def task_scorer(task: "ReferenceTask", data: "TaskData", clean_logits_val: "np.ndarray",
+                clean_logits_test: "np.ndarray") -> "Callable[[np.ndarray], float]":
+    """``probabilities -> drop`` of the task's primary metric on the test split, thresholds
+    tuned on the clean validation outputs (as the deployed model's were)."""
+    from satcompress.radiation import fault_probabilities
+
+    val, _ = fault_probabilities(clean_logits_val)
+    clean = task.score(val, data.val.y, fault_probabilities(clean_logits_test)[0],
+                       data.test.y)[task.primary_metric]
+    sign = 1.0 if task.higher_is_better else -1.0
+
+    def score(probabilities):
+        faulty = task.score(val, data.val.y, probabilities, data.test.y)[task.primary_metric]
+        return sign * (clean - faulty)
+
+    return score
+
+
+def _numbers(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        fail(f"--flips takes whole numbers separated by commas (e.g. 1,10,100), not {text!r}.")
+
+
+def inject(
+    artifact: Path = typer.Argument(..., help="The flight artifact (.sca)."),
+    task: str = typer.Option(..., help=TASK_HELP),
+    flips: str = typer.Option("1,10,100", help="Bits flipped per trial, comma-separated."),
+    where: str = typer.Option("weights", help="weights (resident tensors in RAM) or file "
+                              "(the artifact's bytes: refused or repaired at load)."),
+    bits: str = typer.Option("any", help="any | sign | exponent | exponent_top | mantissa "
+                             "(float32 bits of resident tensors)."),
+    trials: int = typer.Option(100, help="Trials per flip count."),
+    threshold: float = typer.Option(0.1, help="A metric drop above this is a corruption that "
+                                    "matters (P(drop > threshold) is reported)."),
+    seed: int = typer.Option(0, help="Seed of the campaign (and of the data split)."),
+    out: Path = typer.Option(None, help="Write the results as JSON here."),
+) -> None:
+    """Flip random bits in ARTIFACT's resident weights (or its file), TRIALS times per flip
+    count, and report the test metric's drop: mean, sd, P(drop > threshold), the rate of
+    non-finite outputs, and per tensor which single flips hurt most."""
+    check_task(task)
+    from satcompress.artifact import ArtifactError, decode_artifact
+    from satcompress.data import DataFileError
+    from satcompress.fileio import atomic_write_text
+    from satcompress.radiation import Campaign, run_campaign
+    from satcompress.report import rich_table
+    from satcompress.runtime import Runtime
+    from satcompress.tasks.registry import get_task
+
+    if not artifact.is_file():
+        fail(f"Artifact {artifact} does not exist; `satcompress compress` writes OUT/model.sca.")
+    try:
+        campaign = Campaign(_numbers(flips), where, bits, trials, seed, threshold)
+        content = artifact.read_bytes()
+        clean = Runtime(decode_artifact(content))
+        if clean.metadata.get("task") != task:
+            fail(f"{artifact} was built for task {clean.metadata.get('task')!r}, not {task!r}.")
+        reference = get_task(task)
+        with console.status(f"loading {task} data"):
+            data = reference.load(seed=seed)
+        score = task_scorer(reference, data, clean.run(data.val.x), clean.run(data.test.x))
+        with console.status(f"injecting: {trials} trials x {len(campaign.flips)} flip counts"):
+            result = run_campaign(content, data.test.x, score, campaign)
+    except (ArtifactError, DataFileError, ValueError) as error:
+        fail(str(error))
+    metric = reference.primary_metric
+    console.print(rich_table(result.summary_rows(),
+                             title=f"{artifact.name}: {metric} drop under bit flips "
+                                   f"({where}, bits {bits})"))
+    layers = result.layer_rows()
+    if layers:
+        console.print(rich_table(layers[:15], title="single flips: most vulnerable tensors"))
+    if out is not None:
+        atomic_write_text(out, json.dumps({"artifact": str(artifact), "sha256": clean.checksum,
+                                           "task": task, "metric": metric,
+                                           **result.to_dict()}, indent=2) + "\n")
+        console.print(f"wrote {out}")

@@ -1,0 +1,14 @@
+"""Radiation effects on a flight artifact: fault injection (:mod:`.inject`), torch-free."""
+
+from satcompress.radiation.inject import (
+    BIT_CLASSES,
+    WHERE,
+    Campaign,
+    CampaignResult,
+    FlipResult,
+    fault_probabilities,
+    run_campaign,
+)
+
+__all__ = ["BIT_CLASSES", "WHERE", "Campaign", "CampaignResult", "FlipResult", "fault_probabilities",
+           "run_campaign"]
