@@ -180,6 +180,13 @@ class Runtime:
         """Planned peak RAM of one batch-1 inference: resident weights + the buffer arena."""
         return self.plan.peak_bytes
 
+    @property
+    def resident_tensors(self) -> dict[str, np.ndarray]:
+        """The arrays kept in memory between inferences (weights after load-time folding),
+        by name: what a single-event upset in RAM hits. The runtime's own mapping, read at
+        every run (the fault injector, :mod:`satcompress.radiation`, flips bits in it)."""
+        return self._constants
+
     def _dry_run(self, limits: LoadLimits) -> BufferPlan:
         """Run once on zeros of batch 1 within ``limits.max_activation_bytes``: buffer sizes,
         accumulator bounds, the memory plan."""
