@@ -102,3 +102,52 @@ def test_the_runtime_reads_its_resident_tensors_at_every_run():
     runtime = load(classifier())
     runtime.resident_tensors["w"] = np.zeros((2, 2), dtype=np.float32)
     assert np.array_equal(runtime.run(X), np.zeros((16, 2), dtype=np.float32))
+
+
+def relu_net() -> bytes:
+    """h = relu(x @ W1), logits = h @ W2: two layers, so a hidden activation can be bounded."""
+    graph = {"format": GRAPH_FORMAT,
+             "inputs": [{"name": "x", "dtype": "float32", "shape": [None, 2]}],
+             "outputs": [{"name": "logits", "dtype": "float32", "shape": [None, 2]}],
+             "nodes": [{"op": "Gemm", "in": ["x", "w1"], "out": ["pre"]},
+                       {"op": "Relu", "in": ["pre"], "out": ["hidden"]},
+                       {"op": "Gemm", "in": ["hidden", "w2"], "out": ["logits"]}]}
+    tensors = {"w1": np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5]], dtype=np.float32),
+               "w2": np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]], dtype=np.float32)}
+    return encode_artifact(graph, tensors, {"task": "tiny"})
+
+
+def test_activation_ranges_are_the_extremes_over_the_calibration_inputs():
+    ranges = load(relu_net()).activation_ranges(X)
+    assert ranges["hidden"] == (0.0, 1.0) and ranges["logits"] == (0.0, 1.0)
+
+
+def test_range_restriction_clips_and_counts_what_a_flip_blows_up_and_maps_nan_to_low():
+    runtime = load(relu_net())
+    runtime.restrict_activations(runtime.activation_ranges(X))
+    assert np.array_equal(runtime.run(X), load(relu_net()).run(X))  # clean: unchanged
+    assert runtime.clipped_values == 0
+    runtime.resident_tensors["w1"] = runtime.resident_tensors["w1"].copy()
+    runtime.resident_tensors["w1"][1, 2] = 3e38  # the 0.5 with its top exponent bit flipped
+    logits = runtime.run(X)
+    assert np.isfinite(logits).all() and logits.max() <= 1.0
+    assert runtime.clipped_values == 8  # the hidden unit of the 8 examples with x[1] = 1
+    assert (logits.argmax(1) == Y).all()
+    runtime.resident_tensors["w2"] = np.full((3, 2), np.nan, dtype=np.float32)
+    assert np.array_equal(runtime.run(X), np.zeros((16, 2), dtype=np.float32))
+
+
+def test_ranger_removes_the_corruptions_that_top_exponent_flips_cause_here():
+    campaign = Campaign(flips=(1,), bits="exponent_top", trials=30)
+    bare = run_campaign(relu_net(), X, error_rate, campaign).summary_rows()[0]
+    protected = run_campaign(relu_net(), X, error_rate,
+                             Campaign(flips=(1,), bits="exponent_top", trials=30,
+                                      protect="ranger"), calibration_x=X).summary_rows()[0]
+    assert bare["p_drop_over_threshold"] > 0.3
+    assert protected["non_finite_rate"] == 0 and protected["clipped_values"] > 0
+    assert protected["p_drop_over_threshold"] < bare["p_drop_over_threshold"]
+
+
+def test_ranger_needs_calibration_inputs():
+    with pytest.raises(ValueError, match="needs calibration inputs"):
+        run_campaign(relu_net(), X, error_rate, Campaign(flips=(1,), protect="ranger"))

@@ -57,6 +57,8 @@ def inject(
     threshold: float = typer.Option(0.1, help="A metric drop above this is a corruption that "
                                     "matters (P(drop > threshold) is reported)."),
     seed: int = typer.Option(0, help="Seed of the campaign (and of the data split)."),
+    protect: str = typer.Option("none", help="none, or ranger: clip every activation to its "
+                                "range on the training split (NaN to its low end)."),
     out: Path = typer.Option(None, help="Write the results as JSON here."),
 ) -> None:
     """Flip random bits in ARTIFACT's resident weights (or its file), TRIALS times per flip
@@ -66,7 +68,7 @@ def inject(
     from satcompress.artifact import ArtifactError, decode_artifact
     from satcompress.data import DataFileError
     from satcompress.fileio import atomic_write_text
-    from satcompress.radiation import Campaign, run_campaign
+    from satcompress.radiation import Campaign, protection_overhead, run_campaign
     from satcompress.report import rich_table
     from satcompress.runtime import Runtime
     from satcompress.tasks.registry import get_task
@@ -74,7 +76,7 @@ def inject(
     if not artifact.is_file():
         fail(f"Artifact {artifact} does not exist; `satcompress compress` writes OUT/model.sca.")
     try:
-        campaign = Campaign(_numbers(flips), where, bits, trials, seed, threshold)
+        campaign = Campaign(_numbers(flips), where, bits, trials, seed, threshold, protect)
         content = artifact.read_bytes()
         clean = Runtime(decode_artifact(content))
         if clean.metadata.get("task") != task:
@@ -84,18 +86,24 @@ def inject(
             data = reference.load(seed=seed)
         score = task_scorer(reference, data, clean.run(data.val.x), clean.run(data.test.x))
         with console.status(f"injecting: {trials} trials x {len(campaign.flips)} flip counts"):
-            result = run_campaign(content, data.test.x, score, campaign)
+            result = run_campaign(content, data.test.x, score, campaign, data.train.x)
+        overhead = (None if protect == "none" else
+                    protection_overhead(content, data.train.x, data.test.x[:1]))
     except (ArtifactError, DataFileError, ValueError) as error:
         fail(str(error))
     metric = reference.primary_metric
     console.print(rich_table(result.summary_rows(),
                              title=f"{artifact.name}: {metric} drop under bit flips "
                                    f"({where}, bits {bits})"))
+    if overhead is not None:
+        console.print(f"{protect}: batch-1 latency x{overhead:.3f} of the unprotected runtime "
+                      "(medians of 500 interleaved runs)")
     layers = result.layer_rows()
     if layers:
         console.print(rich_table(layers[:15], title="single flips: most vulnerable tensors"))
     if out is not None:
         atomic_write_text(out, json.dumps({"artifact": str(artifact), "sha256": clean.checksum,
                                            "task": task, "metric": metric,
+                                           "protection_latency_ratio": overhead,
                                            **result.to_dict()}, indent=2) + "\n")
         console.print(f"wrote {out}")

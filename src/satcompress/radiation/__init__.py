@@ -2,13 +2,15 @@
 
 from satcompress.radiation.inject import (
     BIT_CLASSES,
+    PROTECTIONS,
     WHERE,
     Campaign,
     CampaignResult,
     FlipResult,
     fault_probabilities,
+    protection_overhead,
     run_campaign,
 )
 
-__all__ = ["BIT_CLASSES", "WHERE", "Campaign", "CampaignResult", "FlipResult", "fault_probabilities",
-           "run_campaign"]
+__all__ = ["BIT_CLASSES", "PROTECTIONS", "WHERE", "Campaign", "CampaignResult", "FlipResult",
+           "fault_probabilities", "protection_overhead", "run_campaign"]

@@ -13,12 +13,18 @@ Li et al., SC'17, found for DNN accelerators; integer tensors are hit only by ``
 The campaign is a pure function of the artifact, the data and :attr:`Campaign.seed`.
 Non-finite outputs are scored the way an arg-max treats them today -- as the first class --
 and counted separately; that is the silent failure protection has to remove.
+
+``protect="ranger"`` runs every faulty model with activation range restriction (Ranger: Chen
+et al., DSN 2021; :meth:`satcompress.runtime.Runtime.restrict_activations`), the bounds
+calibrated on the clean artifact over the calibration inputs (the training split);
+:func:`protection_overhead` measures what it costs at batch 1.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -26,8 +32,8 @@ import numpy as np
 from satcompress.artifact import ArtifactError, decode_artifact
 from satcompress.runtime import Runtime
 
-__all__ = ["BIT_CLASSES", "WHERE", "Campaign", "FlipResult", "CampaignResult", "fault_probabilities",
-           "run_campaign"]
+__all__ = ["BIT_CLASSES", "PROTECTIONS", "WHERE", "Campaign", "FlipResult", "CampaignResult",
+           "fault_probabilities", "protection_overhead", "run_campaign"]
 
 BIT_CLASSES: dict[str, tuple[int, ...] | None] = {
     "any": None,
@@ -40,6 +46,9 @@ BIT_CLASSES: dict[str, tuple[int, ...] | None] = {
 
 WHERE = ("weights", "file")
 """Where bits are flipped: the runtime's resident tensors, or the artifact file's bytes."""
+
+PROTECTIONS = ("none", "ranger")
+"""Protections a campaign can run the faulty models with."""
 
 Scorer = Callable[[np.ndarray], float]
 """Test-split probabilities (examples, classes) -> the metric's drop from the clean model
@@ -57,8 +66,12 @@ class Campaign:
     trials: int = 100
     seed: int = 0
     threshold: float = 0.1
+    protect: str = "none"
 
     def __post_init__(self) -> None:
+        if self.protect not in PROTECTIONS:
+            raise ValueError(f"protect must be one of {', '.join(PROTECTIONS)}, "
+                             f"got {self.protect!r}.")
         if not self.flips or any(not isinstance(n, int) or n < 1 for n in self.flips):
             raise ValueError(f"flips must be positive whole numbers, got {self.flips!r}.")
         if self.where not in WHERE:
@@ -84,6 +97,7 @@ class FlipResult:
     non_finite_trials: int
     refused_trials: int = 0
     repaired_trials: int = 0
+    clipped_values: int = 0
     hit_tensors: tuple[tuple[str, ...], ...] = field(default=(), repr=False)
 
     def summary(self, threshold: float) -> dict[str, float | int]:
@@ -99,6 +113,7 @@ class FlipResult:
             "non_finite_rate": self.non_finite_trials / trials,
             "refused_rate": self.refused_trials / trials,
             "repaired_rate": self.repaired_trials / trials,
+            "clipped_values": self.clipped_values,
         }
 
 
@@ -184,6 +199,7 @@ def _undo(tensors: dict[str, np.ndarray], flipped: list[tuple[str, int, int]]) -
 
 def _weights_trials(runtime: Runtime, x: np.ndarray, score: Scorer, campaign: Campaign,
                     flips: int, rng: np.random.Generator) -> FlipResult:
+    runtime.clipped_values = 0
     tensors = runtime.resident_tensors
     names = _eligible(tensors, campaign.bits)
     drops, hits, non_finite = [], [], 0
@@ -197,12 +213,14 @@ def _weights_trials(runtime: Runtime, x: np.ndarray, score: Scorer, campaign: Ca
         drops.append(score(probabilities))
         hits.append(hit)
         non_finite += bad
-    return FlipResult(flips, tuple(drops), non_finite, hit_tensors=tuple(hits))
+    return FlipResult(flips, tuple(drops), non_finite, clipped_values=runtime.clipped_values,
+                      hit_tensors=tuple(hits))
 
 
 def _file_trials(content: bytes, x: np.ndarray, score: Scorer, campaign: Campaign, flips: int,
-                 rng: np.random.Generator) -> FlipResult:
-    drops, non_finite, refused, repaired = [], 0, 0, 0
+                 rng: np.random.Generator, bounds: Mapping[str, tuple[float, float]] | None
+                 ) -> FlipResult:
+    drops, non_finite, refused, repaired, clipped = [], 0, 0, 0, 0
     for _ in range(campaign.trials):
         damaged = np.frombuffer(content, dtype=np.uint8).copy()
         for draw in rng.integers(0, len(content) * 8, size=flips):
@@ -214,26 +232,51 @@ def _file_trials(content: bytes, x: np.ndarray, score: Scorer, campaign: Campaig
             refused += 1  # detected: the file is not used
             continue
         repaired += artifact.corrected_bytes > 0
+        runtime.restrict_activations(bounds)
         with np.errstate(all="ignore"):
             probabilities, bad = fault_probabilities(runtime.run(x))
         drops.append(score(probabilities))
         non_finite += bad
-    return FlipResult(flips, tuple(drops), non_finite, refused, repaired)
+        clipped += runtime.clipped_values
+    return FlipResult(flips, tuple(drops), non_finite, refused, repaired, clipped)
 
 
-def run_campaign(content: bytes, x: np.ndarray, score: Scorer, campaign: Campaign
-                 ) -> CampaignResult:
+def run_campaign(content: bytes, x: np.ndarray, score: Scorer, campaign: Campaign,
+                 calibration_x: np.ndarray | None = None) -> CampaignResult:
     """Run ``campaign`` on the artifact ``content`` with test inputs ``x``.
 
     ``score(probabilities)`` returns the metric's drop from the clean artifact on ``x``
-    (positive: worse); see :func:`satcompress.cli.inject` for the task's scorer.
+    (positive: worse); see :func:`satcompress.cli.inject.task_scorer` for the task's.
+    ``calibration_x`` (the training inputs) calibrates the bounds of ``protect="ranger"``.
     """
+    bounds = None
+    if campaign.protect == "ranger":
+        if calibration_x is None:
+            raise ValueError("protect='ranger' needs calibration inputs (the training split).")
+        bounds = Runtime(decode_artifact(content)).activation_ranges(calibration_x)
     rng = np.random.default_rng(campaign.seed)
     results = []
     for flips in campaign.flips:
         if campaign.where == "weights":
             runtime = Runtime(decode_artifact(content))  # a fresh copy per flip count
+            runtime.restrict_activations(bounds)
             results.append(_weights_trials(runtime, x, score, campaign, flips, rng))
         else:
-            results.append(_file_trials(content, x, score, campaign, flips, rng))
+            results.append(_file_trials(content, x, score, campaign, flips, rng, bounds))
     return CampaignResult(campaign, tuple(results))
+
+
+def protection_overhead(content: bytes, calibration_x: np.ndarray, example: np.ndarray,
+                        repeats: int = 500) -> float:
+    """Batch-1 latency with Ranger bounds over latency without, medians of ``repeats``
+    interleaved runs of one ``example`` (so both see the same machine load)."""
+    runtime = Runtime(decode_artifact(content))
+    bounds = runtime.activation_ranges(calibration_x)
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(repeats):
+        for protected in (False, True):
+            runtime.restrict_activations(bounds if protected else None)
+            started = time.perf_counter()
+            runtime.run(example)
+            times[protected].append(time.perf_counter() - started)
+    return float(np.median(times[True]) / np.median(times[False]))

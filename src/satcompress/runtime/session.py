@@ -174,6 +174,9 @@ class Runtime:
             if name != self._output_name:
                 self._freed_after[step].append(name)
         self.plan: BufferPlan = self._dry_run(limits)
+        self._bounds: dict[str, tuple[np.floating, np.floating]] = {}
+        self.clipped_values = 0
+        """Values clipped by :meth:`restrict_activations` since it was turned on."""
 
     @property
     def peak_buffer_bytes(self) -> int:
@@ -257,10 +260,54 @@ class Runtime:
                              "preprocessing must replace or drop them before inference.")
         return np.ascontiguousarray(x)
 
-    def _run_chunk(self, x: np.ndarray) -> np.ndarray:
+    def restrict_activations(self, bounds: Mapping[str, tuple[float, float]] | None) -> None:
+        """Clip each named float value to its ``(low, high)`` after the node that writes it
+        (Ranger: Chen et al., DSN 2021), NaN becoming ``low``; ``None`` turns it off.
+
+        Calibrate the bounds with :meth:`activation_ranges` on training inputs. A value in its
+        bounds costs two reductions; one out of them is replaced by a clipped copy (never
+        written in place: it may be a view of a resident tensor) and counted in
+        :attr:`clipped_values`.
+        """
+        self._bounds = {name: (np.float32(low), np.float32(high))
+                        for name, (low, high) in (bounds or {}).items()}
+        self.clipped_values = 0
+
+    def activation_ranges(self, x: np.ndarray) -> dict[str, tuple[float, float]]:
+        """The smallest and largest value of every float value the program writes, over the
+        inputs ``x`` (e.g. the training split): the bounds of :meth:`restrict_activations`."""
+        ranges: dict[str, tuple[float, float]] = {}
+
+        def observe(name: str, value: np.ndarray) -> np.ndarray:
+            if value.size and value.dtype.kind == "f":
+                low, high = ranges.get(name, (math.inf, -math.inf))
+                ranges[name] = (min(low, float(value.min())), max(high, float(value.max())))
+            return value
+
+        x = self._check_input(x)
+        for start in range(0, len(x), CHUNK_EXAMPLES):
+            self._run_chunk(x[start : start + CHUNK_EXAMPLES], observe)
+        return ranges
+
+    def _restricted(self, name: str, value: np.ndarray) -> np.ndarray:
+        bounds = self._bounds.get(name)
+        if bounds is None or not value.size:
+            return value
+        low, high = bounds
+        if low <= value.min() and value.max() <= high:  # NaN fails both comparisons
+            return value
+        self.clipped_values += int(np.count_nonzero(~((value >= low) & (value <= high))))
+        return np.fmin(np.fmax(value, low), high)
+
+    def _run_chunk(self, x: np.ndarray,
+                   observe: Callable[[str, np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+        observe = observe or (self._restricted if self._bounds else None)
         values = {**self._constants, self._input_name: x}
         for step, node in enumerate(self._program):
-            values.update(zip(node.outputs, _execute(step, node, _inputs_of(node, values))))
+            outputs = _execute(step, node, _inputs_of(node, values))
+            if observe is not None:
+                outputs = [observe(name, value) for name, value in zip(node.outputs, outputs)]
+            values.update(zip(node.outputs, outputs))
             for name in self._freed_after[step]:
                 del values[name]
         return values[self._output_name]
