@@ -26,6 +26,9 @@ def search(
     seed: int = typer.Option(0, help="Seed of the split, base model, sampler and stages."),
     fec: bool = typer.Option(True, "--fec/--no-fec", help="Reed-Solomon error correction in "
                              "the artifacts (about 3.3% more bytes, counted in max_bytes)."),
+    target: str = typer.Option(None, help="Target profile (samv71, cortex-m4, host): its flash "
+                               "and RAM as max_bytes/max_ram_bytes unless the budget gives "
+                               "them; the chosen model is judged on its built firmware."),
 ) -> None:
     """Search per-layer pruning ratios, bit widths, cluster counts and ranks under a budget.
 
@@ -42,10 +45,15 @@ def search(
     if trials < 1 or workers < 1:
         fail("--trials and --workers must be at least 1.")
     try:
+        profile = None
+        if target is not None:
+            from satcompress.firmware import get_target
+
+            profile = get_target(target)
         with console.status(f"searching {task} ({trials} trials, {workers} worker(s))"):
             result = run_search(task, budget, trials, out, workers=workers, storage=storage,
                                 study_name=study_name, strategy=strategy, seed=seed,
-                                settings=SearchSettings(seed=seed, fec=fec))
+                                settings=SearchSettings(seed=seed, fec=fec), target=profile)
     except (EmptyFront, BudgetNotMet) as failure:
         fail(f"{failure} (trials and front: {out / 'front.md'})")
     except (DataFileError, ValueError, RuntimeError) as error:

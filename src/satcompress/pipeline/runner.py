@@ -36,6 +36,7 @@ from torch import nn
 
 from satcompress import stages
 from satcompress.fileio import atomic_write_bytes, atomic_write_text, file_sha256, move_into_place
+from satcompress.firmware.targets import Target
 from satcompress.measure import Measurement, measure
 from satcompress.pipeline.base_model import TrainedModel
 from satcompress.pipeline.budget import Budget, Violation, shortfall
@@ -48,6 +49,7 @@ from satcompress.pipeline.flight import (
     task_metadata,
     verify_artifact,
 )
+from satcompress.pipeline.firmware import firmware_measurement
 from satcompress.pipeline.recipe import Recipe
 from satcompress.report import markdown_table
 from satcompress.report.comparison import ModelComparison, compare_models
@@ -90,6 +92,7 @@ class RunResult:
     flight_violations: tuple[Violation, ...] = ()
     verification: VerifyReport | None = None
     comparison: ModelComparison | None = None
+    firmware: dict | None = None
 
     @property
     def final(self) -> Measurement:
@@ -244,6 +247,7 @@ def run_recipe(
     seed: int = 0,
     latency_repeats: int = 200,
     on_stage=None,
+    target: Target | None = None,
 ) -> RunResult:
     """Apply ``recipe`` to ``trained.model`` stage by stage, measuring and checkpointing each.
 
@@ -253,6 +257,9 @@ def run_recipe(
     the budget verdict), ``summary.md``, ``recipe.toml`` and the report (``report.html``,
     ``report.md``, ``figures/``; :func:`satcompress.report.document.write_report`, also when
     the budget is not met) into ``out_dir``.
+    With a ``target`` profile the artifact's C is exported to ``firmware/`` and the verdict
+    on bytes and RAM uses the built firmware's flash and RAM
+    (:func:`satcompress.pipeline.firmware.firmware_measurement`).
     ``on_stage(name)`` is called before each stage (for progress display). Raises
     :class:`BudgetNotMet` when the artifact breaks a limit.
     """
@@ -294,6 +301,11 @@ def run_recipe(
     verification = verify_artifact(staging, model, trained.data, trained.task)
     flight = flight_measurement(measurements[-1], verification, trained.data.test.x,
                                 latency_repeats)
+    firmware = None
+    if target is not None:
+        flight, exported = firmware_measurement(staging, flight, target, out_dir,
+                                                trained.data.test.x)
+        firmware = exported.to_dict()
     flight_violations = tuple(budget.violations(flight, base))
     artifact_file = REJECTED_ARTIFACT if flight_violations else ARTIFACT_FILE
     verification = dataclasses.replace(verification, artifact=str(out_dir / artifact_file))
@@ -303,7 +315,8 @@ def run_recipe(
     violations = tuple(tuple(budget.violations(m, base)) for m in measurements)
     result = RunResult(trained.task.name, recipe, budget, tuple(measurements), violations, model,
                        flight, flight_violations, verification,
-                       compare_models(trained.model, model, trained.data, latency_repeats))
+                       compare_models(trained.model, model, trained.data, latency_repeats),
+                       firmware)
     report = {
         "task": trained.task.name,
         "recipe": recipe.to_dict(),
@@ -313,6 +326,7 @@ def run_recipe(
         "artifact": {"measurement": flight.to_dict(), "verification": verification.to_dict(),
                      "violations": [str(v) for v in flight_violations]},
         "fits_budget": not flight_violations,
+        "firmware": firmware,
         "data_preprocessing": trained.data.preprocessing,
     }
     atomic_write_text(out_dir / "stages.json", json.dumps(report, indent=2) + "\n")

@@ -226,6 +226,17 @@ def _artifact_section(result: "RunResult") -> list[_Block]:
             *_fec_blocks(verification), _Table(scalars), _Table(metrics)]
 
 
+def _firmware_section(firmware: dict) -> list[_Block]:
+    """The artifact's C built for the run's target: flash, RAM, instructions (estimates)."""
+    from satcompress.firmware.export import ExportReport
+
+    report = ExportReport(**firmware)
+    return [_Paragraph(f"The artifact's C library for {report.target['name']} "
+                       f"({report.target['description']}), in {report.folder}; with a target "
+                       "the budget's bytes and RAM are the firmware's. Instructions are counted "
+                       "by QEMU (-icount, SysTick): an estimate."), _Table(report.rows())]
+
+
 def _fec_blocks(verification: "VerifyReport") -> list[_Block]:
     """Whether the artifact carries forward error correction, what it costs, what it fixed."""
     if not verification.fec_parity:
@@ -273,6 +284,7 @@ def _sections(result: "RunResult", metric: str, failure: str | None) -> list[tup
                     _Code(result.recipe.to_toml(), "toml"),
                     _Paragraph("Budget:"), _Code(json.dumps(result.budget.to_dict()), "json")]),
         ("Flight artifact", _artifact_section(result)),
+        *([("Firmware", _firmware_section(result.firmware))] if result.firmware else []),
     ]
 
 

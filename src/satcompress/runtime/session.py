@@ -190,6 +190,21 @@ class Runtime:
         every run (the fault injector, :mod:`satcompress.radiation`, flips bits in it)."""
         return self._constants
 
+    @property
+    def program(self) -> tuple[Node, ...]:
+        """The nodes run at every inference, in order (after folding and fusion)."""
+        return tuple(self._program)
+
+    @property
+    def input_name(self) -> str:
+        """Name of the graph's input value."""
+        return self._input_name
+
+    @property
+    def output_name(self) -> str:
+        """Name of the graph's output value (the logits)."""
+        return self._output_name
+
     def _dry_run(self, limits: LoadLimits) -> BufferPlan:
         """Run once on zeros of batch 1 within ``limits.max_activation_bytes``: buffer sizes,
         accumulator bounds, the memory plan."""
@@ -240,7 +255,8 @@ class Runtime:
                                   f"The planned activation arena takes {plan.arena_bytes} bytes")
         return plan
 
-    def _check_input(self, x: Any) -> np.ndarray:
+    def check_input(self, x: Any) -> np.ndarray:
+        """``x`` as a contiguous array the model takes, or :class:`InputError` saying why not."""
         expected = f"(batch, {', '.join(map(str, self.input_shape))})"
         if not isinstance(x, np.ndarray):
             raise InputError(f"The input must be a NumPy array of shape {expected}, got "
@@ -284,7 +300,7 @@ class Runtime:
                 ranges[name] = (min(low, float(value.min())), max(high, float(value.max())))
             return value
 
-        x = self._check_input(x)
+        x = self.check_input(x)
         for start in range(0, len(x), CHUNK_EXAMPLES):
             self._run_chunk(x[start : start + CHUNK_EXAMPLES], observe)
         return ranges
@@ -320,7 +336,7 @@ class Runtime:
         InputError
             If ``x`` is not an array of the model's input shape and dtype, or holds NaN/inf.
         """
-        x = self._check_input(x)
+        x = self.check_input(x)
         return np.concatenate([self._run_chunk(x[start : start + CHUNK_EXAMPLES])
                                for start in range(0, len(x), CHUNK_EXAMPLES)])
 

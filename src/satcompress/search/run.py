@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from satcompress.fileio import atomic_write_text
+from satcompress.firmware.targets import Target
 from satcompress.measure import Measurement
 from satcompress.pipeline.base_model import TrainedModel, cached_base_model
 from satcompress.pipeline.budget import Budget
+from satcompress.pipeline.firmware import target_budget
 from satcompress.pipeline.recipe import Recipe
 from satcompress.pipeline.runner import BudgetNotMet, RunResult, run_recipe
 from satcompress.report import markdown_table
@@ -94,6 +96,7 @@ def run_search(
     seed: int = 0,
     latency_repeats: int = 200,
     verify_candidates: int = 3,
+    target: Target | None = None,
 ) -> SearchResult:
     """Search per-layer compression decisions of a task's base model under ``budget``.
 
@@ -123,6 +126,11 @@ def run_search(
         Timed runs of the final verification.
     verify_candidates : int
         Candidates tried, best validation metric first, until one passes verification.
+    target : Target, optional
+        A target profile (:mod:`satcompress.firmware.targets`): its flash and RAM become
+        ``max_bytes`` / ``max_ram_bytes`` where the budget sets none; trials are judged on
+        their artifacts, the final run on the built firmware
+        (:func:`satcompress.pipeline.runner.run_recipe`).
 
     Raises
     ------
@@ -137,6 +145,8 @@ def run_search(
     if strategy not in STRATEGIES:
         raise ValueError(f"Unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}.")
     budget = Budget.parse(budget) if isinstance(budget, str) else budget
+    if target is not None:
+        budget = target_budget(budget, target)
     out = Path(out_dir)
     storage = check_storage(storage or default_storage(out))
     trained = task if isinstance(task, TrainedModel) else cached_base_model(task, seed)
@@ -171,7 +181,7 @@ def run_search(
         recipe.save(out / "recipe.toml")
         try:
             result = run_recipe(trained, recipe, budget, out / "model", seed=seed,
-                                latency_repeats=latency_repeats)
+                                latency_repeats=latency_repeats, target=target)
         except BudgetNotMet as error:
             failure = error
             report.rejected.append({"trial": chosen.label, "why": str(error)})
