@@ -107,3 +107,14 @@ def test_settings_left_at_a_none_default_round_trip_through_toml():
 def test_the_classic_recipes_are_shipped():
     assert {"assembled", "assembled-t2", "broker-t2", "deep-compression", "tinho", "int8"} <= set(
         named_recipes())
+
+
+def test_a_huge_or_binary_recipe_file_is_refused_before_it_is_parsed(tmp_path):
+    huge = tmp_path / "huge.toml"
+    huge.write_bytes(b"#" * ((1 << 20) + 1))
+    with pytest.raises(ValueError, match="over 1048576 bytes: not a recipe"):
+        Recipe.load(huge)
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\xff\xfe\x00 name")
+    with pytest.raises(ValueError, match="not UTF-8 text"):
+        Recipe.load(binary)

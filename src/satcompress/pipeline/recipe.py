@@ -166,10 +166,21 @@ class Recipe:
                 f"{name_or_path} is neither a shipped recipe ({', '.join(sorted(shipped))}) "
                 "nor an existing recipe file."
             )
-        return cls.from_toml(path.read_text(), source=str(path))
+        if path.stat().st_size > MAX_RECIPE_BYTES:
+            raise ValueError(f"{path} is over {MAX_RECIPE_BYTES} bytes: not a recipe (a recipe "
+                             "is a few [[stage]] tables).")
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"{path} is not UTF-8 text: not a recipe TOML file.") from None
+        return cls.from_toml(text, source=str(path))
 
     def save(self, path: str | Path) -> Path:
         return atomic_write_text(path, self.to_toml())
+
+
+MAX_RECIPE_BYTES = 1 << 20
+"""Largest recipe file read (checked before reading)."""
 
 
 def named_recipes() -> dict[str, str]:
