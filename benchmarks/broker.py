@@ -26,7 +26,10 @@ torch thread, LiteRT ``num_threads=1``), so every rate is per core:
   scaling and classes, so only their speed means anything here. Batched (all 78 alerts of a
   replay in one call, as a Spark pandas UDF gets them) and one alert per call (as Fink's t2
   module runs);
-* preprocessing included: cuts + GP + model on every replay, timed end to end.
+* preprocessing included: cuts + GP + model on every replay, timed end to end, and for the
+  first artifact also with the version-3 preprocessing (scikit-learn GP, L-BFGS-B per alert:
+  ``hyperparameter_search="lbfgs"``) side by side in the same interleaved run, with the
+  differences between the two preprocessings' model inputs.
 
 Each measurement is repeated, interleaved across the engines (so load from other jobs on the
 shared machine hits all of them alike), for at least ``--seconds`` per engine; the median
@@ -42,6 +45,7 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before NumPy loads its BLAS
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
@@ -142,6 +146,7 @@ def main() -> None:
                         help="least time per engine with preprocessing included")
     parser.add_argument("--spark", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--spark-replays", type=int, default=4)
+    parser.add_argument("--results", type=Path, default=RESULTS, help="JSON file to write")
     options = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -150,8 +155,19 @@ def main() -> None:
     table = alerts.table
     classifier = broker.load_classifier(options.artifact[0])
     config = classifier.config
+    # Today's preprocessing until issue 18 (version 3): scikit-learn's GP, L-BFGS-B per alert.
+    legacy = dataclasses.replace(config, hyperparameter_search="lbfgs")
     prepared = preprocess_alerts(table, config, WORKLOAD_CUTS)
     x = prepared.x
+    legacy_x = preprocess_alerts(table, legacy, WORKLOAD_CUTS).x
+    per_alert = np.abs(x - legacy_x).reshape(len(x), -1).max(axis=1)
+    input_differences = {
+        "alerts": len(x),
+        "max_abs_difference_quantiles_per_alert": {
+            q: float(np.quantile(per_alert, float(q))) for q in ("0.5", "0.9", "0.95", "1.0")},
+        "alerts_within_0.01": int(np.sum(per_alert <= 0.01)),
+        "alerts_within_0.05": int(np.sum(per_alert <= 0.05)),
+    }
     n_stream, n_classified = len(table), len(x)
     default_counts = broker.reason_counts(broker.classify_alerts(alerts, classifier))
     workload_counts = broker.reason_counts(broker.classify_alerts(alerts, classifier, WORKLOAD_CUTS))
@@ -175,6 +191,8 @@ def main() -> None:
     preprocessing = interleaved({
         "read alert files": lambda: broker.read_alerts(paths),
         "cuts + light curves + GP": lambda: preprocess_alerts(table, config, WORKLOAD_CUTS),
+        "cuts + light curves + GP, version 3 (L-BFGS-B)": lambda: preprocess_alerts(
+            table, legacy, WORKLOAD_CUTS),
         "cuts + light curves + GP, default cuts": lambda: preprocess_alerts(
             table, config, broker.SelectionCuts()),
     }, options.end_to_end_seconds)
@@ -183,14 +201,26 @@ def main() -> None:
     single = interleaved({name: one_by_one(f, inputs[name]) for name, f in engines.items()},
                          options.seconds)
 
-    def end_to_end(name: str, function: Callable[[np.ndarray], np.ndarray]) -> Callable[[], object]:
+    def end_to_end(name: str, function: Callable[[np.ndarray], np.ndarray],
+                   settings=config) -> Callable[[], object]:
         def run() -> object:
-            ready = preprocess_alerts(table, config, WORKLOAD_CUTS).x
+            ready = preprocess_alerts(table, settings, WORKLOAD_CUTS).x
             return function(np.ascontiguousarray(ready[:, :, :2]) if name.startswith("c:") else ready)
         return run
 
-    included = interleaved({name: end_to_end(name, f) for name, f in engines.items()},
-                           options.end_to_end_seconds)
+    end_to_end_runs = {name: end_to_end(name, f) for name, f in engines.items()}
+    first = next(name for name in engines if name.startswith("b:"))
+    legacy_name = "version-3 preprocessing (L-BFGS-B) + " + first
+    end_to_end_runs[legacy_name] = end_to_end(first, engines[first], legacy)
+    included = interleaved(end_to_end_runs, options.end_to_end_seconds)
+    side_by_side = [
+        {"preprocessing": label, "engine": first,
+         "ms_per_classified_alert": 1e3 * included[key]["median_s"] / n_classified,
+         "classified_alerts_per_s": n_classified / included[key]["median_s"],
+         "x_version_3": included[legacy_name]["median_s"] / included[key]["median_s"]}
+        for label, key in (("version 3: scikit-learn GP, L-BFGS-B per alert", legacy_name),
+                           ("version 4: batched grid search (this run)", first))
+    ]
 
     rows = []
     base_name = next(iter(engines))
@@ -208,11 +238,15 @@ def main() -> None:
     gp = preprocessing["cuts + light curves + GP"]["median_s"]
     reading = preprocessing["read alert files"]["median_s"]
     default_gp = preprocessing["cuts + light curves + GP, default cuts"]["median_s"]
+    legacy_gp = preprocessing["cuts + light curves + GP, version 3 (L-BFGS-B)"]["median_s"]
     preprocessing_rows = [
         {"step": "read + flatten alert files (175 alerts)", "seconds_per_replay": reading,
          "ms_per_stream_alert": 1e3 * reading / n_stream, "ms_per_classified_alert": None},
         {"step": "cuts + light curves + GP (age cut off: 78 classified)", "seconds_per_replay": gp,
          "ms_per_stream_alert": 1e3 * gp / n_stream, "ms_per_classified_alert": 1e3 * gp / n_classified},
+        {"step": "cuts + light curves + GP, version 3 L-BFGS-B (age cut off: 78 classified)",
+         "seconds_per_replay": legacy_gp, "ms_per_stream_alert": 1e3 * legacy_gp / n_stream,
+         "ms_per_classified_alert": 1e3 * legacy_gp / n_classified},
         {"step": "cuts + light curves + GP (default cuts: 3 classified)", "seconds_per_replay": default_gp,
          "ms_per_stream_alert": 1e3 * default_gp / n_stream,
          "ms_per_classified_alert": 1e3 * default_gp / default_counts.get("classified", 1)},
@@ -227,15 +261,19 @@ def main() -> None:
         "counts_default_cuts": default_counts, "counts_workload_cuts": workload_counts,
         "preprocessing": preprocessing, "preprocessing_table": preprocessing_rows,
         "model_batched": batched, "model_one_by_one": single, "with_preprocessing": included,
-        "throughput": rows,
+        "throughput": rows, "end_to_end_side_by_side": side_by_side,
+        "input_differences_version_4_vs_3": input_differences,
     }
     if options.spark:
         results["spark_local1"] = spark_rate(options.artifact[0], table, options.spark_replays)
-    atomic_write_text(RESULTS, json.dumps(results, indent=2) + "\n")
+    atomic_write_text(options.results, json.dumps(results, indent=2) + "\n")
     rounded = [{k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()} for row in rows]
     print(markdown_table(rounded))
     print(markdown_table([{k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
                           for row in preprocessing_rows]))
+    print(markdown_table([{k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
+                          for row in side_by_side]))
+    print(json.dumps(input_differences, indent=2))
     if options.spark:
         print(json.dumps(results["spark_local1"], indent=2))
 

@@ -10,6 +10,8 @@ FLIGHT_MODULES = [
     "satcompress.measure.metrics",
     "satcompress.tasks.flares",
     "satcompress.tasks.transients",
+    "satcompress.tasks.lightcurves",
+    "satcompress.progress",
     "satcompress.tasks.user",
     "satcompress.tasks.registry",
     "satcompress.fileio",
@@ -17,6 +19,11 @@ FLIGHT_MODULES = [
     "satcompress.artifact",
     "satcompress.runtime",
     "satcompress.broker",
+    "satcompress.radiation",
+    "satcompress.codegen",
+    "satcompress.firmware",
+    "satcompress.firmware.emulate",
+    "satcompress.firmware.export",
 ]
 
 

@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
+from satcompress.progress import Progress, default_progress
 from satcompress.tasks.base import Split, TaskData
 
 __all__ = ["TrainConfig", "TrainingLoss", "fit", "predict_proba", "class_weighted_loss"]
@@ -137,7 +137,7 @@ def fit(
     after_step: Callable[[nn.Module], None] | None = None,
     copy_model: bool = True,
     description: str = "training",
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> nn.Module:
     """Train ``model`` on ``data.train``; return it with the weights of the best validation loss.
 
@@ -154,6 +154,9 @@ def fit(
     copy_model : bool
         Train a deep copy (default), so the caller's model is never modified. Stages that
         already hold their own copy, with hooks or references into it, pass ``False``.
+    progress : bool, optional
+        Report the epochs (:class:`satcompress.progress.Progress`); None:
+        :func:`satcompress.progress.default_progress` (on under the command line).
     """
     if len(data.train) == 0 or len(data.val) == 0:
         raise ValueError("fit needs non-empty train and validation splits.")
@@ -176,7 +179,7 @@ def _fit(
     extra_parameters: tuple[nn.Parameter, ...],
     after_step: Callable[[nn.Module], None] | None,
     description: str,
-    progress: bool,
+    progress: bool | None,
 ) -> nn.Module:
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -193,15 +196,9 @@ def _fit(
     best_loss = _mean_loss(model, data.val, weighted_ce, config.batch_size * 4)
     best_state, epochs_since_best = copy.deepcopy(model.state_dict()), 0
 
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("epoch {task.completed}/{task.total} val loss {task.fields[val_loss]}"),
-        TimeElapsedColumn(),
-        disable=not progress,
-        transient=True,
-    ) as bar:
-        job = bar.add_task(description, total=config.max_epochs, val_loss="-")
+    # A live line on a terminal, a log line every 10 s elsewhere (satcompress.progress).
+    enabled = default_progress() if progress is None else progress
+    with Progress(f"{description} (epochs)", config.max_epochs, enabled=enabled) as bar:
         for _ in range(config.max_epochs):
             model.train()
             for inputs, labels in _batches(
@@ -214,7 +211,7 @@ def _fit(
                 if after_step is not None:
                     after_step(model)
             val_loss = _mean_loss(model, data.val, weighted_ce, config.batch_size * 4)
-            bar.update(job, advance=1, val_loss=f"{val_loss:.4f}")
+            bar.advance(1, extra=f"val loss {val_loss:.4f}")
             if val_loss < best_loss - 1e-6:
                 best_loss, best_state, epochs_since_best = val_loss, copy.deepcopy(model.state_dict()), 0
             else:

@@ -49,7 +49,14 @@ def test_an_alert_gets_the_same_probabilities_alone_and_in_any_batch(bundled, ti
 
 def test_the_artifact_is_loaded_once_per_process_by_content(tiny_artifact):
     assert load_classifier(tiny_artifact) is load_classifier(tiny_artifact.read_bytes())
-    assert load_classifier(tiny_artifact).config == transients.PreprocessingConfig()
+
+
+def test_alerts_get_the_models_gp_settings_with_the_fast_hyperparameter_search(tiny_artifact):
+    import dataclasses
+
+    expected = dataclasses.replace(transients.PreprocessingConfig(), hyperparameter_search="grid")
+    assert transients.PreprocessingConfig().hyperparameter_search == "lbfgs"  # training data
+    assert load_classifier(tiny_artifact).config == expected
 
 
 @pytest.mark.parametrize("metadata, message", [

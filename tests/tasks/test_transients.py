@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from satcompress.tasks import transients
+from satcompress.tasks import lightcurves, transients
 from satcompress.tasks.transients import (
     CLASS_NAMES,
     N_TIMESTEPS,
@@ -259,9 +259,9 @@ def test_cache_hit_does_not_refit(subset_task, monkeypatch):
     assert [path.suffix for path in files if path.is_file()] == [".npz"]  # no temporary left
 
     def refuse(*args, **kwargs):
-        raise RuntimeError("fit_gp_light_curve called: the cache was not used")
+        raise RuntimeError("interpolate_objects called: the cache was not used")
 
-    monkeypatch.setattr(transients, "fit_gp_light_curve", refuse)
+    monkeypatch.setattr(lightcurves, "interpolate_objects", refuse)
     result, info = transients.load_preprocessed(max_objects=N_SUBSET_OBJECTS)
     assert info["cache_hit"]
     again = transients.load(seed=0, max_objects=N_SUBSET_OBJECTS, include_simulated=True)

@@ -7,6 +7,7 @@ clear line and exit with status 2, never as a traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,9 +15,12 @@ import typer
 
 from satcompress.cli.classify_alerts import classify_alerts
 from satcompress.cli.common import TASK_HELP, check_task, console, fail
+from satcompress.cli.export_c import TARGET_HELP, export_c
+from satcompress.cli.inject import inject
 from satcompress.cli.search import search
 from satcompress.cli.verify import verify
 from satcompress.data import DataFileError
+from satcompress.firmware.build import ToolchainError
 from satcompress.tasks.registry import get_task
 
 __all__ = ["app", "main"]
@@ -26,6 +30,19 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+@app.callback()
+def _global_options(
+    jobs: int = typer.Option(None, "--jobs", "-j", min=1, help="Worker processes for the "
+                             "parallel steps (GP preprocessing); default: $SATCOMPRESS_JOBS, "
+                             "else every core. Give it before the command."),
+) -> None:
+    """Compress trained PyTorch models to fit satellites and alert brokers."""
+    from satcompress.progress import set_default_jobs, set_default_progress
+
+    set_default_jobs(jobs)
+    set_default_progress(True)  # long steps report: a live line, or log lines off a terminal
 
 @app.command()
 def train(
@@ -92,8 +109,11 @@ def compress(
     budget: str = typer.Option("", help="Hard limits, e.g. max_bytes=40kB,max_metric_drop=tss:0.01"),
     out: Path = typer.Option(Path("out/compress"), help="Output folder (resumed if it exists)."),
     seed: int = typer.Option(0, help="Seed of the split and the base model."),
-    model: Path = typer.Option(None, help="Your trained model: a state dict, TorchScript or "
-                               "torch.export file (never a pickled module)."),
+    model: Path = typer.Option(None, help="Your trained model: a state dict (or a "
+                               "`satcompress train` file); never a pickled module."),
+    run_code_in_model_file: bool = typer.Option(
+        False, "--run-code-in-model-file", help="Also accept a TorchScript or torch.export "
+        "--model file, whose loading RUNS CODE the file holds: only for files you wrote."),
     data: Path = typer.Option(None, help="Your data: CSV/Parquet (tabular or light curves) "
                               "or .npz with x and y."),
     architecture: str = typer.Option(None, help="Architecture of --model: residual_mlp or t2."),
@@ -102,6 +122,14 @@ def compress(
     label_column: str = typer.Option("label", help="Label column of a --data table."),
     group_column: str = typer.Option(None, help="Column of --data whose rows stay in one split."),
     n_heads: int = typer.Option(4, help="Attention heads of a t2 --model."),
+    fec: bool | None = typer.Option(
+        None, "--fec/--no-fec", help="Reed-Solomon error correction in the artifact (corrects "
+        "up to 4 bad bytes per 255; about 3.3% more bytes, counted in max_bytes). Default: the "
+        "recipe's fec setting, on unless it says fec = false."),
+    target: str = typer.Option(None, help=TARGET_HELP + " Sets max_bytes/max_ram_bytes to "
+                               "its flash/RAM unless the budget gives them, judges them on the "
+                               "built firmware and writes its C beside the artifact "
+                               "(OUT/firmware)."),
 ) -> None:
     """Compress a model with a recipe, measuring every stage against the budget.
 
@@ -121,6 +149,15 @@ def compress(
         check_task(task)
     try:
         chosen_recipe, limits = Recipe.load(recipe), Budget.parse(budget)
+        profile = None
+        if target is not None:
+            from satcompress.firmware import get_target
+            from satcompress.pipeline.firmware import target_budget
+
+            profile = get_target(target)
+            limits = target_budget(limits, profile)
+        if fec is not None:
+            chosen_recipe = dataclasses.replace(chosen_recipe, fec=fec)
         if task is not None:
             trained = cached_base_model(task, seed=seed, progress=True)
         else:
@@ -128,26 +165,45 @@ def compress(
                 trained = user_trained_model(model, data, architecture=architecture,
                                              metric=metric, label_column=label_column,
                                              group_column=group_column, n_heads=n_heads,
-                                             seed=seed)
+                                             seed=seed,
+                                             run_code_in_model_file=run_code_in_model_file)
         with console.status("compressing") as status:
             result = run_recipe(trained, chosen_recipe, limits, out, seed=seed,
-                                on_stage=lambda name: status.update(f"stage {name}"))
+                                on_stage=lambda name: status.update(f"stage {name}"),
+                                target=profile)
     except BudgetNotMet as failure:
         console.print(rich_table_by_column(failure.result.rows(),
                                            title=f"{trained.task.name}: {recipe}"))
+        _print_firmware(failure.result.firmware)
         fail(str(failure))
-    except (DataFileError, ValueError) as error:
+    except (DataFileError, ValueError, ToolchainError) as error:
         fail(str(error))
     console.print(rich_table_by_column(result.rows(), title=f"{trained.task.name}: {recipe}"))
+    _print_firmware(result.firmware)
     check = result.verification
-    console.print(f"all limits met; wrote {out / 'model.sca'} ({check.size_bytes} bytes; "
-                  f"{check.differing_predictions} of {check.examples} test predictions differ "
-                  f"from PyTorch's), {out / 'stages.json'} and {out / 'summary.md'}")
+    protection = (f"{check.fec_bytes} of them Reed-Solomon parity" if check.fec_parity
+                  else "no error correction")
+    console.print(f"all limits met; wrote {out / 'model.sca'} ({check.size_bytes} bytes, "
+                  f"{protection}; {check.differing_predictions} of {check.examples} test "
+                  f"predictions differ from PyTorch's), {out / 'stages.json'} and "
+                  f"{out / 'summary.md'}")
+
+
+def _print_firmware(firmware: dict | None) -> None:
+    """The firmware table of a run with a target."""
+    if firmware:
+        from satcompress.firmware.export import ExportReport
+        from satcompress.report import rich_table
+
+        report = ExportReport(**firmware)
+        console.print(rich_table(report.rows(), title=f"firmware ({report.folder})"))
 
 
 app.command(name="search")(search)
 app.command(name="verify")(verify)
 app.command(name="classify-alerts")(classify_alerts)
+app.command(name="export-c")(export_c)
+app.command(name="inject")(inject)
 
 
 def main() -> None:

@@ -16,8 +16,8 @@ default settings the real ZTF sample is (after label mapping and skips, see
 :func:`load_preprocessed`) 1,749 objects: SN Ia 754, SN II 601, SN Ibc 138, SLSN 56,
 other 200 (26 objects have an unusable label and 371 fewer than 2 detections in g or r);
 ELAsTiCC adds 1,237 SN Ia and 1,344 SN II training objects (of 6,676: 1,728 have no g or r
-detection and 2,367 fewer than 2 in g or r). The full GP preprocessing of the 4,330 kept
-objects took 160 s on 2 shared, busy CPU cores and is cached (:func:`load_preprocessed`).
+detection and 2,367 fewer than 2 in g or r). The GP preprocessing of the 4,330 kept objects
+is cached (:func:`load_preprocessed`).
 
 Preprocessing
 -------------
@@ -25,8 +25,10 @@ As the t2 time-series transformer (Allam & McEwen 2022, "Paying attention to ast
 transients", RASTI 2, 209), which follows Avocado (Boone 2019, AJ 158, 257): each object's g
 and r fluxes are fitted with a 2-D Gaussian process over (time, wavelength), a constant times
 an anisotropic Matern (nu = 3/2) kernel whose wavelength length scale is fixed at 6000 A and
-whose time length scale and amplitude are fitted by maximum likelihood, with the flux errors
-as the observation noise. Fluxes are divided by the object's maximum observed flux (one
+whose time length scale and amplitude are fitted by maximum likelihood (a batched grid
+search, :mod:`satcompress.tasks.lightcurves`, the module that holds the whole light-curve
+preprocessing and is shared with the alert broker), with the flux errors as the
+observation noise. Fluxes are divided by the object's maximum observed flux (one
 factor for both bands, so the g - r colour is kept) before the fit, so every input lies on a
 common scale (peak ~ 1) and no dataset-level scaling constants are needed.
 
@@ -40,7 +42,11 @@ zero-mean GP reverts to no flux away from the data, and its predictive standard 
 g and r is given alongside the mean, so the model can tell "no flux" from "no data". Each
 object is one float32 ``(N_TIMESTEPS, 4)`` array: GP mean in g and r, GP std in g and r
 (same units). On seed 0 this gave weighted log loss 0.97 and AUC 0.90 (mean channels only:
-1.00 and 0.88).
+1.00 and 0.88; preprocessing version 3).
+
+This module holds the task's data (reading, labels, selection, the cache, the splits), its
+scores and the baseline; the names of :mod:`satcompress.tasks.lightcurves` it re-exports
+(``PreprocessingConfig``, ``preprocess``, ...) are that module's.
 
 Metrics: the PLAsTiCC class-weighted log loss (Malz et al. 2019, primary), macro F1,
 per-class recall and the SN Ia vs rest ROC AUC, on the real ZTF test split.
@@ -51,26 +57,45 @@ the torch-free flight path.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
 import os
 import tempfile
 import time
-import warnings
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from satcompress.data import CACHE_DIR_VARIABLE, fetch, fetch_all, registry
 from satcompress.measure.metrics import macro_f1, per_class_recall, roc_auc, weighted_log_loss
+from satcompress.progress import default_jobs
+from satcompress.tasks import lightcurves
 from satcompress.tasks.base import Split, TaskData
+from satcompress.tasks.lightcurves import (
+    BANDS,
+    CURVE_COLUMNS,
+    LSST_WAVELENGTHS_ANGSTROM,
+    N_GP_CHANNELS,
+    N_TIMESTEPS,
+    PREPROCESSING_VERSION,
+    ZTF_WAVELENGTHS_ANGSTROM,
+    GPFit,
+    ObjectCurve,
+    ObjectResult,
+    PreprocessedCurves,
+    PreprocessingConfig,
+    fit_gp_light_curve,
+    grid_offsets_days,
+    interpolate_objects,
+    object_curves,
+    preprocess,
+)
+from satcompress.tasks.lightcurves import require_columns as _require_columns
 
 __all__ = [
     "CLASS_NAMES",
@@ -118,25 +143,11 @@ __all__ = [
 CLASS_NAMES = ("SN Ia", "SN II", "SN Ibc", "SLSN", "other")
 PRIMARY_METRIC = "weighted_log_loss"
 HIGHER_IS_BETTER = False
-N_TIMESTEPS = 100
-BANDS = ("g", "r")
-N_GP_CHANNELS = 2 * len(BANDS)
-"""Cached per time step: GP mean in g and r, then GP standard deviation in g and r."""
-PREPROCESSING_VERSION = 3
-"""Bump when the reading or GP code changes its output: it is part of the cache key."""
+SURVEY_WAVELENGTHS_ANGSTROM = lightcurves.SURVEY_WAVELENGTHS_ANGSTROM
 
 AB_ZERO_POINT_NJY = 31.4
 """AB magnitude of 1 nJy: m = -2.5 log10(f / 3631 Jy), so f[nJy] = 10**(-0.4 (m - 31.4))."""
 JD_MINUS_MJD_DAYS = 2400000.5
-
-ZTF_WAVELENGTHS_ANGSTROM = {"g": 4804.79, "r": 6436.92}
-"""Mean wavelengths of the ZTF g and r filters (SVO filter service; astronet's ZTF values)."""
-LSST_WAVELENGTHS_ANGSTROM = {"g": 4802.0, "r": 6231.0}
-"""Central wavelengths of the LSST g and r filters used by t2 on PLAsTiCC (astronet)."""
-SURVEY_WAVELENGTHS_ANGSTROM = {
-    "ztf": ZTF_WAVELENGTHS_ANGSTROM,
-    "elasticc": LSST_WAVELENGTHS_ANGSTROM,
-}
 
 _ZTF_FOLDER = "transients/ztf_tns_labelled/"
 ZTF_FILES = tuple(
@@ -157,7 +168,6 @@ ELASTICC_CLASS_LABELS = {111: "SN Ia", 113: "SN II"}
 """ELAsTiCC ``classId`` (from the folder name) -> TNS-style label."""
 
 SPLIT_FRACTIONS = (0.6, 0.2, 0.2)  # train, validation, test (real ZTF objects)
-CURVE_COLUMNS = ("object_id", "mjd", "band", "flux", "flux_err", "label", "source")
 TNS_PREFIX = "(TNS) "
 CONFLICT_SEPARATOR = " | "
 ZTF_FILTER_IDS = {1: "g", 2: "r"}
@@ -231,15 +241,6 @@ def magnitude_to_flux_njy(
     magnitude = np.asarray(magnitude, dtype=np.float64)
     flux = 10.0 ** (-0.4 * (magnitude - AB_ZERO_POINT_NJY))
     return flux, flux * 0.4 * math.log(10.0) * np.asarray(magnitude_error, dtype=np.float64)
-
-
-def _require_columns(frame: pd.DataFrame, required: Iterable[str], path: Path) -> None:
-    missing = [name for name in required if name not in frame.columns]
-    if missing:
-        raise ValueError(
-            f"{path} lacks the column(s) {missing} (it has {list(frame.columns)}). The file is "
-            "not the registered version: restore it from the data registry (satcompress.data)."
-        )
 
 
 def _ztf_parquet_rows(path: Path) -> pd.DataFrame:
@@ -412,440 +413,6 @@ def read_light_curves(sources: Sequence[str] = ("ztf", "elasticc")) -> pd.DataFr
     return curves
 
 
-# --- Gaussian-process interpolation -----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PreprocessingConfig:
-    """Settings of the GP interpolation (all of them are part of the cache key).
-
-    Attributes
-    ----------
-    n_timesteps : int
-        Samples of the GP per band, on a fixed grid of ``cadence_days`` anchored at the peak.
-    cadence_days : float
-        Spacing of the time grid. With the defaults the grid covers -50 to +148 days around
-        the peak, in the same physical time units for every object, so the model sees each
-        transient's timescale (the rise and decline of an SN Ia differ from an SN II plateau
-        or a year-long AGN variation).
-    days_before_peak : float
-        Where the grid starts, relative to the time of the GP peak.
-    wavelength_length_scale_angstrom : float
-        Fixed wavelength length scale of the Matern kernel (Avocado: 6000 A).
-    initial_time_length_scale_days : float
-        Starting point of the fitted time length scale (Avocado/astronet: 20 days).
-    time_length_scale_bounds_days : tuple[float, float]
-        Range of the fitted time length scale (astronet: 1 to 1000 days).
-    amplitude_log_range : float
-        The squared amplitude may move ``exp(+-amplitude_log_range)`` from its initial guess
-        (astronet: 10).
-    n_restarts_optimizer : int
-        Extra L-BFGS-B starts from random hyperparameters (Avocado uses a single start).
-    min_points_per_band : int
-        Objects with fewer detections than this in g or in r are skipped (and counted).
-    max_elasticc_objects : int | None
-        Cap on the simulated ELAsTiCC objects used (a seeded, class-balanced draw); None = all.
-    """
-
-    n_timesteps: int = N_TIMESTEPS
-    cadence_days: float = 2.0
-    days_before_peak: float = 50.0
-    wavelength_length_scale_angstrom: float = 6000.0
-    initial_time_length_scale_days: float = 20.0
-    time_length_scale_bounds_days: tuple[float, float] = (1.0, 1000.0)
-    amplitude_log_range: float = 10.0
-    n_restarts_optimizer: int = 0
-    min_points_per_band: int = 2
-    max_elasticc_objects: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.n_timesteps < 2:
-            raise ValueError(
-                f"PreprocessingConfig.n_timesteps must be >= 2, got {self.n_timesteps}."
-            )
-        if not (self.cadence_days > 0 and self.days_before_peak >= 0):
-            raise ValueError(
-                "PreprocessingConfig needs cadence_days > 0 and days_before_peak >= 0; got "
-                f"{self.cadence_days} and {self.days_before_peak}."
-            )
-        if self.min_points_per_band < 1:
-            raise ValueError(
-                "PreprocessingConfig.min_points_per_band must be >= 1, got "
-                f"{self.min_points_per_band}."
-            )
-        low, high = self.time_length_scale_bounds_days
-        if not 0 < low <= self.initial_time_length_scale_days <= high:
-            raise ValueError(
-                "PreprocessingConfig needs 0 < time_length_scale_bounds_days[0] <= "
-                f"initial_time_length_scale_days <= bounds[1]; got bounds {(low, high)} and "
-                f"initial {self.initial_time_length_scale_days}."
-            )
-        if self.wavelength_length_scale_angstrom <= 0 or self.amplitude_log_range <= 0:
-            raise ValueError(
-                "PreprocessingConfig.wavelength_length_scale_angstrom and amplitude_log_range "
-                "must be > 0."
-            )
-        if self.n_restarts_optimizer < 0:
-            raise ValueError("PreprocessingConfig.n_restarts_optimizer must be >= 0.")
-        if self.max_elasticc_objects is not None and self.max_elasticc_objects < 0:
-            raise ValueError("PreprocessingConfig.max_elasticc_objects must be >= 0 or None.")
-
-
-class PreprocessedCurves(NamedTuple):
-    """GP-interpolated light curves of many objects.
-
-    Attributes
-    ----------
-    x : np.ndarray
-        float32, shape ``(n_objects, n_timesteps, 4)``: the GP mean of the max-normalised flux
-        in g (channel 0) and r (channel 1) and its standard deviation in g (2) and r (3), on
-        the grid :func:`grid_offsets_days` around the GP peak.
-    labels : np.ndarray
-        The raw label string of each object.
-    object_ids : np.ndarray
-        Object identifiers (str).
-    sources : np.ndarray
-        'ztf' or 'elasticc' per object.
-    skipped_counts : dict[str, int]
-        Objects left out, by ``"<source>/<reason>"``; nothing is dropped without a count.
-    fit_counts : dict[str, int]
-        Diagnostics of the kept fits (not skips): ``optimizer_not_converged`` (L-BFGS-B
-        stopped early; its last hyperparameters are used) and ``time_length_scale_at_bound``
-        (in practice flat or slowly varying curves at the 1000-day upper bound).
-    """
-
-    x: np.ndarray
-    labels: np.ndarray
-    object_ids: np.ndarray
-    sources: np.ndarray
-    skipped_counts: dict[str, int]
-    fit_counts: dict[str, int]
-
-
-class _LbfgsOptimizer:
-    """L-BFGS-B for scikit-learn's GP that remembers whether it converged.
-
-    scikit-learn's own optimizer only reports non-convergence as a warning, which cannot be
-    told apart from its (here expected) warning about the fixed wavelength length scale.
-    """
-
-    def __init__(self) -> None:
-        self.converged = True
-
-    def __call__(self, objective, initial_theta: np.ndarray, bounds: np.ndarray):
-        from scipy.optimize import minimize  # noqa: PLC0415
-
-        result = minimize(objective, initial_theta, method="L-BFGS-B", jac=True, bounds=bounds)
-        self.converged = self.converged and bool(result.success)
-        return result.x, float(result.fun)
-
-
-@dataclass(frozen=True)
-class GPFit:
-    """Result of :func:`fit_gp_light_curve`: the fitted GP and its diagnostics.
-
-    Attributes
-    ----------
-    regressor : sklearn.gaussian_process.GaussianProcessRegressor
-        The fitted GP over (time, wavelength).
-    time_length_scale_days : float
-        Fitted time length scale.
-    converged : bool
-        Whether L-BFGS-B reported convergence.
-    time_length_scale_at_bound : bool
-        Whether the time length scale ended at one of its bounds.
-    """
-
-    regressor: object
-    time_length_scale_days: float
-    converged: bool
-    time_length_scale_at_bound: bool
-
-    def predict(
-        self, times_days: np.ndarray, wavelengths_angstrom: Sequence[float]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Predictive mean and standard deviation, each ``(len(times), len(wavelengths))``."""
-        times_days = np.asarray(times_days, dtype=np.float64)
-        mean = np.empty((len(times_days), len(wavelengths_angstrom)))
-        std = np.empty_like(mean)
-        for column, wavelength in enumerate(wavelengths_angstrom):
-            grid = np.column_stack([times_days, np.full(len(times_days), wavelength)])
-            mean[:, column], std[:, column] = self.regressor.predict(grid, return_std=True)
-        return mean, std
-
-    def peak_time(
-        self,
-        start_days: float,
-        end_days: float,
-        wavelengths_angstrom: Sequence[float],
-        resolution_days: float = 0.5,
-    ) -> float:
-        """Time of the maximum of the GP mean summed over the wavelengths, within
-        ``[start_days, end_days]`` (searched on a grid of ``resolution_days``)."""
-        n_points = max(2, math.ceil((end_days - start_days) / resolution_days) + 1)
-        times = np.linspace(start_days, end_days, n_points)
-        mean = np.column_stack(
-            [self.regressor.predict(np.column_stack([times, np.full(n_points, wavelength)]))
-             for wavelength in wavelengths_angstrom]
-        )  # fmt: skip
-        return float(times[np.argmax(mean.sum(axis=1))])
-
-
-def fit_gp_light_curve(
-    times_days: np.ndarray,
-    wavelengths_angstrom: np.ndarray,
-    flux: np.ndarray,
-    flux_error: np.ndarray,
-    config: PreprocessingConfig = PreprocessingConfig(),  # noqa: B008 (frozen, immutable)
-) -> GPFit:
-    """Fit the Avocado/t2 2-D Gaussian process to one light curve.
-
-    Kernel ``A**2 * Matern_{3/2}(dt / l_t, dlambda / l_lambda)`` with ``l_lambda`` fixed
-    (``config.wavelength_length_scale_angstrom``) and ``A``, ``l_t`` fitted by maximising
-    the marginal likelihood with L-BFGS-B, the squared flux errors on the diagonal
-    (scikit-learn's ``alpha``) and a zero mean (Boone 2019, sect. 3.2; Allam & McEwen 2022).
-    ``A`` starts at half the flux of the highest signal-to-noise point, ``l_t`` at
-    ``config.initial_time_length_scale_days``.
-
-    Parameters
-    ----------
-    times_days, wavelengths_angstrom, flux, flux_error : np.ndarray
-        The observations (any consistent flux unit; errors > 0).
-
-    Returns
-    -------
-    GPFit
-        The fitted GP (:meth:`GPFit.predict`, :meth:`GPFit.peak_time`) and fit diagnostics.
-
-    Raises
-    ------
-    numpy.linalg.LinAlgError, ValueError
-        If the kernel matrix cannot be factorised or the input is not finite.
-    """
-    from sklearn.exceptions import ConvergenceWarning  # noqa: PLC0415
-    from sklearn.gaussian_process import GaussianProcessRegressor  # noqa: PLC0415
-    from sklearn.gaussian_process.kernels import ConstantKernel, Matern  # noqa: PLC0415
-
-    flux = np.asarray(flux, dtype=np.float64)
-    flux_error = np.asarray(flux_error, dtype=np.float64)
-    signal_to_noise = np.abs(flux) / np.sqrt(flux_error**2 + (1e-2 * np.max(flux)) ** 2)
-    initial_variance = (0.5 * abs(flux[np.argmax(signal_to_noise)])) ** 2
-    variance_factor = math.exp(config.amplitude_log_range)
-    wavelength_scale = config.wavelength_length_scale_angstrom
-    kernel = ConstantKernel(
-        initial_variance, (initial_variance / variance_factor, initial_variance * variance_factor)
-    ) * Matern(
-        length_scale=[config.initial_time_length_scale_days, wavelength_scale],
-        length_scale_bounds=[
-            config.time_length_scale_bounds_days,
-            (wavelength_scale, wavelength_scale),  # fixed
-        ],
-        nu=1.5,
-    )
-    optimizer = _LbfgsOptimizer()
-    regressor = GaussianProcessRegressor(
-        kernel,
-        alpha=flux_error**2,
-        optimizer=optimizer,
-        n_restarts_optimizer=config.n_restarts_optimizer,
-        random_state=0,
-    )
-    points = np.column_stack([times_days, wavelengths_angstrom]).astype(np.float64)
-    with warnings.catch_warnings():
-        # The only ConvergenceWarning left is scikit-learn's note that the fixed wavelength
-        # length scale sits at its (equal) bounds; convergence and bound hits of the fitted
-        # parameters are tracked below instead.
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        regressor.fit(points, flux)
-    time_length_scale = float(regressor.kernel_.k2.length_scale[0])
-    low, high = config.time_length_scale_bounds_days
-    at_bound = bool(np.isclose(time_length_scale, low) or np.isclose(time_length_scale, high))
-    return GPFit(regressor, time_length_scale, optimizer.converged, at_bound)
-
-
-@dataclass(frozen=True)
-class ObjectCurve:
-    """One object's detections as arrays (built by :func:`object_curves`)."""
-
-    object_id: str
-    source: str
-    times_days: np.ndarray
-    bands: np.ndarray
-    flux: np.ndarray
-    flux_error: np.ndarray
-
-
-@dataclass(frozen=True)
-class ObjectResult:
-    """What :func:`interpolate_objects` made of one object: the ``(n_timesteps, 4)`` input, or
-    None and the reason it was skipped, plus fit diagnostics."""
-
-    x: np.ndarray | None
-    skip_reason: str | None = None
-    diagnostics: tuple[str, ...] = ()
-
-
-def _interpolate_object(curve: ObjectCurve, config: PreprocessingConfig) -> ObjectResult:
-    counts = {band: int(np.sum(curve.bands == band)) for band in BANDS}
-    short = [band for band in BANDS if counts[band] < config.min_points_per_band]
-    if short:
-        return ObjectResult(
-            None, f"fewer_than_{config.min_points_per_band}_points_in_{'_and_'.join(short)}"
-        )
-    if not (np.all(np.isfinite(curve.flux)) and np.all(np.isfinite(curve.flux_error))
-            and np.all(curve.flux_error > 0)):  # fmt: skip
-        return ObjectResult(None, "non_finite_flux_or_non_positive_error")
-    span_days = float(curve.times_days.max() - curve.times_days.min())
-    if span_days <= 0:
-        return ObjectResult(None, "zero_time_span")
-    peak = float(curve.flux.max())
-    if peak <= 0:
-        return ObjectResult(None, "no_positive_flux")
-    wavelengths = SURVEY_WAVELENGTHS_ANGSTROM[curve.source]
-    band_wavelengths = [wavelengths[band] for band in BANDS]
-    start = curve.times_days.min()
-    try:
-        fit = fit_gp_light_curve(
-            curve.times_days - start,
-            np.array([wavelengths[band] for band in curve.bands]),
-            curve.flux / peak,
-            curve.flux_error / peak,
-            config,
-        )
-        peak_time = fit.peak_time(0.0, span_days, band_wavelengths)
-        mean, std = fit.predict(peak_time + grid_offsets_days(config), band_wavelengths)
-    except (np.linalg.LinAlgError, ValueError):
-        return ObjectResult(None, "gp_fit_failed")
-    x = np.concatenate([mean, std], axis=1)
-    if not np.all(np.isfinite(x)):
-        return ObjectResult(None, "gp_prediction_not_finite")
-    diagnostics = (("optimizer_not_converged",) if not fit.converged else ()) + (
-        ("time_length_scale_at_bound",) if fit.time_length_scale_at_bound else ()
-    )
-    return ObjectResult(x.astype(np.float32), None, diagnostics)
-
-
-def grid_offsets_days(config: PreprocessingConfig) -> np.ndarray:
-    """The sampling times relative to the GP peak: ``-days_before_peak + cadence * k``."""
-    return -config.days_before_peak + config.cadence_days * np.arange(config.n_timesteps)
-
-
-def _single_threaded_blas():
-    """Limit BLAS to one thread: the GP matrices are small (tens to ~1,000 points), and
-    multi-threaded OpenBLAS made the fits 3-8x slower on the 2-core machine (and
-    oversubscribes it when objects run in parallel processes)."""
-    try:
-        from threadpoolctl import threadpool_limits  # noqa: PLC0415 (a scikit-learn dependency)
-    except ImportError:  # pragma: no cover
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
-
-
-def interpolate_objects(
-    curves: list[ObjectCurve], config: PreprocessingConfig
-) -> list[ObjectResult]:
-    """GP-interpolate objects one by one in this process (BLAS on one thread), keeping each
-    object's skip reason: the per-object form of :func:`preprocess` (which counts reasons)."""
-    with _single_threaded_blas():
-        return [_interpolate_object(curve, config) for curve in curves]
-
-
-def object_curves(curves: pd.DataFrame) -> tuple[list[ObjectCurve], list[str]]:
-    """Split a long table into per-object arrays (object order = sorted object ids)."""
-    _require_columns(curves, CURVE_COLUMNS, Path("<light-curve table>"))
-    bad_bands = sorted(set(curves["band"].unique()) - set(BANDS))
-    if bad_bands:
-        raise ValueError(f"Light curves hold bands {bad_bands}; only {BANDS} are supported.")
-    bad_sources = sorted(set(curves["source"].unique()) - set(SURVEY_WAVELENGTHS_ANGSTROM))
-    if bad_sources:
-        raise ValueError(
-            f"Light curves come from unknown source(s) {bad_sources}; known: "
-            f"{sorted(SURVEY_WAVELENGTHS_ANGSTROM)} (add the survey's wavelengths to use one)."
-        )
-    curves = curves.sort_values(["object_id", "mjd"], kind="stable")
-    object_ids = curves["object_id"].to_numpy()
-    starts = np.flatnonzero(np.r_[True, object_ids[1:] != object_ids[:-1]])
-    ends = np.r_[starts[1:], len(curves)]
-    columns = {name: curves[name].to_numpy() for name in CURVE_COLUMNS[1:]}
-    objects, labels = [], []
-    for start, end in zip(starts, ends):
-        objects.append(
-            ObjectCurve(
-                object_id=str(object_ids[start]),
-                source=str(columns["source"][start]),
-                times_days=columns["mjd"][start:end].astype(np.float64),
-                bands=columns["band"][start:end].astype(str),
-                flux=columns["flux"][start:end].astype(np.float64),
-                flux_error=columns["flux_err"][start:end].astype(np.float64),
-            )
-        )
-        labels.append(str(columns["label"][start]))
-    return objects, labels
-
-
-def preprocess(
-    curves: pd.DataFrame,
-    config: PreprocessingConfig = PreprocessingConfig(),  # noqa: B008 (frozen, immutable)
-    n_jobs: int = 2,
-) -> PreprocessedCurves:
-    """GP-interpolate every object of a long light-curve table (no caching; see
-    :func:`load_preprocessed`).
-
-    Skips, each counted under ``"<source>/<reason>"`` in ``skipped_counts``: fewer than
-    ``config.min_points_per_band`` detections in g or r (a 2-D GP needs each band
-    constrained), non-finite fluxes or non-positive errors, a zero time span, no positive flux
-    (the normalisation needs a peak), a failed fit or a non-finite prediction.
-
-    Parameters
-    ----------
-    curves : pd.DataFrame
-        Columns as returned by :func:`read_light_curves`.
-    config : PreprocessingConfig
-        GP settings.
-    n_jobs : int
-        Worker processes; fewer than 64 objects are always done in this process.
-    """
-    if n_jobs < 1:
-        raise ValueError(f"n_jobs must be >= 1, got {n_jobs}.")
-    objects, labels = object_curves(curves)
-    if n_jobs == 1 or len(objects) < 64:
-        results = interpolate_objects(objects, config)
-    else:
-        # joblib (a scikit-learn dependency): its loky workers are fresh processes (no forked
-        # torch/OpenMP state) and need no ``if __name__ == "__main__"`` guard in scripts.
-        from joblib import Parallel, delayed  # noqa: PLC0415
-
-        chunk_size = 16
-        chunks = [objects[i : i + chunk_size] for i in range(0, len(objects), chunk_size)]
-        per_chunk = Parallel(n_jobs=n_jobs)(
-            delayed(interpolate_objects)(chunk, config) for chunk in chunks
-        )
-        results = [result for chunk_results in per_chunk for result in chunk_results]
-
-    skipped: Counter[str] = Counter()
-    diagnostics: Counter[str] = Counter()
-    kept = []
-    for index, (curve, result) in enumerate(zip(objects, results)):
-        if result.x is None:
-            skipped[f"{curve.source}/{result.skip_reason}"] += 1
-            continue
-        kept.append(index)
-        diagnostics.update(f"{curve.source}/{name}" for name in result.diagnostics)
-    x = (
-        np.stack([results[i].x for i in kept])
-        if kept
-        else np.zeros((0, config.n_timesteps, N_GP_CHANNELS), np.float32)
-    )
-    return PreprocessedCurves(
-        x=x.astype(np.float32),
-        labels=np.array([labels[i] for i in kept], dtype=str),
-        object_ids=np.array([objects[i].object_id for i in kept], dtype=str),
-        sources=np.array([objects[i].source for i in kept], dtype=str),
-        skipped_counts=dict(sorted(skipped.items())),
-        fit_counts=dict(sorted(diagnostics.items())),
-    )
-
-
 # --- selection and caching --------------------------------------------------------------------
 
 
@@ -993,8 +560,9 @@ def _cap_elasticc(
 def load_preprocessed(
     max_objects: int | None = None,
     config: PreprocessingConfig = PreprocessingConfig(),  # noqa: B008 (frozen, immutable)
-    n_jobs: int = 2,
+    n_jobs: int | None = None,
     refresh: bool = False,
+    progress: bool = True,
 ) -> tuple[PreprocessedCurves, dict]:
     """Read, label-filter and GP-interpolate the task's light curves, with an on-disk cache.
 
@@ -1009,10 +577,13 @@ def load_preprocessed(
         Use only this many objects (a class-balanced draw, :func:`select_objects`): for tests.
     config : PreprocessingConfig
         GP settings.
-    n_jobs : int
-        Worker processes for the GP fits (not part of the key: the output does not depend on it).
+    n_jobs : int | None
+        Worker processes for the GP fits (None: :func:`satcompress.progress.default_jobs`,
+        which ``--jobs`` sets; not part of the key: the output does not depend on it).
     refresh : bool
         Recompute even when a cached result exists.
+    progress : bool
+        Report the GP fits on stderr (:class:`satcompress.progress.Progress`).
 
     Returns
     -------
@@ -1043,7 +614,8 @@ def load_preprocessed(
     if max_objects is not None:
         curves = select_objects(curves, max_objects, min_points_per_band=config.min_points_per_band)
         skipped = Counter()  # a deliberate subset: the counts describe the objects fitted
-    result = preprocess(curves, config, n_jobs=n_jobs)
+    n_jobs = default_jobs() if n_jobs is None else n_jobs
+    result = preprocess(curves, config, n_jobs=n_jobs, progress=progress)
     skipped.update(result.skipped_counts)
     result = result._replace(skipped_counts=dict(sorted(skipped.items())))
     seconds = time.perf_counter() - started
@@ -1142,7 +714,8 @@ def load(
         for source in ("ztf", "elasticc")
     }
     preprocessing = {
-        "method": "2-D GP (constant x Matern 3/2 over time and wavelength); Boone 2019, "
+        "method": "2-D GP (constant x Matern 3/2 over time and wavelength), maximum-likelihood "
+        f"hyperparameters by {config.hyperparameter_search} search; Boone 2019, "
         "Allam & McEwen 2022",
         "preprocessing_version": PREPROCESSING_VERSION,
         "config": json.loads(json.dumps(asdict(config))),  # tuples -> lists
@@ -1266,7 +839,8 @@ def baseline(
     features = table[list(BAZIN_FEATURES)].to_numpy(np.float64)
 
     def forest() -> RandomForestClassifier:
-        return RandomForestClassifier(n_estimators=n_trees, random_state=seed, n_jobs=2)
+        return RandomForestClassifier(n_estimators=n_trees, random_state=seed,
+                                      n_jobs=default_jobs())
 
     fold_aucs = []
     folds = StratifiedKFold(5, shuffle=True, random_state=seed).split(features, is_ia)
