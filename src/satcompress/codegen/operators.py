@@ -579,6 +579,26 @@ def _window(attributes: dict, rank: int, kernel: Sequence[int]) -> tuple:
     return pads[:rank], step, dilations
 
 
+def _window_loops(block: Block, kernel: Sequence[int], spatial: Sequence[str], step: Sequence[int],
+            begins: Sequence[int], dilations: Sequence[int], extent: Sequence[int]
+            ) -> tuple[list[str], list[str]]:
+    """Open one loop per kernel axis and name each input position of the window, skipping
+    those in the padding; return (kernel loop variables, input positions)."""
+    kernel_vars = []
+    for size in kernel:
+        variable = block.fresh("q")
+        block.open(f"for (int {variable} = 0; {variable} < {size}; ++{variable})")
+        kernel_vars.append(variable)
+    positions = []
+    for d in range(len(kernel)):
+        position = block.fresh("u")
+        block.line(f"const int {position} = {spatial[d]} * {step[d]} - {begins[d]} + "
+                   f"{kernel_vars[d]} * {dilations[d]};")
+        block.line(f"if ({position} < 0 || {position} >= {extent[d]}) continue;")
+        positions.append(position)
+    return kernel_vars, positions
+
+
 def _convolution(block: Block, node: Node, quantized: bool) -> None:
     x, out = block.value(node.inputs[0]), block.value(node.outputs[0])
     weight_name = node.inputs[3] if quantized else node.inputs[1]
@@ -607,18 +627,8 @@ def _convolution(block: Block, node: Node, quantized: bool) -> None:
         g = f"({m} / {filters_per_group})" if group > 1 else "0"
         c = block.fresh("c")
         block.open(f"for (int {c} = 0; {c} < {per_group}; ++{c})")
-        kernel_vars = []
-        for d, size in enumerate(kernel):
-            variable = block.fresh("q")
-            block.open(f"for (int {variable} = 0; {variable} < {size}; ++{variable})")
-            kernel_vars.append(variable)
-        inputs = []
-        for d in range(rank):
-            position = block.fresh("u")
-            block.line(f"const int {position} = {spatial[d]} * {step[d]} - {begins[d]} + "
-                       f"{kernel_vars[d]} * {dilations[d]};")
-            block.line(f"if ({position} < 0 || {position} >= {x.shape[2 + d]}) continue;")
-            inputs.append(position)
+        kernel_vars, inputs = _window_loops(block, kernel, spatial, step, begins,
+                                            dilations, x.shape[2:])
         channel = f"{g} * {per_group} + {c}" if group > 1 else c
         x_index = index([f"({channel})", *inputs], x_steps[1:])
         w_index = index([m, c, *kernel_vars], strides(weight.shape))
@@ -802,18 +812,8 @@ def _pool(block: Block, node: Node) -> None:
         block.line(f"double {total} = {'-INFINITY' if maximum else '0.0'};")
         if not maximum and not include_pad:
             block.line(f"int {counted} = 0;")
-        kernel_vars = []
-        for size in kernel:
-            variable = block.fresh("q")
-            block.open(f"for (int {variable} = 0; {variable} < {size}; ++{variable})")
-            kernel_vars.append(variable)
-        positions = []
-        for d in range(rank):
-            position = block.fresh("u")
-            block.line(f"const int {position} = {spatial[d]} * {step[d]} - {begins[d]} + "
-                       f"{kernel_vars[d]} * {dilations[d]};")
-            block.line(f"if ({position} < 0 || {position} >= {x.shape[2 + d]}) continue;")
-            positions.append(position)
+        kernel_vars, positions = _window_loops(block, kernel, spatial, step, begins,
+                                               dilations, x.shape[2:])
         element = f"(double){read(index([*channel, *positions], x_steps))}"
         if maximum:
             block.line(f"if ({element} > {total}) {total} = {element};")
