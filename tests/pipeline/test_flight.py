@@ -309,3 +309,12 @@ def test_a_tensor_that_only_resembles_the_encoding_stays_stored():
     graph = {"nodes": []}
     kept_graph, kept = generated_constants(graph, {"c0": almost})
     assert kept_graph["nodes"] == [] and set(kept) == {"c0"}
+
+
+def test_cli_verify_finds_the_run_of_a_rejected_artifact(tmp_path, monkeypatch):
+    monkeypatch.setitem(registry.TASKS, "blobs", BLOBS)
+    trained = TrainedModel(task=BLOBS, model=tiny_mlp(), data=make_blobs(), metrics={})
+    with pytest.raises(BudgetNotMet):
+        run_recipe(trained, RECIPE, Budget(max_bytes=10), tmp_path, latency_repeats=3)
+    result = cli.invoke(app, ["verify", str(tmp_path / "rejected" / "model.sca"), "--task", "blobs"])
+    assert result.exit_code == 0, result.output

@@ -18,7 +18,8 @@ def _reference_model(artifact: Path, model: Path | None, data, checksum: str):
     from satcompress.pipeline.runner import artifact_checkpoint, load_checkpoint
 
     if model is None:
-        return load_checkpoint(artifact_checkpoint(artifact.parent, checksum))
+        folder = artifact.parent.parent if artifact.parent.name == "rejected" else artifact.parent
+        return load_checkpoint(artifact_checkpoint(folder, checksum))
     if not model.is_file():
         fail(f"Model file {model} does not exist.")
     try:
