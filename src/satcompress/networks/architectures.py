@@ -88,16 +88,16 @@ def check_weights(state_dict: Mapping[str, object]) -> None:
 
 
 def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], what: str) -> None:
-    """Load ``state_dict`` into ``model`` after :func:`check_weights`, refusing an integer tensor
-    where the layer holds floats (``load_state_dict`` would convert it silently).
+    """Load ``state_dict`` (already passed by :func:`check_weights`) into ``model``, refusing an
+    integer tensor where the layer holds floats (``load_state_dict`` would convert it
+    silently).
 
     Raises
     ------
     ValueError
-        If a tensor is bad, missing, unexpected, mis-shaped or of the wrong kind (``what``
-        names the architecture in the message).
+        If a tensor is missing, unexpected, mis-shaped or of the wrong kind (``what`` names
+        the architecture in the message).
     """
-    check_weights(state_dict)
     expected = model.state_dict()
     for name, tensor in state_dict.items():
         if name in expected and expected[name].is_floating_point() != tensor.is_floating_point():

@@ -24,7 +24,7 @@ from torch import nn
 
 from satcompress.data import CACHE_DIR_VARIABLE
 from satcompress.fileio import atomic_write_bytes
-from satcompress.networks.architectures import load_weights
+from satcompress.networks.architectures import check_weights, load_weights
 from satcompress.tasks.base import TaskData
 from satcompress.tasks.registry import ReferenceTask, get_task
 from satcompress.training import TrainConfig, fit
@@ -166,6 +166,7 @@ def model_from_saved(content: dict, data: TaskData, path: str | os.PathLike
     metadata = _checked_metadata(content, path)
     weights = content["state_dict"]
     try:
+        check_weights(weights)
         task = get_task(metadata["task"])
         with torch.device("meta"):
             skeleton = task.build_model(data, metadata["width_multiplier"],

@@ -158,20 +158,18 @@ class _Builder:
     """Rebuilds a module tree from its description, checking every field it reads."""
 
     def __init__(self, tensors: Mapping[str, torch.Tensor]) -> None:
-        self.tensors = tensors
+        self.tensors = dict(tensors)  # a stored tensor is replaced by its Parameter once made
 
     def tensor(self, reference: Any, where: str, parameter: bool) -> torch.Tensor:
         if not (isinstance(reference, dict) and reference.keys() == {"tensor", "requires_grad"}
                 and reference["tensor"] in self.tensors):
             raise CheckpointError(f"{where} does not refer to a stored tensor")
-        tensor = self.tensors[reference["tensor"]]
-        if not parameter:
-            return tensor
-        if isinstance(tensor, nn.Parameter):
-            return tensor  # shared with an earlier layer
-        parameter_tensor = nn.Parameter(tensor, requires_grad=bool(reference["requires_grad"]))
-        self.tensors = {**self.tensors, reference["tensor"]: parameter_tensor}
-        return parameter_tensor
+        name = reference["tensor"]
+        tensor = self.tensors[name]
+        if parameter and not isinstance(tensor, nn.Parameter):  # else: shared, made before
+            tensor = self.tensors[name] = nn.Parameter(
+                tensor, requires_grad=bool(reference["requires_grad"]))
+        return tensor
 
     def module(self, entry: Any, where: str, depth: int = 0) -> nn.Module:
         fields = {"class", "attributes", "parameters", "buffers", "non_persistent_buffers",

@@ -218,7 +218,7 @@ def _start_run(out_dir: Path) -> dict:
     run = _load_run(out_dir)
     for key in ("artifact", "outputs"):
         run.pop(key, None)
-    atomic_write_text(out_dir / "run.json", json.dumps(run, indent=2) + "\n")
+    _write_run(out_dir, run)
     for stale in (ARTIFACT_FILE, REJECTED_ARTIFACT):
         (out_dir / stale).unlink(missing_ok=True)
     return run
@@ -228,13 +228,16 @@ def _commit_run(out_dir: Path, run: dict, artifact_file: str) -> None:
     """Move the verified artifact into place, then write ``run.json`` listing every output."""
     move_into_place(out_dir / _STAGING_ARTIFACT, out_dir / artifact_file)
     (out_dir / _STAGING_ARTIFACT).parent.rmdir()
-    skip = {"run.json"}
     run["outputs"] = {
         path.relative_to(out_dir).as_posix(): file_sha256(path)
         for path in sorted(out_dir.rglob("*"))
-        if path.is_file() and path.relative_to(out_dir).parts[0] not in ("checkpoints", ".staging")
-        and path.name not in skip and not path.name.startswith(".")
+        if path.is_file() and path.relative_to(out_dir).parts[0] != "checkpoints"
+        and path.name != "run.json" and not path.name.startswith(".")
     }
+    _write_run(out_dir, run)
+
+
+def _write_run(out_dir: Path, run: dict) -> None:
     atomic_write_text(out_dir / "run.json", json.dumps(run, indent=2) + "\n")
 
 
@@ -289,7 +292,7 @@ def run_recipe(
             atomic_write_bytes(out_dir / file, content)
             run["checkpoints"][key] = {"file": file, "sha256": hashlib.sha256(content).hexdigest(),
                                        "seconds": time.perf_counter() - started}
-            atomic_write_text(out_dir / "run.json", json.dumps(run, indent=2) + "\n")
+            _write_run(out_dir, run)
         else:
             model = resumed
         checkpoint = run["checkpoints"][key]["file"]

@@ -199,7 +199,6 @@ def _undo(tensors: dict[str, np.ndarray], flipped: list[tuple[str, int, int]]) -
 
 def _weights_trials(runtime: Runtime, x: np.ndarray, score: Scorer, campaign: Campaign,
                     flips: int, rng: np.random.Generator) -> FlipResult:
-    runtime.clipped_values = 0
     tensors = runtime.resident_tensors
     names = _eligible(tensors, campaign.bits)
     drops, hits, non_finite = [], [], 0
