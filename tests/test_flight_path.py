@@ -24,6 +24,7 @@ FLIGHT_MODULES = [
     "satcompress.firmware",
     "satcompress.firmware.emulate",
     "satcompress.firmware.export",
+    "satcompress.predict",
 ]
 
 

@@ -32,6 +32,8 @@ def _exporter_quiet() -> Iterator[None]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
+            for internal in ("The tensor attributes self", "The .grad attribute of a Tensor"):
+                warnings.filterwarnings("ignore", internal, UserWarning)  # recurrent layers
             yield
     finally:
         logger.setLevel(previous)
@@ -40,8 +42,12 @@ def _exporter_quiet() -> Iterator[None]:
 def export_onnx(model: nn.Module, example_input: torch.Tensor, opset_version: int = 18) -> bytes:
     """Serialised ONNX model of ``model`` in eval mode (input ``x``, output ``logits``).
 
-    The batch axis is dynamic. The model's train/eval mode is restored afterwards.
+    The batch axis is dynamic. The model's train/eval mode is restored afterwards. A batch of
+    one is traced as two copies of it: recurrent and attention layers traced at batch 1 would
+    fix the batch axis at 1.
     """
+    if example_input.shape[0] == 1:
+        example_input = example_input.expand(2, *example_input.shape[1:]).clone()
     was_training = model.training
     model.eval()
     try:

@@ -5,7 +5,9 @@ dataclass plus a handler registered for that config type (the torchao pattern). 
 validate themselves in ``__post_init__`` with ``ValueError`` and round-trip through plain
 dicts (hence JSON and TOML) under their registered ``stage`` name, so recipes, search results,
 artifacts and reports all speak one language. A handler returns a new model and never mutates
-its input; :func:`apply` checks that promise on every call.
+its input; :func:`apply` checks that promise on every call. A handler may register a
+``check`` alongside: it says, before any training, why the stage cannot run on a given model
+(:func:`check`), and :func:`apply` refuses such a model up front.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from satcompress.tasks.base import TaskData
 __all__ = [
     "StageConfig",
     "Handler",
+    "Check",
     "register_stage",
     "registered_stages",
     "config_type",
+    "check",
     "apply",
     "config_to_dict",
     "config_from_dict",
@@ -134,17 +138,25 @@ class Handler(Protocol):
     def __call__(self, model: nn.Module, config: Any, data: TaskData | None) -> nn.Module: ...
 
 
+class Check(Protocol):
+    """Why a stage cannot run on ``model`` (e.g. "the model has no Linear or convolution layer
+    to factorise"), or None; quick, and never modifies ``model``."""
+
+    def __call__(self, model: nn.Module, config: Any, data: TaskData | None) -> str | None: ...
+
 
 _HANDLERS: dict[type, Handler] = {}
+_CHECKS: dict[type, Check] = {}
 _BY_NAME: dict[str, type] = {}
 
 
-def register_stage(name: str) -> Callable[[Handler], Handler]:
-    """Decorator registering ``handler`` for the config class named in its annotation.
+def register_stage(name: str, check: Check | None = None) -> Callable[[Handler], Handler]:
+    """Decorator registering ``handler`` (and its optional ``check``, see :func:`check`) for
+    the config class named in its annotation.
 
     Usage::
 
-        @register_stage("magnitude_prune")
+        @register_stage("magnitude_prune", check=_no_weights)
         def magnitude_prune(model: nn.Module, config: MagnitudePruneConfig, data) -> nn.Module:
             ...
     """
@@ -162,6 +174,8 @@ def register_stage(name: str) -> Callable[[Handler], Handler]:
             raise ValueError(f"Stage name {name!r} is already registered to {_BY_NAME[name]}.")
         _BY_NAME[name] = config_class
         _HANDLERS[config_class] = handler
+        if check is not None:
+            _CHECKS[config_class] = check
         config_class.stage_name = name
         return handler
 
@@ -191,10 +205,20 @@ def config_type(name: str) -> type:
         ) from None
 
 
+def check(model: nn.Module, config: StageConfig, data: TaskData | None = None) -> str | None:
+    """Why stage ``config`` cannot run on ``model``, as ``"<stage>: <reason>"``, found without
+    training; None if its registered check (if any) finds nothing."""
+    stage_check = _CHECKS.get(type(config))
+    reason = None if stage_check is None else stage_check(model, config, data)
+    return None if reason is None else f"{config.stage_name}: {reason}"
+
+
 def apply(model: nn.Module, config: StageConfig, data: TaskData | None = None) -> nn.Module:
     """Run the stage ``config`` describes on a copy of ``model`` and return the new model.
 
-    The handler gets a deep copy, so even a careless handler cannot modify the caller's model.
+    A model the stage's :func:`check` refuses raises ``ValueError`` with the reason before
+    any work. The handler gets a deep copy, so even a careless handler cannot modify the
+    caller's model.
     """
     handler = _HANDLERS.get(type(config))
     if handler is None:
@@ -202,6 +226,9 @@ def apply(model: nn.Module, config: StageConfig, data: TaskData | None = None) -
             f"No stage handler is registered for {type(config).__name__}; known stages: "
             f"{', '.join(registered_stages()) or 'none'}."
         )
+    reason = check(model, config, data)
+    if reason is not None:
+        raise ValueError(reason)
     result = handler(copy.deepcopy(model), config, data)
     if not isinstance(result, nn.Module):
         raise TypeError(f"Stage {config.stage_name!r} returned {type(result).__name__}, not a model.")

@@ -19,7 +19,7 @@ def test_cli_inject_reports_the_drop_per_flip_count(tmp_path, monkeypatch):
     from satcompress.pipeline.runner import run_recipe
     from satcompress.tasks import registry
 
-    blobs = registry.ReferenceTask("blobs", "tiny", "satcompress.tasks.user", "unused:unused", {})
+    blobs = registry.Task("blobs", "tiny", "satcompress.tasks.user", "unused:unused", {})
     monkeypatch.setitem(registry.TASKS, "blobs", blobs)
     monkeypatch.setattr(type(blobs), "load", lambda self, seed=0, **options: make_blobs())
     monkeypatch.setattr(type(blobs), "score", lambda self, pv, yv, pt, yt: {

@@ -125,6 +125,37 @@ case("Shape", (2, 3), [("Shape", ["x"], ["sh"], {}), ("Gather", ["sh", "zero"], 
 case("SinusoidalPositionalEncoding", (4, 6),
      [("SinusoidalPositionalEncoding", [], ["pe"], {"shape": [1, 4, 6]}),
       ("Add", ["x", "pe"], ["y"], {}), FLAT])
+for op, attrs in (("LeakyRelu", {"alpha": 0.1}), ("HardSigmoid", {"alpha": 0.3, "beta": 0.4}),
+                  ("HardSwish", {}), ("Sign", {}), ("Reciprocal", {})):
+    case(op, (8,), [(op, ["x"], ["logits"], attrs)])
+for op, attrs in (("Softplus", {}), ("Elu", {"alpha": 0.7})):
+    case(op, (8,), [(op, ["x"], ["logits"], attrs)], exact=False)
+case("Log", (8,), [("Abs", ["x"], ["a"], {}), ("Log", ["a"], ["logits"], {})], exact=False)
+case("Clip", (8,), [("Clip", ["x", "lo", "hi"], ["logits"], {})],
+     {"lo": np.float32(-0.5), "hi": np.float32(0.7)})
+case("Clip-high-only", (8,), [("Clip", ["x", "", "hi"], ["logits"], {})], {"hi": np.float32(0.7)})
+case("Min-Max", (3, 4), [("Neg", ["x"], ["n"], {}), ("Min", ["x", "n", "c"], ["m"], {}),
+                         ("Max", ["m", "x"], ["y"], {}), FLAT], {"c": _w(4)})
+for op in ("Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual"):
+    case(op, (3, 4), [("Max", ["x", "c"], ["m"], {}), (op, ["x", "m"], ["b"], {}),
+                      ("Cast", ["b"], ["y"], {"to": 1}), FLAT], {"c": _w(4)})
+for op in ("And", "Or", "Xor"):
+    case(op, (3, 4), [("Greater", ["x", "c"], ["p"], {}), ("Less", ["x", "d"], ["q"], {}),
+                      (op, ["p", "q"], ["b"], {}), ("Not", ["b"], ["n"], {}),
+                      ("Cast", ["n"], ["y"], {"to": 1}), FLAT], {"c": _w(4), "d": _w(3, 1)})
+case("Where", (3, 4), [("Greater", ["x", "c"], ["b"], {}), ("Neg", ["x"], ["n"], {}),
+                       ("Where", ["b", "x", "n"], ["y"], {}), FLAT], {"c": _w(4)})
+case("Split", (4, 5), [("Split", ["x", "s"], ["a", "b"], {"axis": 2}),
+                       ("Concat", ["b", "a"], ["y"], {"axis": 2}), FLAT], {"s": _i64(2, 3)})
+case("Split-num-outputs", (7, 2), [("Split", ["x"], ["a", "b", "c"], {"axis": 1, "num_outputs": 3}),
+                                   ("Concat", ["c", "a"], ["y"], {"axis": 1}), FLAT])
+case("Pad", (3, 6), [("Pad", ["x", "p", "v"], ["y"], {}), FLAT],
+     {"p": _i64(0, 1, -1, 0, -2, 2), "v": np.float32(0.5)})
+case("Pad-reflect", (3, 6), [("Pad", ["x", "p"], ["y"], {"mode": "reflect"}), FLAT],
+     {"p": _i64(0, 2, 0, 0, 1, 5)})
+case("Pad-edge-axes", (3, 6), [("Pad", ["x", "p", "", "a"], ["y"], {"mode": "edge"}), FLAT],
+     {"p": _i64(3, -1, 2, 4), "a": _i64(-1, 1)})
+case("Expand", (3, 1), [("Expand", ["x", "s"], ["y"], {}), FLAT], {"s": _i64(1, 3, 4)})
 case("int4-and-shared-weights", (8,), [
     ("QuantGemm", ["x", "", "", "w", "sw", ""], ["h"], {}),
     ("QuantGemm", ["h", "", "", "w2", "sw", ""], ["logits"], {})],
@@ -151,6 +182,7 @@ def test_every_runtime_operator_has_an_emitter_and_a_case():
     assert emitted_operators() == supported_operators()
     covered = {node[0] for shape, nodes, *_ in CASES.values() for node in nodes}
     covered |= {"MatMulAdd", "MatMulScaleSoftmax"}  # written by the runtime's fusion
+    covered |= {"GRU", "LSTM"}  # tests/codegen/test_codegen_recurrent.py
     assert set(supported_operators()) <= covered
 
 

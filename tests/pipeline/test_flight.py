@@ -87,7 +87,7 @@ def test_an_unsupported_operator_fails_the_build_naming_it(tmp_path):
 # --- verification -------------------------------------------------------------------------------
 
 
-class BlobTask(registry.ReferenceTask):
+class BlobTask(registry.Task):
     """The tiny blobs problem dressed as a registered task: its own data, accuracy as metric."""
 
     def load(self, seed: int = 0, **options):

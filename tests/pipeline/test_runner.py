@@ -12,12 +12,12 @@ from satcompress.pipeline.base_model import TrainedModel
 from satcompress.pipeline.budget import Budget
 from satcompress.pipeline.recipe import Recipe
 from satcompress.pipeline.runner import BudgetNotMet, run_recipe
-from satcompress.tasks.registry import ReferenceTask
+from satcompress.tasks.registry import Task
 
 REGISTERED = stages.load_builtin_stages()
 
 
-class BlobTask(ReferenceTask):
+class BlobTask(Task):
     """The tiny blobs problem dressed as a task: accuracy as its metric."""
 
     def evaluate(self, model, data):

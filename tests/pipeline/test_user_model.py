@@ -19,7 +19,7 @@ from satcompress.pipeline.user_model import load_user_model, user_trained_model
 def blobs_npz(tmp_path):
     data = make_blobs(n_per_class=20)
     path = tmp_path / "blobs.npz"
-    np.savez(path, x=data.train.x, y=data.train.y)
+    np.savez(path, x=data.train.x, y=data.train.y, groups=np.arange(len(data.train.y)))
     return path
 
 
@@ -183,7 +183,7 @@ def test_a_model_file_with_bad_metadata_is_refused_before_allocating(tmp_path, b
 
 
 @pytest.mark.parametrize("architecture, message", [
-    (None, "name its architecture with --architecture"),
+    (None, "give your model's code as --model package.module:function"),
     ("t2", "not a t2: they have no tensor 'embedding.weight'"),
     ("resnet", "Unknown architecture 'resnet'"),
 ])
@@ -231,4 +231,4 @@ def test_cli_compresses_a_users_model_and_data(tmp_path, blobs_npz):
 def test_cli_needs_a_task_or_a_model_with_data(tmp_path):
     result = CliRunner().invoke(app, ["compress", "--model", str(tmp_path / "m.pt")])
     assert result.exit_code == 2
-    assert "both --model FILE and --data FILE" in " ".join(result.output.split())
+    assert "both --model and --data" in " ".join(result.output.split())

@@ -14,7 +14,7 @@ from satcompress.pipeline.base_model import TrainedModel
 from satcompress.pipeline.budget import Budget
 from satcompress.pipeline.recipe import Recipe
 from satcompress.pipeline.runner import BudgetNotMet, run_recipe
-from satcompress.tasks.registry import ReferenceTask
+from satcompress.tasks.registry import Task
 
 REGISTERED = stages.load_builtin_stages()
 SECTIONS = ["Budget", "Bytes and metric per stage", "Base vs compressed on the test set",
@@ -29,7 +29,7 @@ RECIPE = Recipe("report-test", (
 BUDGET = Budget.parse("max_bytes=1MB,max_latency_ms=1s,max_metric_drop=accuracy:0.5")
 
 
-class BlobTask(ReferenceTask):
+class BlobTask(Task):
     """The tiny blobs problem dressed as a task: accuracy as its metric."""
 
     @property

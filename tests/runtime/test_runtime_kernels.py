@@ -15,6 +15,7 @@ import pytest
 import torch
 from conftest import make_blobs, make_sequences, tiny_mlp, tiny_t2
 from torch import nn
+from torch.nn import functional as F
 
 from satcompress import runtime, stages
 from satcompress.pipeline.flight import LOGIT_TOLERANCE, QUANTIZED_LOGIT_TOLERANCE, build_artifact
@@ -87,6 +88,78 @@ class Attention(nn.Module):
         return torch.softmax(self.head(self.block(self.embed(x)).mean(dim=1)), dim=-1)
 
 
+class Elementwise(nn.Module):
+    """clamp, minimum/maximum, where on comparisons (bool tensors), sign, log, abs,
+    reciprocal and rsqrt."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(6, 8)
+        self.head = nn.Linear(8 * 6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x)
+        chosen = ((h > 0) & ~(h == 0.5)) | (h <= -1.0)
+        parts = [torch.clamp(h, -0.5, 0.7), torch.clamp(h, min=0.1),
+                 torch.maximum(h, torch.minimum(-h, h.flip(1))),
+                 torch.where(chosen, h, 0.1 * h) + torch.where(h >= 0.2, 1.0, h.lt(-0.3).float()),
+                 torch.sign(h) * torch.log(h.abs() + 0.1),
+                 torch.reciprocal(h.abs() + 1.0) + torch.rsqrt(h.abs() + 1.0)]
+        return self.head(torch.cat(parts, dim=1))
+
+
+class Shapes(nn.Module):
+    """torch.split and chunk, F.pad (constant, cropping, reflect, replicate) and expand."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(116, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.transpose(1, 2)  # (batch, 2, 12)
+        a, b = torch.split(h, [5, 7], dim=2)
+        chunks = torch.chunk(h, 5, dim=2)  # four of 3
+        parts = [F.pad(a, (1, 1), value=0.5), F.pad(b, (-1, 0)),
+                 F.pad(h, (2, 1), mode="reflect"), F.pad(h, (1, 2), mode="replicate"),
+                 chunks[1] * chunks[3], h[:, :1, :].expand(-1, 2, -1)]
+        return self.head(torch.cat([part.flatten(1) for part in parts], dim=1))
+
+
+class ConvVariants(nn.Module):
+    """Conv1d/Conv2d with stride, padding, dilation, groups and depthwise; BatchNorm1d/2d in
+    eval mode; MaxPool1d/2d, AvgPool1d/2d, adaptive average pooling to 1, Flatten, mean."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv2 = nn.Conv2d(1, 4, 3, stride=(2, 1), padding=(1, 2), dilation=(1, 2))
+        self.depthwise2 = nn.Conv2d(4, 4, 3, padding=1, groups=4, bias=False)
+        self.norm2 = nn.BatchNorm2d(4)
+        self.conv1 = nn.Conv1d(4, 6, 3, stride=2, padding=2, dilation=2, groups=2)
+        self.depthwise1 = nn.Conv1d(6, 6, 3, padding=1, groups=6)
+        self.norm1 = nn.BatchNorm1d(6)
+        self.max2, self.max1 = nn.MaxPool2d(2), nn.MaxPool1d(3, stride=2, padding=1)
+        self.average2 = nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+        self.average1 = nn.AvgPool1d(2)
+        self.adaptive2, self.adaptive1 = nn.AdaptiveAvgPool2d(1), nn.AdaptiveAvgPool1d(1)
+        self.flatten = nn.Flatten()
+        self.hidden = nn.Linear(152, 8)
+        self.norm0 = nn.BatchNorm1d(8)
+        self.head = nn.Linear(8, 3)
+        with torch.no_grad():
+            for norm in (self.norm0, self.norm1, self.norm2):
+                norm.running_mean.normal_()
+                norm.running_var.uniform_(0.5, 2.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        image = self.norm2(self.depthwise2(self.conv2(x.reshape(-1, 1, 6, 6))))  # (., 4, 3, 6)
+        sequence = image.flatten(2)  # (., 4, 18)
+        h = torch.relu(self.norm1(self.depthwise1(self.conv1(sequence))))  # (., 6, 9)
+        parts = [self.adaptive2(image), self.max2(image), self.average2(image), self.max1(h),
+                 self.adaptive1(h), sequence.mean(dim=2), self.average1(h)]
+        features = torch.cat([self.flatten(part) for part in parts], dim=1)
+        return self.head(self.norm0(self.hidden(features)))
+
+
 def _seeded(build):
     torch.manual_seed(0)
     return build().eval()
@@ -97,6 +170,15 @@ FLOAT_MODELS = {
     "gelu-sigmoid-tanh": (lambda: nn.Sequential(nn.Linear(6, 8), nn.GELU(), nn.Linear(8, 8),
                                                 nn.Sigmoid(), nn.Linear(8, 8), nn.Tanh(),
                                                 nn.Linear(8, 3)), "blobs"),
+    "activations": (lambda: nn.Sequential(
+        nn.Linear(6, 8), nn.LeakyReLU(0.1), nn.Linear(8, 8), nn.Hardswish(), nn.Linear(8, 8),
+        nn.Hardsigmoid(), nn.Linear(8, 8), nn.Softplus(), nn.Linear(8, 8),
+        nn.Softplus(beta=2.0, threshold=1.0), nn.Linear(8, 8), nn.ELU(0.7), nn.Linear(8, 8),
+        nn.ReLU6(), nn.Linear(8, 8), nn.SiLU(), nn.Linear(8, 8), nn.GELU(approximate="tanh"),
+        nn.Linear(8, 3)), "blobs"),
+    "elementwise-where-comparisons": (Elementwise, "blobs"),
+    "split-pad-expand": (Shapes, "sequences"),
+    "conv-pooling-batchnorm-variants": (ConvVariants, "images"),
     "residual-layernorm-relu": (tiny_mlp, "blobs"),
     "conv1d-pooling": (SequenceConv, "sequences"),
     "conv2d-batchnorm-global-pool": (lambda: ImageConv(), "images"),
@@ -115,6 +197,30 @@ def _data(kind: str):
 def test_float_models_match_torch(name, tmp_path):
     build, kind = FLOAT_MODELS[name]
     assert_runtime_matches_torch(_seeded(build), _data(kind).test.x, tmp_path / "m.sca")
+
+
+class CumulativeSum(nn.Module):
+    """A layer exporting to an operator the runtime has no kernel for (CumSum)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cumsum(x, dim=1)
+
+
+def test_an_unsupported_operator_is_refused_naming_the_layer_that_uses_it(tmp_path):
+    model = nn.Sequential(nn.Linear(6, 6), CumulativeSum())
+    with pytest.raises(runtime.UnsupportedOperatorError,
+                       match=r"uses operator\(s\) CumSum \(in layer 1 \(CumulativeSum: "
+                             r"aten\.cumsum\.default\), ONNX node node_cumsum\), which"):
+        build_artifact(model, torch.zeros(1, 6), {"task": "tiny"}, tmp_path / "m.sca")
+
+
+def test_an_unsupported_operator_setting_is_refused_naming_the_layer(tmp_path):
+    model = nn.Sequential(nn.Unflatten(1, (1, 6)), nn.AvgPool1d(4, ceil_mode=True), nn.Flatten())
+    with pytest.raises(runtime.UnsupportedOperatorError,
+                       match=r"AveragePool at layer 1 \(AvgPool1d: aten\.avg_pool1d\.default\), "
+                             r"ONNX node node_avg_pool1d has ceil_mode=1; the flight runtime "
+                             r"implements only ceil_mode=0"):
+        build_artifact(model, torch.zeros(1, 6), {"task": "tiny"}, tmp_path / "m.sca")
 
 
 def _compressed(model_name: str, configs) -> tuple[nn.Module, np.ndarray]:

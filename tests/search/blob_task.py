@@ -10,10 +10,10 @@ import numpy as np
 
 from conftest import make_blobs, tiny_mlp
 from satcompress.pipeline.base_model import TrainedModel
-from satcompress.tasks.registry import ReferenceTask
+from satcompress.tasks.registry import Task
 
 
-class BlobTask(ReferenceTask):
+class BlobTask(Task):
     """Accuracy (higher is better) on the blobs, scored like a reference task."""
 
     @property

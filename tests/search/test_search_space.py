@@ -50,11 +50,13 @@ def test_choices_that_save_nothing_are_not_offered():
     assert {d.kind for d in space.decisions} == {"student", "codec"}  # no rank saves weights, no ratio removes a unit
 
 
-def test_a_student_is_offered_only_where_distillation_can_shrink_the_model():
+def test_a_student_is_offered_wherever_distillation_can_shrink_the_model():
     data = make_blobs()
     plain = torch.nn.Sequential(torch.nn.Linear(data.train.x.shape[1], 16), torch.nn.ReLU(),
-                                torch.nn.Linear(16, data.n_classes))
-    assert "student" not in {d.kind for d in derive_space(plain, data).decisions}
+                                torch.nn.Linear(16, data.n_classes))  # a user's own model
+    assert "student" in {d.kind for d in derive_space(plain, data).decisions}
+    one_layer = torch.nn.Sequential(torch.nn.Linear(data.train.x.shape[1], data.n_classes))
+    assert "student" not in {d.kind for d in derive_space(one_layer, data).decisions}
     no_students = derive_space(tiny_mlp(), make_blobs(), SearchSettings(student_fractions=(1.0,)))
     assert "student" not in no_students.blocks
     # fractions that land on the same width are one choice

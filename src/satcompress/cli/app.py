@@ -13,10 +13,12 @@ from pathlib import Path
 
 import typer
 
+from satcompress.cli import user_options
 from satcompress.cli.classify_alerts import classify_alerts
 from satcompress.cli.common import TASK_HELP, check_task, console, fail
 from satcompress.cli.export_c import TARGET_HELP, export_c
 from satcompress.cli.inject import inject
+from satcompress.cli.predict import predict
 from satcompress.cli.search import search
 from satcompress.cli.verify import verify
 from satcompress.data import DataFileError
@@ -109,19 +111,20 @@ def compress(
     budget: str = typer.Option("", help="Hard limits, e.g. max_bytes=40kB,max_metric_drop=tss:0.01"),
     out: Path = typer.Option(Path("out/compress"), help="Output folder (resumed if it exists)."),
     seed: int = typer.Option(0, help="Seed of the split and the base model."),
-    model: Path = typer.Option(None, help="Your trained model: a state dict (or a "
-                               "`satcompress train` file); never a pickled module."),
-    run_code_in_model_file: bool = typer.Option(
-        False, "--run-code-in-model-file", help="Also accept a TorchScript or torch.export "
-        "--model file, whose loading RUNS CODE the file holds: only for files you wrote."),
-    data: Path = typer.Option(None, help="Your data: CSV/Parquet (tabular or light curves) "
-                              "or .npz with x and y."),
-    architecture: str = typer.Option(None, help="Architecture of --model: residual_mlp or t2."),
-    metric: str = typer.Option("accuracy", help="Metric of --data: accuracy, macro_f1, "
-                               "weighted_log_loss or tss (two classes)."),
-    label_column: str = typer.Option("label", help="Label column of a --data table."),
-    group_column: str = typer.Option(None, help="Column of --data whose rows stay in one split."),
-    n_heads: int = typer.Option(4, help="Attention heads of a t2 --model."),
+    model: str = user_options.MODEL,
+    weights: Path = user_options.WEIGHTS,
+    data: Path = user_options.DATA,
+    val_data: Path = user_options.VAL_DATA,
+    test_data: Path = user_options.TEST_DATA,
+    architecture: str = user_options.ARCHITECTURE,
+    metric: str = user_options.METRIC,
+    label_column: str = user_options.LABEL_COLUMN,
+    group_column: str = user_options.GROUP_COLUMN,
+    split_column: str = user_options.SPLIT_COLUMN,
+    survey: str = user_options.SURVEY,
+    standardize: bool = user_options.STANDARDIZE,
+    n_heads: int = user_options.N_HEADS,
+    run_code_in_model_file: bool = user_options.RUN_CODE,
     fec: bool | None = typer.Option(
         None, "--fec/--no-fec", help="Reed-Solomon error correction in the artifact (corrects "
         "up to 4 bad bytes per 255; about 3.3% more bytes, counted in max_bytes). Default: the "
@@ -138,13 +141,16 @@ def compress(
     from satcompress.pipeline.base_model import cached_base_model
     from satcompress.pipeline.budget import Budget
     from satcompress.pipeline.recipe import Recipe
-    from satcompress.pipeline.runner import BudgetNotMet, run_recipe
-    from satcompress.pipeline.user_model import user_trained_model
+    from satcompress.pipeline.result import BudgetNotMet
+    from satcompress.pipeline.runner import run_recipe
     from satcompress.report import rich_table_by_column
 
-    if (task is None) == (model is None and data is None) or (model is None) != (data is None):
-        fail("Give either --task NAME (a reference task) or both --model FILE and --data FILE "
-             "(your own model and data).")
+    mine = user_options.UserOptions(model, weights, data, val_data, test_data, architecture,
+                                    metric, label_column, group_column, split_column, survey,
+                                    standardize, n_heads, run_code_in_model_file)
+    problem = mine.check(task)
+    if problem:
+        fail(problem)
     if task is not None:
         check_task(task)
     try:
@@ -162,11 +168,7 @@ def compress(
             trained = cached_base_model(task, seed=seed, progress=True)
         else:
             with console.status("reading your model and data"):
-                trained = user_trained_model(model, data, architecture=architecture,
-                                             metric=metric, label_column=label_column,
-                                             group_column=group_column, n_heads=n_heads,
-                                             seed=seed,
-                                             run_code_in_model_file=run_code_in_model_file)
+                trained = mine.trained(seed)
         with console.status("compressing") as status:
             result = run_recipe(trained, chosen_recipe, limits, out, seed=seed,
                                 on_stage=lambda name: status.update(f"stage {name}"),
@@ -204,6 +206,7 @@ app.command(name="verify")(verify)
 app.command(name="classify-alerts")(classify_alerts)
 app.command(name="export-c")(export_c)
 app.command(name="inject")(inject)
+app.command(name="predict")(predict)
 
 
 def main() -> None:

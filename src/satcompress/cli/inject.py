@@ -15,12 +15,12 @@ if TYPE_CHECKING:
     import numpy as np
 
     from satcompress.tasks import TaskData
-    from satcompress.tasks.registry import ReferenceTask
+    from satcompress.tasks.registry import Task
 
 __all__ = ["inject", "task_scorer"]
 
 
-def task_scorer(task: "ReferenceTask", data: "TaskData", clean_logits_val: "np.ndarray",
+def task_scorer(task: "Task", data: "TaskData", clean_logits_val: "np.ndarray",
                 clean_logits_test: "np.ndarray") -> "Callable[[np.ndarray], float]":
     """``probabilities -> drop`` of the task's primary metric on the test split, thresholds
     tuned on the clean validation outputs (as the deployed model's were)."""

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import typer
 
+from satcompress.cli import user_options
 from satcompress.cli.common import TASK_HELP, check_task, console, fail
 
 __all__ = ["search"]
 
 
 def search(
-    task: str = typer.Option(..., help=TASK_HELP),
+    task: str = typer.Option(None, help=TASK_HELP + " Or give --model and --data instead."),
     budget: str = typer.Option(..., help="Hard limits, e.g. max_bytes=300kB,max_metric_drop=tss:0.02"),
     trials: int = typer.Option(40, help="Finished trials the study should hold (resumes up to it)."),
     workers: int = typer.Option(1, help="Worker processes running trials of the one study."),
@@ -29,18 +30,38 @@ def search(
     target: str = typer.Option(None, help="Target profile (samv71, cortex-m4, host): its flash "
                                "and RAM as max_bytes/max_ram_bytes unless the budget gives "
                                "them; the chosen model is judged on its built firmware."),
+    model: str = user_options.MODEL,
+    weights: Path = user_options.WEIGHTS,
+    data: Path = user_options.DATA,
+    val_data: Path = user_options.VAL_DATA,
+    test_data: Path = user_options.TEST_DATA,
+    architecture: str = user_options.ARCHITECTURE,
+    metric: str = user_options.METRIC,
+    label_column: str = user_options.LABEL_COLUMN,
+    group_column: str = user_options.GROUP_COLUMN,
+    split_column: str = user_options.SPLIT_COLUMN,
+    survey: str = user_options.SURVEY,
+    standardize: bool = user_options.STANDARDIZE,
+    n_heads: int = user_options.N_HEADS,
+    run_code_in_model_file: bool = user_options.RUN_CODE,
 ) -> None:
     """Search per-layer pruning ratios, bit widths, cluster counts and ranks under a budget.
 
     Writes the Pareto front (front.md, front.png), the chosen model's run (model/) and the
     recipe that reproduces it (recipe.toml) into OUT.
     """
-    check_task(task)
+    mine = user_options.UserOptions(model, weights, data, val_data, test_data, architecture,
+                                    metric, label_column, group_column, split_column, survey,
+                                    standardize, n_heads, run_code_in_model_file)
+    problem = mine.check(task)
+    if problem:
+        fail(problem)
+    if task is not None:
+        check_task(task)
     from satcompress.data import DataFileError
-    from satcompress.pipeline.runner import BudgetNotMet
+    from satcompress.pipeline.result import BudgetNotMet
     from satcompress.report import rich_table
     from satcompress.search import EmptyFront, SearchSettings, front_rows, run_search
-    from satcompress.tasks.registry import get_task
 
     if trials < 1 or workers < 1:
         fail("--trials and --workers must be at least 1.")
@@ -50,17 +71,24 @@ def search(
             from satcompress.firmware import get_target
 
             profile = get_target(target)
-        with console.status(f"searching {task} ({trials} trials, {workers} worker(s))"):
-            result = run_search(task, budget, trials, out, workers=workers, storage=storage,
+        if task is None:
+            with console.status("reading your model and data"):
+                subject = mine.trained(seed)
+        else:
+            subject = task
+        with console.status(f"searching ({trials} trials, {workers} worker(s))"):
+            result = run_search(subject, budget, trials, out, workers=workers, storage=storage,
                                 study_name=study_name, strategy=strategy, seed=seed,
                                 settings=SearchSettings(seed=seed, fec=fec), target=profile)
     except (EmptyFront, BudgetNotMet) as failure:
         fail(f"{failure} (trials and front: {out / 'front.md'})")
     except (DataFileError, ValueError, RuntimeError) as error:
         fail(str(error))
-    metric = get_task(task).primary_metric
+    from satcompress.tasks.registry import get_task
+
+    metric = get_task(task).primary_metric if task is not None else subject.task.primary_metric
     console.print(rich_table(front_rows(result.front, metric, result.base.theoretical_bytes),
-                             title=f"{task}: Pareto front (validation metric)"))
+                             title=f"{result.task}: Pareto front (validation metric)"))
     chosen, final = result.chosen, result.run.final
     console.print(
         f"chosen trial {chosen.label}: {final.theoretical_bytes:,} bytes, test {metric} "

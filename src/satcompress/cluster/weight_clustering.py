@@ -299,7 +299,19 @@ def _check_clusters(value: int, what: str) -> None:
         )
 
 
-@register_stage("weight_cluster")
+def _no_weights(model: nn.Module, config: WeightClusterConfig, data: TaskData | None) -> str | None:
+    """Stage ``weight_cluster``'s check: why ``model`` has no weight to cluster, or None."""
+    try:
+        weights = prunable_weights(model, config.skip_layers)
+    except ValueError as error:
+        return str(error)
+    if weights:
+        return None
+    return (f"the {type(model).__name__} has no Linear or convolution weight to cluster"
+            f"{' outside skip_layers' if config.skip_layers else ''}; leave this stage out.")
+
+
+@register_stage("weight_cluster", check=_no_weights)
 def weight_cluster(
     model: nn.Module, config: WeightClusterConfig, data: TaskData | None
 ) -> nn.Module:

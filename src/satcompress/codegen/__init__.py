@@ -12,6 +12,7 @@ kernels' arithmetic; :mod:`satcompress.codegen.generate` assembles the library.
 
 from satcompress.codegen.generate import DEFAULT_PREFIX, CSource, generate_c
 from satcompress.codegen.operators import EMITTERS, emitted_operators
+from satcompress.codegen import recurrent  # noqa: F401 (registers GRU, LSTM in EMITTERS)
 from satcompress.codegen.program import CodegenError, StaticProgram, Value, static_program
 
 __all__ = [

@@ -6,8 +6,11 @@ with all shapes resolved at generation time (batch 1). The arithmetic follows
 
 * float32 elementwise operations are the same IEEE operations (the code is compiled with
   ``-std=c99``, which turns off floating-point contraction, so no fused multiply-add changes a
-  rounding); reductions (means, variances, softmax normalisers, pooling sums) accumulate in
-  double and round once to float, as the kernels do;
+  rounding); minimum, maximum and clamps select as NumPy's ``minimum``/``maximum`` do (NaN
+  wins); ``Log``, ``Softplus`` and ``Elu`` call the C library's double functions where the
+  kernels call NumPy's, rounded once to float (equal within a float rounding); reductions
+  (means, variances, softmax normalisers, pooling sums) accumulate in double and round once
+  to float, as the kernels do;
 * matrix products and convolutions of floats sum over the contraction index in increasing
   order in float (NumPy's BLAS sums in its own order: float layers agree within the
   documented logit tolerance, not bit for bit); the host form (64 output columns accumulated
@@ -38,7 +41,7 @@ from satcompress.codegen.block import Block
 from satcompress.codegen.emit import broadcast_strides, c_type, index, literal, strides
 from satcompress.codegen.program import CodegenError
 from satcompress.runtime import Node
-from satcompress.runtime.kernels import _ERF_DENOMINATOR, _ERF_NUMERATOR
+from satcompress.runtime.kernels import _ERF_DENOMINATOR, _ERF_NUMERATOR, pad_widths
 
 __all__ = ["EMITTERS", "Emitter", "emitted_operators"]
 
@@ -86,8 +89,15 @@ def _horner(coefficients: Sequence[float], variable: str) -> str:
     return text
 
 
-def _unary(op: str, a: str, dtype: np.dtype) -> str:
-    ctype = c_type(dtype)
+def _extremum(largest: bool, a: str, b: str, floating: bool) -> str:
+    """NumPy's ``maximum`` (``largest``) or ``minimum`` of ``a`` and ``b``: ``a`` on a tie,
+    NaN if either is NaN."""
+    nan = f" || {a} != {a}" if floating else ""
+    return f"(({a} {'>=' if largest else '<='} {b}{nan}) ? {a} : {b})"
+
+
+def _unary(node: Node, a: str, dtype: np.dtype) -> str:
+    op, ctype = node.op, c_type(dtype)
     single = np.dtype(dtype) == np.float32
     if op == "Relu":
         return f"({a} > 0 ? {a} : ({ctype})0)"
@@ -98,6 +108,11 @@ def _unary(op: str, a: str, dtype: np.dtype) -> str:
                 else f"({ctype})({a} < 0 ? -{a} : {a})")
     if op == "Identity":
         return a
+    if op == "Not":
+        return f"(uint8_t)!{a}"
+    if op == "Sign":
+        sign = f"({a} > 0 ? 1 : ({a} < 0 ? -1 : 0))"
+        return f"({ctype})({a} != {a} ? {a} : {sign})" if _is_float(dtype) else f"({ctype}){sign}"
     if not _is_float(dtype):
         raise CodegenError(f"{op} of {dtype} values is not generated; only floats.")
     suffix = "f" if single else ""
@@ -105,6 +120,18 @@ def _unary(op: str, a: str, dtype: np.dtype) -> str:
         return f"{op.lower()}{suffix}({a})"
     if op == "Sigmoid":
         return f"({ctype})(0.5 * (1.0 + tanh(0.5 * (double){a})))"
+    if op == "Log":
+        return f"({ctype})log((double){a})"
+    if op == "Reciprocal":
+        return f"({ctype})1 / {a}"
+    if op == "Softplus":
+        return f"({ctype})(fmax((double){a}, 0.0) + log1p(exp(-fabs((double){a}))))"
+    if op == "LeakyRelu":
+        alpha = np.dtype(dtype).type(float(node.attributes.get("alpha", 0.01)))
+        return f"({a} < 0 ? {a} * {literal(alpha, dtype)} : {a})"
+    if op == "Elu":
+        alpha = _d(float(np.float32(float(node.attributes.get("alpha", 1.0)))))
+        return f"({a} > 0 ? {a} : ({ctype})({alpha} * expm1((double){a})))"
     raise AssertionError(op)
 
 
@@ -118,31 +145,71 @@ def _erf_lines(block: Block, a: str, target: str, dtype: np.dtype) -> None:
     block.line(f"{target} = ({c_type(dtype)})((({numerator}) * {clipped}) / ({denominator}));")
 
 
+def _hard_sigmoid_lines(block: Block, node: Node, a: str, target: str, dtype: np.dtype
+                        ) -> None:
+    """``min(max(a * alpha + beta, 0), 1)`` in ``dtype`` (times ``a`` for HardSwish)."""
+    kind, ctype = np.dtype(dtype).type, c_type(dtype)
+    swish = node.op == "HardSwish"
+    alpha = kind(1.0 / 6.0 if swish else float(node.attributes.get("alpha", 0.2)))
+    beta = kind(0.5 if swish else float(node.attributes.get("beta", 0.5)))
+    t = block.fresh("h")
+    block.line(f"{ctype} {t} = {a} * {literal(alpha, dtype)} + {literal(beta, dtype)};")
+    block.line(f"{t} = {_extremum(True, t, f'({ctype})0', True)};")
+    block.line(f"{t} = {_extremum(False, t, f'({ctype})1', True)};")
+    block.line(f"{target} = {f'{a} * {t}' if swish else t};")
+
+
 _BINARY = {"Add": "+", "Sub": "-", "Mul": "*", "Div": "/"}
+_COMPARISONS = {"Equal": "==", "Greater": ">", "GreaterOrEqual": ">=", "Less": "<",
+                "LessOrEqual": "<=", "And": "&&", "Or": "||"}
 
 
 @_register("Relu", "Sigmoid", "Tanh", "Erf", "Sqrt", "Exp", "Neg", "Abs", "Identity",
-           "Add", "Sub", "Mul", "Div", "Pow")
+           "Add", "Sub", "Mul", "Div", "Pow", "Sign", "Log", "Reciprocal", "Softplus",
+           "LeakyRelu", "Elu", "HardSigmoid", "HardSwish", "Not", "Xor", "Where", "Min",
+           "Max", "Clip", *_COMPARISONS)
 def _elementwise(block: Block, node: Node) -> None:
     out = block.value(node.outputs[0])
     y = block.writer(out.name)
     readers = [(block.reader(name), broadcast_strides(block.value(name).shape, out.shape))
-               for name in node.inputs]
+               if name else None for name in node.inputs]
     own = strides(out.shape)
     dtype, ctype = out.dtype, c_type(out.dtype)
+    if node.op in ("HardSigmoid", "HardSwish") and not _is_float(dtype):
+        raise CodegenError(f"{node.op} of {dtype} values is not generated; only floats.")
 
     def body(variables: list[str]) -> None:
-        operands = [f"{read(index(variables, steps))}" for read, steps in readers]
+        operands = [None if reader is None else reader[0](index(variables, reader[1]))
+                    for reader in readers]
         target = f"{y}[{index(variables, own)}]"
         if node.op == "Erf":
             _erf_lines(block, operands[0], target, dtype)
+        elif node.op in ("HardSigmoid", "HardSwish"):
+            _hard_sigmoid_lines(block, node, operands[0], target, dtype)
+        elif node.op in ("Min", "Max", "Clip"):
+            # NumPy's minimum / maximum folded left to right; Clip: max with low, min with high
+            largest = [True, False] if node.op == "Clip" else [node.op == "Max"] * len(operands)
+            t = block.fresh("m")
+            block.line(f"{ctype} {t} = {operands[0]};")
+            for operand, high in zip(operands[1:], largest):
+                if operand is not None:
+                    bound = f"({ctype}){operand}"
+                    block.line(f"{t} = {_extremum(high, t, bound, _is_float(dtype))};")
+            block.line(f"{target} = {t};")
         elif node.op in _BINARY:
             block.line(f"{target} = ({ctype})({operands[0]} {_BINARY[node.op]} {operands[1]});")
+        elif node.op in _COMPARISONS:
+            block.line(f"{target} = (uint8_t)({operands[0]} {_COMPARISONS[node.op]} "
+                       f"{operands[1]});")
+        elif node.op == "Xor":
+            block.line(f"{target} = (uint8_t)(!{operands[0]} != !{operands[1]});")
+        elif node.op == "Where":
+            block.line(f"{target} = {operands[0]} ? {operands[1]} : {operands[2]};")
         elif node.op == "Pow":
             function = "powf" if dtype == np.float32 else "pow"
             block.line(f"{target} = ({ctype}){function}({operands[0]}, {operands[1]});")
         else:
-            block.line(f"{target} = {_unary(node.op, operands[0], dtype)};")
+            block.line(f"{target} = {_unary(node, operands[0], dtype)};")
 
     block.loops(out.shape, body)
 
@@ -881,6 +948,67 @@ def _concat(block: Block, node: Node) -> None:
         block.loops(part.shape, lambda v, read=read, own=own, base=base: block.line(
             f"{y}[{index(v, out_steps, base)}] = {read(index(v, own))};"))
         offset += part.shape[axis]
+
+
+@_register("Split")
+def _split(block: Block, node: Node) -> None:
+    x = block.value(node.inputs[0])
+    axis = node.attributes.get("axis", 0) % len(x.shape)
+    read, own, offset = block.reader(x.name), strides(x.shape), 0
+    for name in node.outputs:
+        part = block.value(name)
+        y, base = block.writer(name), offset * own[axis]
+        block.loops(part.shape, lambda v, y=y, base=base, part=part: block.line(
+            f"{y}[{index(v, strides(part.shape))}] = {read(index(v, own, base))};"))
+        offset += part.shape[axis]
+
+
+@_register("Pad")
+def _pad(block: Block, node: Node) -> None:
+    """Each output index mapped to the input's: outside it the constant (constant mode), the
+    index clamped (edge) or mirrored about the edge element (reflect)."""
+    x, out = block.value(node.inputs[0]), block.value(node.outputs[0])
+    names = list(node.inputs) + [""] * (4 - len(node.inputs))
+    pads, axes = block.constant(names[1]), block.constant(names[3])
+    if pads is None or (names[3] and axes is None):
+        raise CodegenError("Pad with computed pads or axes is not generated; store them.")
+    mode = node.attributes.get("mode", "constant")
+    widths = pad_widths(x.shape, pads, axes, mode)
+    read, y, ctype = block.reader(x.name), block.writer(out.name), c_type(out.dtype)
+    fill = f"({ctype}){block.reader(names[2])('0')}" if names[2] else f"({ctype})0"
+    own, out_steps = strides(x.shape), strides(out.shape)
+
+    def body(variables: list[str]) -> None:
+        positions, inside = [], []
+        for v, size, (begin, end), extent in zip(variables, x.shape, widths, out.shape):
+            crop, lead = max(-begin, 0), max(begin, 0)
+            kept = size - crop - max(-end, 0)
+            if lead == 0 and kept == extent:
+                positions.append(f"({v} + {crop})" if crop else v)
+                continue
+            u = block.fresh("u")
+            block.line(f"int {u} = {v} - {lead};")
+            if mode == "constant":
+                inside.append(f"{u} >= 0 && {u} < {kept}")
+            elif mode == "edge":
+                block.line(f"{u} = {u} < 0 ? 0 : ({u} >= {kept} ? {kept - 1} : {u});")
+            else:
+                block.line(f"{u} = {u} < 0 ? -{u} : ({u} >= {kept} ? {2 * kept - 2} - {u} : {u});")
+            positions.append(f"({u} + {crop})" if crop else u)
+        value = read(index(positions, own))
+        if inside:
+            value = f"({' && '.join(inside)}) ? {value} : {fill}"
+        block.line(f"{y}[{index(variables, out_steps)}] = {value};")
+
+    block.loops(out.shape, body)
+
+
+@_register("Expand")
+def _expand(block: Block, node: Node) -> None:
+    x, out = block.value(node.inputs[0]), block.value(node.outputs[0])
+    read, y = block.reader(x.name), block.writer(out.name)
+    steps, own = broadcast_strides(x.shape, out.shape), strides(out.shape)
+    block.loops(out.shape, lambda v: block.line(f"{y}[{index(v, own)}] = {read(index(v, steps))};"))
 
 
 @_register("Gather")

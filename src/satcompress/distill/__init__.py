@@ -2,13 +2,15 @@
 
 The stages (``hinton_kd``, ``fitnets``, ``dynamic_kd``; see :mod:`satcompress.distill.stages`)
 take the trained TEACHER as their model and return a trained, smaller STUDENT built by
-:func:`build_student`. The losses, the FitNets hint machinery and the DynamicKD entropy
-controller are public for use outside the stages.
+:func:`build_student` (exactly for the reference architectures, by tracing and cutting down a
+copy for any other model: :mod:`satcompress.distill.generic`). The losses, the FitNets hint
+machinery and the DynamicKD entropy controller are public for use outside the stages.
 """
 
 from satcompress.distill.hints import (
     default_hint_layer,
     fit_hints,
+    hint_layers,
     hint_loss,
     hint_regressor,
     layer_output,
@@ -48,6 +50,7 @@ __all__ = [
     "hinton_loss",
     "EntropyController",
     "default_hint_layer",
+    "hint_layers",
     "layer_output",
     "hint_regressor",
     "hint_loss",

@@ -2,7 +2,8 @@
 
 Every stage builds its student from the teacher's own architecture
 (:func:`~satcompress.distill.students.build_student`, at a target fraction of the teacher's
-parameters or at explicit width/depth multipliers), trains it on the task's training split
+parameters or at explicit width/depth multipliers; a teacher of any architecture is traced on
+the first training example), trains it on the task's training split
 with :func:`satcompress.training.fit` (AdamW, one-cycle schedule, early stopping on the
 class-weighted validation cross-entropy) and returns it in eval mode. The teacher is a frozen
 copy (eval mode, no gradients), so the caller's model is never touched.
@@ -15,7 +16,8 @@ Stages
     ``alpha = 0`` trains the same student on the labels alone: the no-teacher baseline.
 ``fitnets``
     Romero et al. (2015): ``hint_epochs`` of hint training of the student's middle block
-    against the teacher's (:mod:`satcompress.distill.hints`), then ``epochs`` of Hinton KD.
+    against the teacher's (:mod:`satcompress.distill.hints`; for a traced teacher the middle
+    layer matched by name and shape), then ``epochs`` of Hinton KD.
 ``dynamic_kd``
     Zhu et al. (2023): Hinton KD whose soft term sees the student's logits scaled by an
     entropy controller updated every step by the distillation loss
@@ -37,12 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from satcompress.distill.hints import (
-    default_hint_layer,
-    fit_hints,
-    hint_regressor,
-    mean_hint_loss,
-)
+from satcompress.distill.hints import fit_hints, hint_layers, hint_regressor, mean_hint_loss
 from satcompress.distill.losses import EntropyController, hinton_loss
 from satcompress.distill.students import (
     build_student,
@@ -245,11 +242,12 @@ def _start(
         )
     teacher = copy.deepcopy(model).eval().requires_grad_(False)
     depth, heads = config.depth_multiplier, config.heads_multiplier
+    example = torch.from_numpy(data.train.x[:1])
     width = config.width_multiplier or width_multiplier_for_fraction(
-        teacher, config.target_parameter_fraction, depth, heads
+        teacher, config.target_parameter_fraction, depth, heads, example
     )
     torch.manual_seed(config.seed)
-    student = build_student(teacher, width, depth, heads)
+    student = build_student(teacher, width, depth, heads, example)
     teacher_parameters, student_parameters = parameter_count(teacher), parameter_count(student)
     report = {
         "method": config.stage_name,
@@ -311,7 +309,34 @@ def _finish(
     return student.eval()
 
 
-@register_stage("hinton_kd")
+def _hint_layers(
+    student: nn.Module, teacher: nn.Module, data: TaskData, config: FitNetsConfig
+) -> tuple[str, str, dict[str, str]]:
+    return hint_layers(student, teacher, torch.from_numpy(data.train.x[:2]),
+                       config.student_hint_layer, config.teacher_hint_layer)
+
+
+def _refusal(model: nn.Module, config: DistillSettings, data: TaskData | None) -> str | None:
+    """Why no student (or, for FitNets, no hint layer pair) can be derived from ``model``.
+
+    Builds the student as the stage would (global random state untouched); None without
+    data, which the stage itself asks for.
+    """
+    if data is None:
+        return None
+    try:
+        with torch.random.fork_rng(devices=[]):
+            teacher, student, data, _ = _start(model, config, data)
+            if isinstance(config, FitNetsConfig):
+                student_layer, teacher_layer, _ = _hint_layers(student, teacher, data, config)
+                hint_regressor(student, teacher, student_layer, teacher_layer,
+                               torch.from_numpy(data.train.x[:2]))
+    except ValueError as error:
+        return str(error)
+    return None
+
+
+@register_stage("hinton_kd", check=_refusal)
 def hinton_kd(model: nn.Module, config: HintonKDConfig, data: TaskData | None) -> nn.Module:
     """Train a student of ``model`` (the teacher) with Hinton et al.'s soft targets.
 
@@ -324,23 +349,25 @@ def hinton_kd(model: nn.Module, config: HintonKDConfig, data: TaskData | None) -
     return _finish(student, teacher, data, config, report)
 
 
-@register_stage("fitnets")
+@register_stage("fitnets", check=_refusal)
 def fitnets(model: nn.Module, config: FitNetsConfig, data: TaskData | None) -> nn.Module:
     """FitNets: hint training of the student's guided layer, then Hinton KD.
 
     The regressor is discarded after stage 1. The report adds ``student_hint_layer``,
-    ``teacher_hint_layer``, ``hint_epochs`` and the validation hint loss before and after
-    stage 1 (``hint_loss_before``, ``hint_loss_after``).
+    ``teacher_hint_layer``, ``hint_layers_skipped`` (candidate layers of a traced teacher
+    passed over, with the reason; see :func:`~satcompress.distill.hints.hint_layers`),
+    ``hint_epochs`` and the validation hint loss before and after stage 1
+    (``hint_loss_before``, ``hint_loss_after``).
     """
     teacher, student, data, report = _start(model, config, data)
-    student_layer = config.student_hint_layer or default_hint_layer(student)
-    teacher_layer = config.teacher_hint_layer or default_hint_layer(teacher)
+    student_layer, teacher_layer, skipped = _hint_layers(student, teacher, data, config)
     regressor = hint_regressor(student, teacher, student_layer, teacher_layer,
                                torch.from_numpy(data.train.x[:2]))
     layers = (student_layer, teacher_layer)
     report.update(
         student_hint_layer=student_layer,
         teacher_hint_layer=teacher_layer,
+        hint_layers_skipped=skipped,
         hint_epochs=config.hint_epochs,
         hint_loss_before=mean_hint_loss(student, teacher, regressor, data.val.x, *layers),
     )
@@ -349,7 +376,7 @@ def fitnets(model: nn.Module, config: FitNetsConfig, data: TaskData | None) -> n
     return _finish(student, teacher, data, config, report)
 
 
-@register_stage("dynamic_kd")
+@register_stage("dynamic_kd", check=_refusal)
 def dynamic_kd(model: nn.Module, config: DynamicKDConfig, data: TaskData | None) -> nn.Module:
     """Hinton KD with DynamicKD's entropy controller on the student's logits.
 

@@ -131,7 +131,23 @@ def _explicit_plan(model: nn.Module, config: LowRankConfig) -> RankPlan:
     return {name: candidates[name].ranks_fixed(rank) for name, rank in config.layer_ranks}
 
 
-@register_stage("low_rank")
+def _nothing_to_factorise(
+    model: nn.Module, config: LowRankConfig, data: TaskData | None
+) -> str | None:
+    """Stage ``low_rank``'s check: why ``model`` has no layer to factorise, or None."""
+    try:
+        layers = factorizable_layers(model, config.conv_method, config.skip_layers,
+                                     spectra=False)
+    except ValueError as error:
+        return str(error)
+    if layers:
+        return None
+    return (f"the {type(model).__name__} has no Linear or convolution (groups=1) layer to "
+            f"factorise{' outside skip_layers' if config.skip_layers else ''}; leave this "
+            "stage out.")
+
+
+@register_stage("low_rank", check=_nothing_to_factorise)
 def low_rank(model: nn.Module, config: LowRankConfig, data: TaskData | None) -> nn.Module:
     """Factor the layers of a copy of ``model`` as ``config`` says, then fine-tune it.
 

@@ -26,7 +26,7 @@ from satcompress.data import CACHE_DIR_VARIABLE
 from satcompress.fileio import atomic_write_bytes
 from satcompress.networks.architectures import check_weights, load_weights
 from satcompress.tasks.base import TaskData
-from satcompress.tasks.registry import ReferenceTask, get_task
+from satcompress.tasks.registry import Task, get_task
 from satcompress.training import TrainConfig, fit
 
 __all__ = [
@@ -53,7 +53,7 @@ class ModelFileError(ValueError):
 class TrainedModel:
     """A trained model with its task, data splits, test metrics and where it is stored."""
 
-    task: ReferenceTask
+    task: Task
     model: nn.Module
     data: TaskData
     metrics: dict[str, float]
@@ -202,7 +202,7 @@ def train_base_model(
     return TrainedModel(task=task, model=model, data=data, metrics=task.evaluate(model, data))
 
 
-def _cache_key(task: ReferenceTask, seed: int) -> str:
+def _cache_key(task: Task, seed: int) -> str:
     recipe = {"task": task.name, "seed": seed, "builder": task.model_builder,
               "train": task.train_settings, "version": BASE_MODEL_VERSION,
               "preprocessing": task.preprocessing_version, "torch": torch.__version__}

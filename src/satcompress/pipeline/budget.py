@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from satcompress.measure import Measurement
+from satcompress.tasks import user
 
 __all__ = [
     "Budget",
@@ -109,6 +110,8 @@ def metric_direction(metric: str) -> bool:
         return True
     if metric in LOWER_IS_BETTER:
         return False
+    if metric in user.METRICS:  # one registered for a user's task
+        return user.METRICS[metric]
     known = sorted(HIGHER_IS_BETTER | LOWER_IS_BETTER | set(METRIC_ALIASES))
     raise ValueError(f"Unknown metric {metric!r} in a budget; known metrics: {', '.join(known)}.")
 

@@ -11,6 +11,10 @@ is ``torch.save`` of that plain data and is read with ``torch.load(weights_only=
 model is rebuilt by our own code from the recorded classes, never by unpickling. A file that
 names any other class, or holds anything but this plain data, is refused with
 :class:`CheckpointError`, whoever wrote it.
+
+A user's own model is built from the user's classes (``mypackage.models:Net``). They are
+accepted only as *trusted classes* the caller holds in memory -- the classes of the model it
+was given (:func:`foreign_classes`) -- matched by name, never imported on the file's say.
 """
 
 from __future__ import annotations
@@ -18,14 +22,15 @@ from __future__ import annotations
 import importlib
 import io
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "checkpoint_bytes", "model_from_checkpoint"]
+__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "checkpoint_bytes", "foreign_classes",
+           "model_from_checkpoint"]
 
 CHECKPOINT_FORMAT = "satcompress-checkpoint/1"
 _ALLOWED_PACKAGES = ("torch.nn.modules.", "satcompress.")
@@ -42,13 +47,25 @@ def _class_name(cls: type) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
-def _allowed_class(name: Any) -> type[nn.Module]:
-    """The ``nn.Module`` subclass ``module:qualname`` names, if it is on the allow-list."""
+def foreign_classes(model: nn.Module) -> tuple[type[nn.Module], ...]:
+    """The classes of ``model``'s layers outside the allow-list (a user's own), to pass as
+    ``trusted_classes`` when rebuilding its checkpoints."""
+    found = {type(module).__bases__[0] if parametrize.is_parametrized(module) else type(module)
+             for module in model.modules()}
+    return tuple(sorted((cls for cls in found if not cls.__module__.startswith(_ALLOWED_PACKAGES)),
+                        key=_class_name))
+
+
+def _allowed_class(name: Any, trusted: Mapping[str, type] | None = None) -> type[nn.Module]:
+    """The ``nn.Module`` subclass ``module:qualname`` names, if trusted or on the allow-list."""
+    if trusted and isinstance(name, str) and name in trusted:
+        return trusted[name]
     if not isinstance(name, str) or name.count(":") != 1:
         raise CheckpointError(f"module class {name!r} is not of the form 'package.module:Class'")
     module_name, qualname = name.split(":")
     if not module_name.startswith(_ALLOWED_PACKAGES) or not qualname.isidentifier():
-        raise CheckpointError(f"module class {name!r} is not a torch.nn or satcompress layer")
+        raise CheckpointError(f"module class {name!r} is not a torch.nn or satcompress layer "
+                              "(nor a class of the model given)")
     try:
         cls = getattr(importlib.import_module(module_name), qualname)
     except (ImportError, AttributeError):
@@ -113,7 +130,6 @@ def _describe(module: nn.Module, prefix: str, tensors: dict[str, torch.Tensor],
                                       seen) for i, step in enumerate(chain)],
             }
     entry["class"] = _class_name(cls)
-    _allowed_class(entry["class"])
     transient = getattr(cls, "transient_attributes", {})
     entry["attributes"] = {name: _encode(value, f"{where}.{name}")
                            for name, value in vars(module).items()
@@ -157,8 +173,9 @@ def checkpoint_bytes(model: nn.Module) -> bytes:
 class _Builder:
     """Rebuilds a module tree from its description, checking every field it reads."""
 
-    def __init__(self, tensors: Mapping[str, torch.Tensor]) -> None:
+    def __init__(self, tensors: Mapping[str, torch.Tensor], trusted: Mapping[str, type]) -> None:
         self.tensors = dict(tensors)  # a stored tensor is replaced by its Parameter once made
+        self.trusted = trusted
 
     def tensor(self, reference: Any, where: str, parameter: bool) -> torch.Tensor:
         if not (isinstance(reference, dict) and reference.keys() == {"tensor", "requires_grad"}
@@ -178,7 +195,7 @@ class _Builder:
             raise CheckpointError(f"{where}: not a module description")
         if depth > _MAX_DEPTH:
             raise CheckpointError(f"{where}: modules nested deeper than {_MAX_DEPTH}")
-        cls = _allowed_class(entry["class"])
+        cls = _allowed_class(entry["class"], self.trusted)
         module = cls.__new__(cls)
         nn.Module.__init__(module)
         transient = getattr(cls, "transient_attributes", {})
@@ -224,8 +241,11 @@ class _Builder:
         return list(value.items())
 
 
-def model_from_checkpoint(content: bytes) -> nn.Module:
+def model_from_checkpoint(content: bytes, trusted_classes: Iterable[type] = ()) -> nn.Module:
     """Rebuild the model a :func:`checkpoint_bytes` file holds, without unpickling code.
+
+    ``trusted_classes`` (e.g. :func:`foreign_classes` of the model a run was given) are
+    accepted besides the allow-list, matched by their ``module:qualname``.
 
     Raises
     ------
@@ -242,4 +262,5 @@ def model_from_checkpoint(content: bytes) -> nn.Module:
             and isinstance(stored.get("tensors"), dict)
             and all(isinstance(t, torch.Tensor) for t in stored["tensors"].values())):
         raise CheckpointError(f"not a {CHECKPOINT_FORMAT} file")
-    return _Builder(stored["tensors"]).module(stored.get("structure"), "the model")
+    trusted = {_class_name(cls): cls for cls in trusted_classes}
+    return _Builder(stored["tensors"], trusted).module(stored.get("structure"), "the model")

@@ -57,7 +57,8 @@ from satcompress.quantize import fold_weight_quantizers
 from satcompress.runtime.graph import GRAPH_FORMAT, UnsupportedOperatorError, check_operators
 from satcompress.runtime.kernels import sinusoidal_positional_encoding
 from satcompress.tasks.base import TaskData
-from satcompress.tasks.registry import ReferenceTask, get_task
+from satcompress.tasks.registry import Task
+from satcompress.tasks.user import task_for_artifact
 
 __all__ = [
     "ARTIFACT_FILE",
@@ -68,6 +69,7 @@ __all__ = [
     "NumpyModule",
     "graph_from_onnx",
     "generated_constants",
+    "flight_graph",
     "task_metadata",
     "build_artifact",
     "artifact_size_bytes",
@@ -143,6 +145,19 @@ class _Node:
     inputs: list[str]
     outputs: list[str]
     attributes: dict[str, Any]
+    layer: str = ""
+
+
+def _layer(node: onnx.NodeProto) -> str:
+    """The PyTorch layer an exported node comes from (module path, class and call, from the
+    exporter's ``namespace`` metadata) and the node's name."""
+    namespace = next((p.value for p in node.metadata_props if p.key == "namespace"), "")
+    scopes = [scope.partition(": ") for scope in namespace.split("/")]
+    if len(scopes) < 2:
+        return f"ONNX node {node.name}"
+    (path, _, module), (_, _, call) = scopes[-2], scopes[-1]
+    where = f"layer {path}" if path else "the model's forward"
+    return f"{where} ({module.rsplit('.', 1)[-1]}: {call}), ONNX node {node.name}"
 
 
 def _attribute(attribute: onnx.AttributeProto) -> Any:
@@ -176,9 +191,10 @@ def _clean_attributes(node: _Node, position: int) -> dict[str, Any]:
         if name in _UNSUPPORTED_SETTINGS:
             if value not in _UNSUPPORTED_SETTINGS[name]:
                 raise UnsupportedOperatorError(
-                    f"ONNX node {position} ({node.op}) has {name}={value!r}; the flight runtime "
-                    f"implements only {name}={sorted(_UNSUPPORTED_SETTINGS[name])[0]!r}. Use "
-                    "explicit padding and floor rounding in the model."
+                    f"{node.op} at {node.layer or f'graph node {position}'} has "
+                    f"{name}={value!r}; the flight runtime implements only "
+                    f"{name}={sorted(_UNSUPPORTED_SETTINGS[name])[0]!r}. Use explicit padding "
+                    "and floor rounding in the model."
                 )
             continue
         if name == "kernel_shape" and node.op in ("Conv", "QuantConv"):
@@ -345,14 +361,18 @@ def graph_from_onnx(onnx_model: bytes) -> tuple[dict[str, Any], dict[str, np.nda
     graph = model.graph
     tensors = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     raw_nodes = [_Node(n.op_type, list(n.input), list(n.output),
-                       {a.name: _attribute(a) for a in n.attribute}) for n in graph.node]
+                       {a.name: _attribute(a) for a in n.attribute}, _layer(n))
+                 for n in graph.node]
     nodes = []
     for node in raw_nodes:
         if node.op == "Constant":
             tensors[node.outputs[0]] = _constant_value(node)
         else:
             nodes.append(node)
-    check_operators((node.op for node in nodes), "The model's ONNX export")
+    layers: dict[str, list[str]] = {}
+    for node in nodes:
+        layers.setdefault(node.op, []).append(node.layer)
+    check_operators(layers, "The model's ONNX export", layers)
     inputs = [value for value in graph.input if value.name not in tensors]
     if len(inputs) != 1 or len(graph.output) != 1:
         raise ValueError(
@@ -377,7 +397,7 @@ def _renamed(nodes: list[_Node], tensors: dict[str, np.ndarray], source: dict,
                     raise ValueError(
                         f"ONNX node {position} ({node.op}) reads undefined value {name!r}.")
                 names[name] = f"c{len(stored)}"
-                stored[names[name]] = np.ascontiguousarray(tensors[name])
+                stored[names[name]] = np.asarray(tensors[name], order="C")  # keeps 0-d
         for name in node.outputs:
             names.setdefault(name, f"v{position}" if len(node.outputs) == 1 else
                              f"v{position}_{node.outputs.index(name)}")
@@ -416,17 +436,21 @@ def generated_constants(graph: dict[str, Any], tensors: dict[str, np.ndarray]
 # --- artifact and verification ----------------------------------------------------------------
 
 
-DATASET_DIAGNOSTICS = ("skipped_counts", "skipped_rows", "fit_counts", "objects_per_class")
+DATASET_DIAGNOSTICS = ("skipped", "skipped_counts", "skipped_rows", "fit_counts",
+                       "objects_per_class")
 """Entries of a task's ``preprocessing`` that describe its training data, not how to prepare
 an input: left out of the artifact (they are in the run's ``stages.json``), every byte of
 which is flash."""
 
 
-def task_metadata(task: ReferenceTask, data: TaskData) -> dict[str, Any]:
-    """What the flight software needs besides the graph: task, classes, input, and the
-    preprocessing settings and constants (without :data:`DATASET_DIAGNOSTICS`)."""
+def task_metadata(task: Task, data: TaskData) -> dict[str, Any]:
+    """What the flight software needs besides the graph: task (and its metric, for a user's
+    task), classes, input, and the preprocessing settings and constants (without
+    :data:`DATASET_DIAGNOSTICS`) -- enough to verify the artifact or score new data with it
+    from the data file alone (:func:`satcompress.tasks.user.task_for_artifact`)."""
     return {
         "task": task.name,
+        **({"metric": task.metric} if task.metric is not None else {}),
         "class_names": list(data.class_names),
         "input_shape": list(data.input_shape),
         "input_dtype": np.dtype(data.test.x.dtype).name,
@@ -465,12 +489,19 @@ def build_artifact(
     UnsupportedOperatorError
         If the model exports to an operator the runtime does not support.
     """
-    graph, tensors = _flight_graph(model, example_input)
+    graph, tensors = flight_graph(model, example_input)
     return write_artifact(path, graph, tensors, dict(metadata), fec=fec)
 
 
-def _flight_graph(model: nn.Module, example_input: torch.Tensor
-                  ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def flight_graph(model: nn.Module, example_input: torch.Tensor
+                 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The runtime graph and stored tensors of ``model`` (what an artifact holds).
+
+    Raises
+    ------
+    UnsupportedOperatorError
+        If the model exports to an operator the runtime lacks (naming it and its layer).
+    """
     onnx_model = fold_weight_quantizers(export_onnx(model, example_input))
     return generated_constants(*graph_from_onnx(onnx_model))
 
@@ -482,7 +513,7 @@ def artifact_size_bytes(model: nn.Module, example_input: torch.Tensor,
     What a budget's ``max_bytes`` counts (FEC parity included); the search measures its
     candidates with it.
     """
-    graph, tensors = _flight_graph(model, example_input)
+    graph, tensors = flight_graph(model, example_input)
     return len(encode_artifact(graph, tensors, dict(metadata), fec=fec))
 
 
@@ -580,18 +611,18 @@ def verify_artifact(
     artifact_path: str | Path,
     model: nn.Module,
     data: TaskData,
-    task: ReferenceTask | None = None,
+    task: Task | None = None,
 ) -> VerifyReport:
     """Run the artifact (NumPy runtime) and ``model`` (PyTorch) on ``data.test`` and compare.
 
-    The task metrics are the task's own evaluation (:meth:`ReferenceTask.evaluate`: test
+    The task metrics are the task's own evaluation (:meth:`Task.evaluate`: test
     scores, thresholds tuned on validation where the task tunes one) with the runtime as the
     model, so they are computed from the runtime's outputs alone. ``task`` defaults to the
     one the artifact's metadata names.
     """
     stored = read_artifact(artifact_path)
     flight = runtime.Runtime(stored)
-    task = task or get_task(flight.metadata["task"])
+    task = task or task_for_artifact(flight.metadata, data)
     test_logits = flight.run(data.test.x)
     reference = _torch_logits(model, data.test.x)
     differences = np.abs(test_logits.astype(np.float64) - reference).max(axis=1)

@@ -28,7 +28,7 @@ import dataclasses
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+import warnings
 from pathlib import Path
 
 import torch
@@ -39,11 +39,15 @@ from satcompress.fileio import atomic_write_bytes, atomic_write_text, file_sha25
 from satcompress.firmware.targets import Target
 from satcompress.measure import Measurement, measure
 from satcompress.pipeline.base_model import TrainedModel
-from satcompress.pipeline.budget import Budget, Violation, shortfall
-from satcompress.pipeline.checkpoint import CheckpointError, checkpoint_bytes, model_from_checkpoint
+from satcompress.pipeline.budget import Budget, shortfall
+from satcompress.pipeline.checkpoint import (
+    CheckpointError,
+    checkpoint_bytes,
+    foreign_classes,
+    model_from_checkpoint,
+)
 from satcompress.pipeline.flight import (
     ARTIFACT_FILE,
-    VerifyReport,
     build_artifact,
     flight_measurement,
     task_metadata,
@@ -51,8 +55,9 @@ from satcompress.pipeline.flight import (
 )
 from satcompress.pipeline.firmware import firmware_measurement
 from satcompress.pipeline.recipe import Recipe
+from satcompress.pipeline.result import BudgetNotMet, RunResult
 from satcompress.report import markdown_table
-from satcompress.report.comparison import ModelComparison, compare_models
+from satcompress.report.comparison import compare_models
 from satcompress.report.document import write_report
 
 __all__ = ["REJECTED_ARTIFACT", "BudgetNotMet", "RunResult", "run_recipe", "load_checkpoint",
@@ -63,52 +68,6 @@ REJECTED_ARTIFACT = f"rejected/{ARTIFACT_FILE}"
 """Where an artifact that breaks the budget is written (never where a fitting one would be)."""
 _STAGING_ARTIFACT = f".staging/{ARTIFACT_FILE}"
 _MAX_RUN_JSON_BYTES = 16 << 20
-
-
-class BudgetNotMet(RuntimeError):
-    """The recipe's result breaks the budget; ``result`` holds every stage's measurement."""
-
-    def __init__(self, message: str, result: "RunResult") -> None:
-        super().__init__(message)
-        self.result = result
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """Measurements of the base model, of the model after each stage, and of its artifact.
-
-    ``flight`` is the final model as its artifact delivers it (see
-    :func:`satcompress.pipeline.flight.flight_measurement`): the budget's verdict is
-    ``flight_violations``; ``verification`` compares the artifact with the final model.
-    """
-
-    task: str
-    recipe: Recipe
-    budget: Budget
-    measurements: tuple[Measurement, ...]
-    violations: tuple[tuple[Violation, ...], ...]
-    model: nn.Module
-    flight: Measurement | None = None
-    flight_violations: tuple[Violation, ...] = ()
-    verification: VerifyReport | None = None
-    comparison: ModelComparison | None = None
-    firmware: dict | None = None
-
-    @property
-    def final(self) -> Measurement:
-        return self.measurements[-1]
-
-    def rows(self) -> list[dict]:
-        """One table row per stage and one for the artifact, with the limits each breaks."""
-        counted = ["stored widths, torch"] * len(self.measurements)
-        candidates = list(zip(self.measurements, self.violations, counted))
-        if self.flight is not None:
-            candidates.append((self.flight, self.flight_violations, "artifact file, runtime"))
-        return [
-            {**measurement.summary_row(), "counted": counted,
-             "fits_budget": "yes" if not broken else "; ".join(str(v) for v in broken)}
-            for measurement, broken, counted in candidates
-        ]
 
 
 def _stage_key(recipe: Recipe, position: int, task: str, seed: int) -> str:
@@ -146,7 +105,7 @@ def _is_checkpoint_entry(entry: object) -> bool:
             and "/" not in file[len("checkpoints/"):] and ".." not in file)
 
 
-def _resume(out_dir: Path, run: dict, key: str) -> nn.Module | None:
+def _resume(out_dir: Path, run: dict, key: str, trusted: tuple[type, ...]) -> nn.Module | None:
     """The checkpoint recorded for ``key``, or None where it is missing, changed or unreadable."""
     entry = run["checkpoints"].get(key)
     path = None if entry is None else out_dir / entry["file"]
@@ -156,16 +115,17 @@ def _resume(out_dir: Path, run: dict, key: str) -> nn.Module | None:
     if hashlib.sha256(content).hexdigest() != entry["sha256"]:
         return None  # not the file this runner wrote: recompute it
     try:
-        return model_from_checkpoint(content)
+        return model_from_checkpoint(content, trusted)
     except CheckpointError:
         return None
 
 
-def load_checkpoint(path: str | Path) -> nn.Module:
+def load_checkpoint(path: str | Path, trusted_classes: tuple[type, ...] = ()) -> nn.Module:
     """A stage checkpoint written by :func:`run_recipe`, e.g. ``out/checkpoints/stage3-....pt``.
 
     The file is read as tensors and plain data and the model rebuilt from its recorded layers
-    (:func:`~satcompress.pipeline.checkpoint.model_from_checkpoint`): nothing in it is run.
+    (:func:`~satcompress.pipeline.checkpoint.model_from_checkpoint`; a user's own layer classes
+    only when given as ``trusted_classes``): nothing in it is run.
 
     Raises
     ------
@@ -176,7 +136,7 @@ def load_checkpoint(path: str | Path) -> nn.Module:
     if not path.is_file():
         raise ValueError(f"Checkpoint {path} does not exist.")
     try:
-        return model_from_checkpoint(path.read_bytes())
+        return model_from_checkpoint(path.read_bytes(), trusted_classes)
     except CheckpointError as error:
         raise ValueError(
             f"{path} is not a satcompress stage checkpoint ({error}). Pass a weights-only model "
@@ -241,6 +201,12 @@ def _write_run(out_dir: Path, run: dict) -> None:
     atomic_write_text(out_dir / "run.json", json.dumps(run, indent=2) + "\n")
 
 
+def _names_layers(config: stages.StageConfig) -> bool:
+    """Whether a stage's settings name layers (``exclude``, ``skip_layers``, ...)."""
+    return any(isinstance(value, tuple) and value and all(isinstance(v, str) for v in value)
+               for value in vars(config).values())
+
+
 def run_recipe(
     trained: TrainedModel,
     recipe: Recipe,
@@ -263,7 +229,11 @@ def run_recipe(
     With a ``target`` profile the artifact's C is exported to ``firmware/`` and the verdict
     on bytes and RAM uses the built firmware's flash and RAM
     (:func:`satcompress.pipeline.firmware.firmware_measurement`).
-    ``on_stage(name)`` is called before each stage (for progress display). Raises
+    ``on_stage(name)`` is called before each stage (for progress display). The stages' checks
+    (:func:`satcompress.stages.check`) run on the base model first -- the first stage's, and
+    every later one that names no layers (a later stage may name layers an earlier one makes)
+    -- so a stage that cannot run on this kind of model refuses the recipe (``ValueError``)
+    before any training. Raises
     :class:`BudgetNotMet` when the artifact breaks a limit.
     """
     out_dir = Path(out_dir)
@@ -276,6 +246,14 @@ def run_recipe(
         return measure(model, example_input, metrics=trained.task.evaluate(model, trained.data),
                        stage=stage, repeats=latency_repeats)
 
+    trusted = foreign_classes(trained.model)  # a user's own layers, held in this process
+    for position, config in enumerate(recipe.stages):  # before any training time is spent
+        if position and _names_layers(config):
+            continue  # layers an earlier stage makes (e.g. a factorised pair): checked at apply
+        reason = stages.check(trained.model, config, trained.data)
+        if reason is not None:
+            raise ValueError(f"The recipe {recipe.name!r} cannot run on this model: stage "
+                             f"{position + 1} ({reason}). Choose a recipe without it.")
     base = measured(trained.model, "base")
     measurements, model, checkpoint = [base], trained.model, None
     for position, config in enumerate(recipe.stages):
@@ -283,19 +261,27 @@ def run_recipe(
         if on_stage is not None:
             on_stage(name)
         key = _stage_key(recipe, position, trained.task.name, seed)
-        resumed = _resume(out_dir, run, key)
+        resumed = _resume(out_dir, run, key, trusted)
         if resumed is None:
             started = time.perf_counter()
             model = stages.apply(model, config, trained.data)
-            content = checkpoint_bytes(model)
-            file = f"checkpoints/stage{position + 1}-{config.stage_name}.pt"
-            atomic_write_bytes(out_dir / file, content)
-            run["checkpoints"][key] = {"file": file, "sha256": hashlib.sha256(content).hexdigest(),
-                                       "seconds": time.perf_counter() - started}
-            _write_run(out_dir, run)
+            try:
+                content = checkpoint_bytes(model)
+            except CheckpointError as error:  # e.g. a user's layer holding a function
+                warnings.warn(f"Stage {name} is not checkpointed ({error}): a re-run recomputes "
+                              "it, and `satcompress verify` needs the model given with --model.",
+                              UserWarning, stacklevel=2)
+                content = None
+            if content is not None:
+                file = f"checkpoints/stage{position + 1}-{config.stage_name}.pt"
+                atomic_write_bytes(out_dir / file, content)
+                run["checkpoints"][key] = {
+                    "file": file, "sha256": hashlib.sha256(content).hexdigest(),
+                    "seconds": time.perf_counter() - started}
+                _write_run(out_dir, run)
         else:
             model = resumed
-        checkpoint = run["checkpoints"][key]["file"]
+        checkpoint = run["checkpoints"].get(key, {}).get("file")
         measurements.append(measured(model, name))
 
     staging = out_dir / _STAGING_ARTIFACT
@@ -319,7 +305,7 @@ def run_recipe(
     result = RunResult(trained.task.name, recipe, budget, tuple(measurements), violations, model,
                        flight, flight_violations, verification,
                        compare_models(trained.model, model, trained.data, latency_repeats),
-                       firmware)
+                       firmware, out_dir)
     report = {
         "task": trained.task.name,
         "recipe": recipe.to_dict(),

@@ -32,7 +32,12 @@ from torch import nn
 
 from satcompress.finetune import validation_metrics, validation_score
 from satcompress.prune._common import PRUNE_REPORT_ATTRIBUTE
-from satcompress.prune.structured import GroupPruneSettings, StructuredPruner, units_to_remove
+from satcompress.prune.structured import (
+    GroupPruneSettings,
+    StructuredPruner,
+    no_prunable_group,
+    units_to_remove,
+)
 from satcompress.stages import register_stage
 from satcompress.tasks.base import TaskData
 
@@ -131,7 +136,7 @@ class _GroupSearch:
         return counts[low] if low >= 0 else None
 
 
-@register_stage("drop_bound_prune")
+@register_stage("drop_bound_prune", check=no_prunable_group)
 def drop_bound_prune(
     model: nn.Module, config: DropBoundPruneConfig, data: TaskData | None
 ) -> nn.Module:

@@ -368,7 +368,19 @@ def _prune_and_finetune(
     return model.eval()
 
 
-@register_stage("magnitude_prune")
+def _no_weights(model: nn.Module, config: _MagnitudeSchedule, data: TaskData | None) -> str | None:
+    """The magnitude stages' check: why ``model`` has no weight to prune, or None."""
+    try:
+        weights = prunable_weights(model, config.skip_layers)
+    except ValueError as error:
+        return str(error)
+    if weights:
+        return None
+    return (f"the {type(model).__name__} has no Linear or convolution weight to prune"
+            f"{' outside skip_layers' if config.skip_layers else ''}; leave this stage out.")
+
+
+@register_stage("magnitude_prune", check=_no_weights)
 def magnitude_prune(
     model: nn.Module, config: MagnitudePruneConfig, data: TaskData | None
 ) -> nn.Module:
@@ -384,7 +396,7 @@ def magnitude_prune(
     )
 
 
-@register_stage("std_threshold_prune")
+@register_stage("std_threshold_prune", check=_no_weights)
 def std_threshold_prune(
     model: nn.Module, config: StdThresholdPruneConfig, data: TaskData | None
 ) -> nn.Module:

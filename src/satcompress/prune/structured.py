@@ -26,7 +26,8 @@ Groups come in three kinds:
 Channels are ranked within their group by an importance criterion: the group L1 or L2 norm
 of the weights and biases (Li et al. 2017, "Pruning Filters for Efficient ConvNets"), the
 first-order Taylor estimate ``|w * dL/dw|`` (Molchanov et al. 2019) or, as a control, random
-scores. Layers named in ``ignored_layers`` (by default the output ``head``) keep all their
+scores. The layers producing the model's outputs (the classifier, found on the dependency
+graph: :func:`output_layers`) and the layers named in ``ignored_layers`` keep all their
 outputs; their inputs may still shrink.
 """
 
@@ -51,12 +52,15 @@ from satcompress.tasks.base import TaskData
 from satcompress.training import class_weighted_loss
 
 __all__ = [
+    "OUTPUT_LAYER_TYPES",
+    "output_layers",
     "IMPORTANCE_CRITERIA",
     "GROUP_KINDS",
     "PrunableGroup",
     "StructuredPruner",
     "units_to_remove",
     "GroupPruneSettings",
+    "no_prunable_group",
     "StructuredPruneConfig",
     "structured_prune",
 ]
@@ -68,6 +72,8 @@ GROUP_KINDS = ("width", "heads", "residual_stream")
 """Kinds of prunable group (see the module docstring)."""
 
 _ROOT_TYPES = (nn.Linear, nn.modules.conv._ConvNd)
+OUTPUT_LAYER_TYPES = (nn.Linear, nn.modules.conv._ConvNd, nn.MultiheadAttention, nn.RNNBase)
+"""Layers that can produce a model's outputs (:func:`output_layers` stops at them)."""
 _TAYLOR_EXAMPLES = 1024
 """Training examples whose loss gradient the Taylor criterion uses."""
 
@@ -128,6 +134,23 @@ def _sync_attention_heads(model: nn.Module) -> None:
             module.n_heads = module.query.out_features // module.head_dim
 
 
+def output_layers(graph: tp.DependencyGraph) -> list[nn.Module]:
+    """The layers whose output channels are the model's outputs (the classifier): reached
+    backwards from the graph's final nodes through channel-preserving operations."""
+    stack = [node for node in graph.module2node.values() if not node.outputs]
+    seen, layers = set(), []
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        if isinstance(node.module, OUTPUT_LAYER_TYPES):
+            layers.append(node.module)
+        elif not isinstance(node.module, torch.Tensor):  # not an unwrapped parameter
+            stack.extend(node.inputs)
+    return layers
+
+
 class StructuredPruner:
     """Find, rank and remove structured groups of a model with Torch-Pruning's DepGraph.
 
@@ -141,7 +164,7 @@ class StructuredPruner:
         Channel importance criterion, one of :data:`IMPORTANCE_CRITERIA`; ``"taylor"`` needs
         ``data`` when ranking.
     ignored_layers : tuple of str
-        Module names whose outputs are never pruned (default: the output ``head``).
+        Module names whose outputs are never pruned, besides the output layers (always kept).
     prune_residual_stream : bool
         Offer ``residual_stream`` groups (where the model can be resized there at all).
     seed : int
@@ -152,7 +175,7 @@ class StructuredPruner:
         self,
         example_input: torch.Tensor,
         importance: str = "l2",
-        ignored_layers: tuple[str, ...] = ("head",),
+        ignored_layers: tuple[str, ...] = (),
         prune_residual_stream: bool = True,
         seed: int = 0,
     ) -> None:
@@ -188,9 +211,10 @@ class StructuredPruner:
         }
         model.eval()
         with torch.enable_grad():
-            graph = tp.DependencyGraph().build_dependency(model, example_inputs=self.example_input)
+            graph = tp.DependencyGraph().build_dependency(  # verbose: tp's notes on unknown ops
+                model, example_inputs=self.example_input, verbose=False)
         traced: list[_Traced] = []
-        ignored = [modules[name] for name in self.ignored_layers]
+        ignored = [modules[name] for name in self.ignored_layers] + output_layers(graph)
         for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=_ROOT_TYPES):
             producers = sorted(
                 {dep.target.module for dep, _ in group
@@ -423,12 +447,13 @@ class GroupPruneSettings(FinetuneSettings):
         Also prune residual-stream groups where the model allows it (see the module
         docstring).
     ignored_layers : tuple of str
-        Module names whose outputs are never pruned; the output head by default.
+        Module names whose outputs are never pruned, besides the layers producing the model's
+        outputs (always kept).
     """
 
     importance: str = "l2"
     prune_residual_stream: bool = True
-    ignored_layers: tuple[str, ...] = ("head",)
+    ignored_layers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -453,6 +478,27 @@ class GroupPruneSettings(FinetuneSettings):
             torch.from_numpy(data.train.x[:1]), self.importance, self.ignored_layers,
             self.prune_residual_stream, self.seed,
         )
+
+
+def no_prunable_group(
+    model: nn.Module, config: GroupPruneSettings, data: TaskData | None
+) -> str | None:
+    """The structured pruning stages' check (see :func:`satcompress.stages.check`): why
+    ``model`` has no group to prune, or None (also without ``data``, which the stage asks for).
+    """
+    if data is None:
+        return None
+    try:
+        groups = config.pruner(data).groups(model)
+    except ValueError as error:  # e.g. ignored_layers naming a layer the model lacks
+        return str(error)
+    except Exception as error:  # Torch-Pruning fails on the model (e.g. a GRU after a Linear)
+        return (f"Torch-Pruning cannot trace the channel groups of the {type(model).__name__} "
+                f"({type(error).__name__}: {error}); leave this stage out.")
+    if groups:
+        return None
+    return (f"the {type(model).__name__} has no channel group Torch-Pruning can remove "
+            f"outside ignored_layers {list(config.ignored_layers)}; leave this stage out.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -510,7 +556,7 @@ def _check_group_ratio(ratio: float) -> None:
         )
 
 
-@register_stage("structured_prune")
+@register_stage("structured_prune", check=no_prunable_group)
 def structured_prune(
     model: nn.Module, config: StructuredPruneConfig, data: TaskData | None
 ) -> nn.Module:

@@ -28,7 +28,12 @@ from torch import nn
 
 from satcompress.quantize._threads import torch_threads
 from satcompress.quantize.fake_quant import check_bits, quantized_layer_from_float
-from satcompress.quantize.ptq import quantizable_layers, quantize_layers, quantized_layers
+from satcompress.quantize.ptq import (
+    no_quantizable_layer,
+    quantizable_layers,
+    quantize_layers,
+    quantized_layers,
+)
 from satcompress.quantize.qat import fine_tune_quantized
 from satcompress.finetune import validation_metrics, validation_score
 from satcompress.stages import StageConfig, register_stage
@@ -229,7 +234,7 @@ def bits_report_rows(model: nn.Module) -> list[dict[str, Any]]:
     return rows
 
 
-@register_stage("mixed_precision_quantize")
+@register_stage("mixed_precision_quantize", check=no_quantizable_layer)
 def mixed_precision_quantize(
     model: nn.Module, config: MixedPrecisionQuantizeConfig, data: TaskData | None
 ) -> nn.Module:

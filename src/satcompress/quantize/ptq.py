@@ -16,6 +16,7 @@ import contextlib
 import copy
 import dataclasses
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,6 +38,7 @@ __all__ = [
     "PostTrainingQuantizeConfig",
     "post_training_quantize",
     "quantizable_layers",
+    "no_quantizable_layer",
     "quantized_layers",
     "calibration_inputs",
     "calibrate",
@@ -161,6 +163,19 @@ def quantizable_layers(model: nn.Module, exclude: Sequence[str] = ()) -> list[st
     return [name for name in names if name not in set(exclude)]
 
 
+def no_quantizable_layer(model: nn.Module, config: Any, data: TaskData | None) -> str | None:
+    """The quantization stages' check (see :func:`satcompress.stages.check`): why ``model``
+    has nothing to quantize, or None."""
+    try:
+        quantizable_layers(model, config.exclude)  # names in exclude must exist
+    except ValueError as error:
+        return str(error)
+    if quantizable_layers(model, ()):  # every one excluded on purpose is a no-op, not an error
+        return None
+    return (f"the {type(model).__name__} has no nn.Linear or nn.Conv1d layer to quantize; "
+            "leave this stage out.")
+
+
 def quantized_layers(model: nn.Module) -> dict[str, QuantizedLayer]:
     """Name -> every :class:`QuantizedLayer` of ``model``, in module order."""
     return {name: module for name, module in model.named_modules()
@@ -256,7 +271,7 @@ def convert(model: nn.Module, config: QuantizationSettings, data: TaskData | Non
                            bounds)
 
 
-@register_stage("post_training_quantize")
+@register_stage("post_training_quantize", check=no_quantizable_layer)
 def post_training_quantize(
     model: nn.Module, config: PostTrainingQuantizeConfig, data: TaskData | None
 ) -> nn.Module:

@@ -24,7 +24,12 @@ import dataclasses
 import torch
 from torch import nn
 
-from satcompress.quantize.ptq import QuantizationSettings, convert, quantized_layers
+from satcompress.quantize.ptq import (
+    QuantizationSettings,
+    convert,
+    no_quantizable_layer,
+    quantized_layers,
+)
 from satcompress.stages import register_stage
 from satcompress.tasks.base import TaskData
 from satcompress.training import TrainConfig, class_weighted_loss, fit
@@ -117,7 +122,7 @@ def fine_tune_quantized(model: nn.Module, data: TaskData, config: TrainConfig) -
     return model
 
 
-@register_stage("quantization_aware_train")
+@register_stage("quantization_aware_train", check=no_quantizable_layer)
 def quantization_aware_train(
     model: nn.Module, config: QuantizationAwareTrainConfig, data: TaskData | None
 ) -> nn.Module:

@@ -32,7 +32,7 @@ from satcompress.report.tables import html_table, markdown_table
 
 if TYPE_CHECKING:
     from satcompress.pipeline.flight import VerifyReport
-    from satcompress.pipeline.runner import RunResult
+    from satcompress.pipeline.result import RunResult
 
 __all__ = ["HTML_FILE", "MARKDOWN_FILE", "FIGURES_DIR", "write_report"]
 

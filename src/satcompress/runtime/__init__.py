@@ -26,6 +26,7 @@ from satcompress.runtime.graph import (
     check_operators,
 )
 from satcompress.runtime.kernels import KERNELS, Kernel, supported_operators
+from satcompress.runtime import recurrent  # noqa: F401 (registers GRU, LSTM in KERNELS)
 from satcompress.runtime.plan import ALIGNMENT, BufferPlan, Lifetime, PlannedBuffer, plan_buffers
 from satcompress.runtime.session import CHUNK_EXAMPLES, InputError, Runtime, load
 

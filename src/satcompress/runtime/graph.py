@@ -17,7 +17,7 @@ classifiers: one input ``[null, d1, d2, ...]`` and one output.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +43,9 @@ _SHOWN_NAMES = 8
 _SHOWN_NAME = 40
 """An error lists at most this many names (operators, values), each cut to this many
 characters: a crafted file can hold huge ones."""
+_SHOWN_LAYERS = 3
+_SHOWN_LAYER = 160
+"""At most this many layers are named per unsupported operator, each cut to this length."""
 
 
 class GraphError(ArtifactError):
@@ -67,23 +70,29 @@ class Node:
     attributes: dict[str, Any] = field(default_factory=dict)
 
 
-def _listed(names: list[str]) -> str:
-    """``names`` comma-separated, cut to a readable length."""
-    listed = ", ".join(name[:_SHOWN_NAME] for name in names[:_SHOWN_NAMES])
-    return listed + (f" and {len(names) - _SHOWN_NAMES} more" if len(names) > _SHOWN_NAMES
-                     else "")
+def _listed(names: Sequence[str], shown: int = _SHOWN_NAMES, width: int | None = _SHOWN_NAME,
+            separator: str = ", ") -> str:
+    """The first ``shown`` of ``names``, each cut to ``width`` characters, and how many more."""
+    listed = separator.join(name[:width] for name in names[:shown])
+    return listed + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
-def check_operators(operators: Iterable[str], where: str = "the model") -> None:
-    """Raise :class:`UnsupportedOperatorError` naming every operator without a kernel."""
+def check_operators(operators: Iterable[str], where: str = "the model",
+                    layers: Mapping[str, Sequence[str]] | None = None) -> None:
+    """Raise :class:`UnsupportedOperatorError` naming every operator without a kernel and,
+    where ``layers`` maps it to them, the layers that use it."""
     missing = sorted(set(operators) - set(KERNELS))
-    if missing:
-        raise UnsupportedOperatorError(
-            f"{where} uses operator(s) {_listed(missing)}, which the flight runtime does not "
-            f"support. Supported operators: {', '.join(supported_operators())}. Replace the "
-            "layers that export to them with supported ones (e.g. nn.Linear, nn.Conv1d, "
-            "nn.LayerNorm, nn.ReLU/GELU), or add a kernel to satcompress.runtime.kernels."
-        )
+    if not missing:
+        return
+    layers = layers or {}
+    named = [op[:_SHOWN_NAME] + (f" (in {_listed(layers[op], _SHOWN_LAYERS, _SHOWN_LAYER, '; ')})"
+                                 if layers.get(op) else "") for op in missing]
+    raise UnsupportedOperatorError(
+        f"{where} uses operator(s) {_listed(named, width=None)}, which the flight runtime does "
+        f"not support. Supported operators: {', '.join(supported_operators())}. Replace the "
+        "layers that export to them with supported ones (e.g. nn.Linear, nn.Conv1d, "
+        "nn.LayerNorm, nn.ReLU/GELU), or add a kernel to satcompress.runtime.kernels."
+    )
 
 
 def _names(value: Any, what: str) -> tuple[str, ...]:

@@ -18,6 +18,13 @@ matrix products and convolutions of float tensors are float32 BLAS calls (``nump
 whose summation order is the BLAS library's (and may depend on the batch size): that, not
 this code, is why float results agree with PyTorch to a tolerance rather than bit for bit.
 
+Elementwise operators are exactly rounded float32 operations in a fixed order where the
+definition is arithmetic (``LeakyRelu``, ``HardSigmoid``, ``HardSwish``, ``Reciprocal``,
+``Clip``, ``Min``, ``Max``, ``Sign``, ``Where`` and the comparisons: the generated C gives the
+same bits); ``Sigmoid``, ``Erf``, ``Log``, ``Softplus`` and ``Elu`` evaluate their function in
+float64 and round once to float32; ``Tanh``, ``Exp`` and ``Sqrt`` are NumPy's float32
+functions. Comparisons and ``Not``/``And``/``Or``/``Xor`` give bool tensors.
+
 Quantized layers (Jacob et al. 2018, "Quantization and training of neural networks for
 efficient integer-arithmetic-only inference", CVPR, section 2.3):
 
@@ -45,6 +52,7 @@ efficient integer-arithmetic-only inference", CVPR, section 2.3):
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from collections.abc import Callable, Sequence
@@ -59,6 +67,7 @@ __all__ = [
     "KERNELS",
     "ACCUMULATOR_LIMIT",
     "integer_accumulator_bound",
+    "pad_widths",
     "supported_operators",
 ]
 
@@ -73,6 +82,9 @@ _FLOAT32_EXACT = 2**24  # every integer up to this magnitude is a float32
 _INTEGER_RANGES = {np.dtype(np.int8): (-128, 127), np.dtype(np.uint8): (0, 255)}
 _MAX_RANK = 64
 """Most dimensions a NumPy array has: a shape or axes input longer than this is refused."""
+_PART_ELEMENTS = 16
+"""What one output array of a Split costs beyond its data (its header, about 100 bytes), in
+8-byte elements: bounds a split into many parts before it runs."""
 
 
 @dataclass(frozen=True)
@@ -179,6 +191,17 @@ def _erf(x: np.ndarray) -> np.ndarray:
     return (numerator / np.polyval(_ERF_DENOMINATOR, square)).astype(x.dtype)
 
 
+def _in_float64(function: Callable[[np.ndarray], np.ndarray]
+                ) -> Callable[[np.ndarray], np.ndarray]:
+    """``function`` evaluated in float64 and rounded once to the input's dtype."""
+    return lambda x: function(x.astype(np.float64)).astype(x.dtype)
+
+
+def _softplus(x: np.ndarray) -> np.ndarray:
+    # max(x, 0) + log1p(exp(-|x|)): log(exp(x) + 1) without overflow for large x
+    return np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x)))
+
+
 for _name, _function in {
     "Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": _divide, "Pow": np.power,
 }.items():
@@ -186,9 +209,94 @@ for _name, _function in {
 for _name, _function in {
     "Relu": lambda x: np.maximum(x, x.dtype.type(0)), "Sigmoid": _sigmoid, "Tanh": np.tanh,
     "Erf": _erf, "Sqrt": np.sqrt, "Exp": np.exp, "Neg": np.negative, "Abs": np.abs,
-    "Identity": np.asarray,
+    "Identity": np.asarray, "Sign": np.sign, "Reciprocal": np.reciprocal,
+    "Log": _in_float64(np.log), "Softplus": _in_float64(_softplus), "Not": np.logical_not,
 }.items():
     _elementwise(_name, _function, 1)
+for _name, _function in {
+    "Equal": np.equal, "Greater": np.greater, "GreaterOrEqual": np.greater_equal,
+    "Less": np.less, "LessOrEqual": np.less_equal, "And": np.logical_and,
+    "Or": np.logical_or, "Xor": np.logical_xor,
+}.items():
+    _elementwise(_name, _function, 2)
+_elementwise("Where", np.where, 3)
+
+
+def _variadic(name: str, function: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> None:
+    """Register ``function`` folded over one or more broadcast inputs, left to right."""
+    def run(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
+        if not inputs:
+            raise ValueError(f"{name} takes at least one input")
+        return [np.asarray(functools.reduce(function, inputs[1:], inputs[0]))]
+
+    KERNELS[name] = Kernel(run, lambda inputs, attributes: _broadcast(*(x.shape for x in inputs)))
+
+
+_variadic("Min", np.minimum)  # NaN in any input gives NaN
+_variadic("Max", np.maximum)
+
+
+def _single(inputs: Arrays, name: str) -> np.ndarray:
+    if len(inputs) != 1:
+        raise ValueError(f"{name} takes 1 input, got {len(inputs)}")
+    return inputs[0]
+
+
+def _float_attribute(attributes: Attributes, name: str, default: float) -> float:
+    return float(attributes.get(name, default))
+
+
+def _hard_sigmoid_of(x: np.ndarray, alpha: float, beta: float) -> np.ndarray:
+    """``min(max(fl32(alpha) * x + fl32(beta), 0), 1)``: a product, a sum, then the clamp."""
+    kind = x.dtype.type
+    return np.minimum(np.maximum(x * kind(alpha) + kind(beta), kind(0)), kind(1))
+
+
+@_register("LeakyRelu", _size_of_first)
+def _leaky_relu(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
+    """``x < 0 ? fl32(alpha) * x : x`` (``alpha`` 0.01 by default)."""
+    x = _single(inputs, "LeakyRelu")
+    return [np.where(x < 0, x * x.dtype.type(_float_attribute(attributes, "alpha", 0.01)), x)]
+
+
+@_register("HardSigmoid", _size_of_first)
+def _hard_sigmoid(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
+    """See :func:`_hard_sigmoid_of` (``alpha`` 0.2 and ``beta`` 0.5 by default)."""
+    x = _single(inputs, "HardSigmoid")
+    return [_hard_sigmoid_of(x, _float_attribute(attributes, "alpha", 0.2),
+                             _float_attribute(attributes, "beta", 0.5))]
+
+
+@_register("HardSwish", _size_of_first)
+def _hard_swish(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
+    """``x * HardSigmoid(x)`` with ``alpha = fl32(1 / 6)``, ``beta = 0.5`` (the ONNX
+    definition; PyTorch's ``x * relu6(x + 3) / 6`` differs by a rounding)."""
+    x = _single(inputs, "HardSwish")
+    return [x * _hard_sigmoid_of(x, 1.0 / 6.0, 0.5)]
+
+
+@_register("Elu", _size_of_first)
+def _elu(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
+    """``x > 0 ? x : alpha * expm1(x)``, the product in float64 rounded once (``alpha`` 1)."""
+    x = _single(inputs, "Elu")
+    alpha = np.float64(_FLOAT(_float_attribute(attributes, "alpha", 1.0)))
+    negative = alpha * np.expm1(np.minimum(x.astype(np.float64), 0.0))
+    return [np.where(x > 0, x, negative.astype(x.dtype))]
+
+
+def _clip_size(inputs: Arrays, attributes: Attributes) -> int:
+    return _broadcast(*(x.shape for x in inputs if x is not None))
+
+
+@_register("Clip", _clip_size)
+def _clip(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
+    """``min(max(x, low), high)`` with the optional scalar bounds ``low`` and ``high``
+    (inputs 2 and 3); NaN stays NaN, and ``low > high`` gives ``high``."""
+    x = y = inputs[0]
+    for bound, function in zip(inputs[1:3], (np.maximum, np.minimum)):
+        if bound is not None:
+            y = function(y, bound.reshape(()).astype(x.dtype))
+    return [np.asarray(y)]
 
 
 # --- reductions and normalisation -------------------------------------------------------------
@@ -768,6 +876,119 @@ def _slice(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
     for axis, start, end, step in zip(axes, starts, ends, steps):
         index[int(axis) % x.ndim] = slice(int(start), int(end), int(step))
     return [np.ascontiguousarray(x[tuple(index)])]
+
+
+def _split_size(inputs: Arrays, attributes: Attributes) -> int:
+    """The input, or the parts' own arrays (each costs as much as :data:`_PART_ELEMENTS`)."""
+    split = _optional(inputs, 1)
+    parts = split.size if split is not None else operator.index(attributes.get("num_outputs", 1))
+    return max(inputs[0].size, _PART_ELEMENTS * parts)
+
+
+def _split_sizes(x: np.ndarray, split: np.ndarray | None, axis: int,
+                 attributes: Attributes) -> list[int]:
+    length = x.shape[axis]
+    if split is not None:
+        sizes = [int(size) for size in split.reshape(-1)]
+    elif "num_outputs" in attributes:
+        parts = operator.index(attributes["num_outputs"])
+        if parts < 1:
+            raise ValueError(f"num_outputs is {parts}; a Split has at least one output")
+        chunk = -(-length // parts)  # ceil: the last part is the smaller one
+        sizes = [min(chunk, max(0, length - part * chunk)) for part in range(parts)]
+    else:
+        raise ValueError("Split needs its 'split' input (the part sizes) or the num_outputs "
+                         "attribute")
+    if min(sizes, default=0) < 0 or sum(sizes) != length:
+        raise ValueError(f"split sizes {sizes[:8]} must be >= 0 and add up to the axis "
+                         f"length {length}")
+    return sizes
+
+
+@_register("Split", _split_size)
+def _split(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
+    """ONNX Split (opset 18): part sizes from the optional ``split`` input, or ``num_outputs``
+    parts of ``ceil(length / num_outputs)`` (the last one smaller)."""
+    x = inputs[0]
+    axis = operator.index(attributes.get("axis", 0))
+    if not -x.ndim <= axis < x.ndim:
+        raise IndexError(f"axis {axis} of a {x.ndim}-d array")
+    axis %= x.ndim
+    bounds = np.cumsum(_split_sizes(x, _optional(inputs, 1), axis, attributes))[:-1]
+    return [np.ascontiguousarray(part) for part in np.split(x, bounds, axis=axis)]
+
+
+_PAD_MODES = ("constant", "reflect", "edge")
+"""The ONNX Pad modes (opset 18), each also a ``numpy.pad`` mode of the same meaning."""
+
+
+def pad_widths(shape: Sequence[int], pads: np.ndarray, axes: np.ndarray | None,
+               mode: Any) -> list[tuple[int, int]]:
+    """(begin, end) of every axis of a Pad node's input of ``shape``, checked (``pads``,
+    ``axes`` and ``mode`` as the node has them); a negative width crops."""
+    rank, pads = len(shape), pads.reshape(-1)
+    if mode not in _PAD_MODES:
+        raise ValueError(f"Pad mode {str(mode)[:20]!r} is not one of {', '.join(_PAD_MODES)}")
+    axes = range(rank) if axes is None else [int(a) for a in _short(axes, "axes")]
+    if pads.size != 2 * len(axes):
+        raise ValueError(f"pads has {pads.size} entries for {len(axes)} axes (begins, ends)")
+    widths = [(0, 0)] * rank
+    for k, axis in enumerate(axes):
+        if not -rank <= axis < rank:
+            raise IndexError(f"axis {axis} of a {rank}-d array")
+        widths[axis % rank] = (int(pads[k]), int(pads[k + len(axes)]))
+    for size, (begin, end) in zip(shape, widths):
+        kept = size - max(-begin, 0) - max(-end, 0)
+        if kept < 0:
+            raise ValueError(f"pads ({begin}, {end}) crop more than the {size} elements")
+        grown = max(begin, end)
+        if grown > 0 and (mode == "reflect" and grown >= kept or mode == "edge" and not kept):
+            raise ValueError(f"{mode} padding by ({begin}, {end}) of an axis of {kept} elements: "
+                             "reflect needs more elements than the padding, edge at least one")
+    return widths
+
+
+def _widths(inputs: Arrays, attributes: Attributes) -> list[tuple[int, int]]:
+    return pad_widths(inputs[0].shape, inputs[1], _optional(inputs, 3),
+                      attributes.get("mode", "constant"))
+
+
+def _pad_size(inputs: Arrays, attributes: Attributes) -> int:
+    widths = _widths(inputs, attributes)
+    return max(inputs[0].size, _count(size + begin + end
+                                      for size, (begin, end) in zip(inputs[0].shape, widths)))
+
+
+@_register("Pad", _pad_size)
+def _pad(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
+    """ONNX Pad (opset 18): ``pads`` (begins, then ends) of every axis or of the optional
+    ``axes``; negative widths crop first. Modes: ``constant`` (the optional scalar
+    ``constant_value``, 0 by default), ``reflect`` (mirrored about the edge element) and
+    ``edge`` (the edge element repeated)."""
+    x = inputs[0]
+    mode = attributes.get("mode", "constant")
+    widths = _widths(inputs, attributes)
+    x = x[tuple(slice(max(-begin, 0), size - max(-end, 0))
+                for size, (begin, end) in zip(x.shape, widths))]
+    widths = [(max(begin, 0), max(end, 0)) for begin, end in widths]
+    if mode != "constant":
+        return [np.pad(x, widths, mode=mode)]
+    value = _optional(inputs, 2)
+    fill = x.dtype.type(0 if value is None else value.reshape(()))
+    return [np.pad(x, widths, constant_values=fill)]
+
+
+def _expanded_shape(inputs: Arrays) -> tuple[int, ...]:
+    shape = tuple(int(size) for size in _short(inputs[1], "shape"))
+    if min(shape, default=0) < 0:
+        raise ValueError(f"Expand to shape {shape}: dimensions must be >= 0")
+    return np.broadcast_shapes(inputs[0].shape, shape)
+
+
+@_register("Expand", lambda inputs, attributes: _count(_expanded_shape(inputs)))
+def _expand(inputs: Arrays, attributes: Attributes) -> list[np.ndarray]:
+    """``x`` broadcast with ``shape`` (both ways, as NumPy broadcasts), copied."""
+    return [np.ascontiguousarray(np.broadcast_to(inputs[0], _expanded_shape(inputs)))]
 
 
 _ONNX_DTYPES = {1: np.float32, 2: np.uint8, 3: np.int8, 6: np.int32, 7: np.int64, 9: np.bool_,

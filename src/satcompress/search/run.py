@@ -28,7 +28,8 @@ from satcompress.pipeline.base_model import TrainedModel, cached_base_model
 from satcompress.pipeline.budget import Budget
 from satcompress.pipeline.firmware import target_budget
 from satcompress.pipeline.recipe import Recipe
-from satcompress.pipeline.runner import BudgetNotMet, RunResult, run_recipe
+from satcompress.pipeline.result import BudgetNotMet, RunResult
+from satcompress.pipeline.runner import run_recipe
 from satcompress.report import markdown_table
 from satcompress.search.divide import divide_and_conquer
 from satcompress.search.evaluate import Evaluator

@@ -352,7 +352,8 @@ def derive_space(model: nn.Module, data: TaskData, settings: SearchSettings | No
             raw.append(("rank", candidate.name, (1.0, *saving), candidate.original_parameters))
     for layer in layers:
         raw.append(("codec", layer, settings.codecs, sizes[layer]))
-    students = _student_choices(model, settings.student_fractions)
+    students = _student_choices(model, settings.student_fractions,
+                                torch.from_numpy(data.train.x[:1]))
     order = {name: position for position, (name, _) in enumerate(model.named_modules())}
     targets = sorted({target for _, target, _, _ in raw}, key=order.__getitem__)
     block_order = list(dict.fromkeys(_block_of(model, target) for target in targets))
@@ -369,13 +370,14 @@ def derive_space(model: nn.Module, data: TaskData, settings: SearchSettings | No
     return SearchSpace(decisions, blocks, output_layer, settings)
 
 
-def _student_choices(model: nn.Module, fractions: tuple[float, ...]) -> tuple[float, ...]:
+def _student_choices(model: nn.Module, fractions: tuple[float, ...],
+                     example_input: torch.Tensor) -> tuple[float, ...]:
     """The student fractions giving distinct students of ``model`` (1.0 first); only 1.0 for
     an architecture distillation cannot shrink or fractions it cannot reach."""
     choices, widths = [fractions[0]], set()
     for fraction in fractions[1:]:
         try:
-            width = width_multiplier_for_fraction(model, fraction)
+            width = width_multiplier_for_fraction(model, fraction, example_input=example_input)
         except ValueError:  # not a distillable architecture, or no student that small
             continue
         if width < 1 and width not in widths:

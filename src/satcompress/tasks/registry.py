@@ -1,14 +1,17 @@
-"""The registry of reference tasks: each binds its data, base model, training settings and metrics.
+"""Tasks: a dataset, its preprocessing, its metric and class names -- one type for all.
 
-Everything above the tasks (training, compression stages, the pipeline, the CLI) reaches a task
-through :func:`get_task`, so a new task plugs in by adding one entry here. Model builders
-import torch lazily, so looking a task up stays torch-free.
+A :class:`Task` binds a NumPy-only task module (loading, scoring, baseline) with a base-model
+builder and training settings. The reference tasks are registered here and reached through
+:func:`get_task`; a user's own data is a :class:`Task` too (made by
+:func:`satcompress.tasks.user.user_task`), carrying its splits and the metric it is judged by,
+so everything above the tasks (training, stages, the pipeline, the artifact, the CLI) treats
+both alike. Model builders import torch lazily, so looking a task up stays torch-free.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
@@ -19,12 +22,12 @@ from satcompress.tasks.base import TaskData
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["ReferenceTask", "TASKS", "get_task", "task_names"]
+__all__ = ["Task", "TASKS", "get_task", "task_names"]
 
 
 @dataclass(frozen=True)
-class ReferenceTask:
-    """One reference task.
+class Task:
+    """A classification task: a reference task of the registry or a user's own.
 
     Attributes
     ----------
@@ -40,13 +43,20 @@ class ReferenceTask:
         ``(input_shape, n_classes, width_multiplier, depth_multiplier)``.
     train_settings : dict
         Keyword arguments of :class:`satcompress.training.TrainConfig` for the base model.
+    metric : str, optional
+        The primary metric, when the module scores several (a user task: one of
+        :data:`satcompress.tasks.user.METRICS`); default: the module's ``PRIMARY_METRIC``.
+    data : TaskData, optional
+        The task's splits when they are given rather than loaded (a user's data).
     """
 
     name: str
     description: str
     module: str
-    model_builder: str
-    train_settings: dict
+    model_builder: str = ""
+    train_settings: dict = field(default_factory=dict)
+    metric: str | None = None
+    data: TaskData | None = field(default=None, repr=False, compare=False)
 
     @property
     def _module(self) -> Any:
@@ -54,10 +64,12 @@ class ReferenceTask:
 
     @property
     def primary_metric(self) -> str:
-        return self._module.PRIMARY_METRIC
+        return self.metric or self._module.PRIMARY_METRIC
 
     @property
     def higher_is_better(self) -> bool:
+        if self.metric is not None:
+            return self._module.METRICS[self.metric]
         return self._module.HIGHER_IS_BETTER
 
     @property
@@ -66,13 +78,18 @@ class ReferenceTask:
         return getattr(self._module, "PREPROCESSING_VERSION", 0)
 
     def load(self, seed: int = 0, **options: Any) -> TaskData:
-        """The task's train/val/test splits (see the task module's ``load``)."""
+        """The task's train/val/test splits (the given ones, or the task module's ``load``)."""
+        if self.data is not None:
+            return self.data
         return self._module.load(seed=seed, **options)
 
     def build_model(
         self, data: TaskData, width_multiplier: float = 1.0, depth_multiplier: float = 1.0
     ) -> "nn.Module":
         """A freshly initialised base model (or a scaled student) for ``data``."""
+        if not self.model_builder:
+            raise ValueError(f"The task {self.name!r} has no architecture of its own to build: "
+                             "its base model is the one you gave.")
         module_name, function_name = self.model_builder.split(":")
         builder: Callable = getattr(import_module(module_name), function_name)
         return builder(data.input_shape, data.n_classes, width_multiplier, depth_multiplier)
@@ -85,7 +102,9 @@ class ReferenceTask:
         test_labels: np.ndarray,
     ) -> dict[str, float]:
         """Test metrics; validation outputs are used where the task tunes a threshold."""
-        return self._module.score(val_probabilities, val_labels, test_probabilities, test_labels)
+        chosen = {} if self.metric is None else {"metric": self.metric}
+        return self._module.score(val_probabilities, val_labels, test_probabilities, test_labels,
+                                  **chosen)
 
     def evaluate(self, model: "nn.Module", data: TaskData) -> dict[str, float]:
         """The model's test metrics (threshold or other tuning on validation)."""
@@ -112,10 +131,10 @@ class ReferenceTask:
         return self._module.baseline(data, seed=seed, test_probabilities=test_probabilities)
 
 
-TASKS: dict[str, ReferenceTask] = {
+TASKS: dict[str, Task] = {
     task.name: task
     for task in (
-        ReferenceTask(
+        Task(
             name="flares",
             description=">=M-class solar flare within 24-48 h, from SDO/HMI SHARP parameters",
             module="satcompress.tasks.flares",
@@ -123,7 +142,7 @@ TASKS: dict[str, ReferenceTask] = {
             train_settings={"max_epochs": 40, "batch_size": 128, "learning_rate": 1e-3,
                             "weight_decay": 1e-2, "patience_epochs": 10},
         ),
-        ReferenceTask(
+        Task(
             name="transients",
             description="ZTF transient class (SN Ia/II/Ibc/SLSN/other) from g,r light curves",
             module="satcompress.tasks.transients",
@@ -139,7 +158,7 @@ def task_names() -> list[str]:
     return sorted(TASKS)
 
 
-def get_task(name: str) -> ReferenceTask:
+def get_task(name: str) -> Task:
     """The registered task called ``name``; a clear error lists the known names."""
     try:
         return TASKS[name]
