@@ -145,12 +145,7 @@ def compress(
     from satcompress.pipeline.runner import run_recipe
     from satcompress.report import rich_table_by_column
 
-    mine = user_options.UserOptions(model, weights, data, val_data, test_data, architecture,
-                                    metric, label_column, group_column, split_column, survey,
-                                    standardize, n_heads, run_code_in_model_file)
-    problem = mine.check(task)
-    if problem:
-        fail(problem)
+    mine = user_options.from_arguments(task, locals())
     if task is not None:
         check_task(task)
     try:

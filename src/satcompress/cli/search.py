@@ -50,12 +50,7 @@ def search(
     Writes the Pareto front (front.md, front.png), the chosen model's run (model/) and the
     recipe that reproduces it (recipe.toml) into OUT.
     """
-    mine = user_options.UserOptions(model, weights, data, val_data, test_data, architecture,
-                                    metric, label_column, group_column, split_column, survey,
-                                    standardize, n_heads, run_code_in_model_file)
-    problem = mine.check(task)
-    if problem:
-        fail(problem)
+    mine = user_options.from_arguments(task, locals())
     if task is not None:
         check_task(task)
     from satcompress.data import DataFileError

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-__all__ = ["UserOptions", "MODEL", "WEIGHTS", "DATA", "VAL_DATA", "TEST_DATA", "ARCHITECTURE",
+__all__ = ["UserOptions", "from_arguments", "MODEL", "WEIGHTS", "DATA", "VAL_DATA", "TEST_DATA", "ARCHITECTURE",
            "METRIC", "LABEL_COLUMN", "GROUP_COLUMN", "SPLIT_COLUMN", "SURVEY", "STANDARDIZE",
            "N_HEADS", "RUN_CODE"]
 
@@ -39,6 +39,21 @@ N_HEADS = typer.Option(4, help="Attention heads of a t2 --model.")
 RUN_CODE = typer.Option(False, "--run-code-in-model-file", help="Also accept a TorchScript or "
                         "torch.export (.pt2) model file, whose loading RUNS CODE the file holds: "
                         "only for files you wrote.")
+
+
+def from_arguments(task: str | None, arguments: dict) -> "UserOptions":
+    """The user options among a command's ``arguments`` (its ``locals()``); exits with the
+    one-line error when they do not name one model and its data (or a task)."""
+    from satcompress.cli.common import fail
+
+    mine = UserOptions(*(arguments[name] for name in (
+        "model", "weights", "data", "val_data", "test_data", "architecture", "metric",
+        "label_column", "group_column", "split_column", "survey", "standardize", "n_heads",
+        "run_code_in_model_file")))
+    problem = mine.check(task)
+    if problem:
+        fail(problem)
+    return mine
 
 
 class UserOptions:

@@ -39,7 +39,7 @@ from torch.nn.utils import parametrize
 from satcompress.cluster.kmeans import INITIALISATIONS, kmeans_1d
 from satcompress.measure import STORED_BITS_ATTRIBUTE
 from satcompress.finetune import FinetuneSettings
-from satcompress.prune import prunable_weights
+from satcompress.prune import prunable_weights, weights_check
 from satcompress.stages import (
     check_integer,
     check_layer_settings,
@@ -299,19 +299,7 @@ def _check_clusters(value: int, what: str) -> None:
         )
 
 
-def _no_weights(model: nn.Module, config: WeightClusterConfig, data: TaskData | None) -> str | None:
-    """Stage ``weight_cluster``'s check: why ``model`` has no weight to cluster, or None."""
-    try:
-        weights = prunable_weights(model, config.skip_layers)
-    except ValueError as error:
-        return str(error)
-    if weights:
-        return None
-    return (f"the {type(model).__name__} has no Linear or convolution weight to cluster"
-            f"{' outside skip_layers' if config.skip_layers else ''}; leave this stage out.")
-
-
-@register_stage("weight_cluster", check=_no_weights)
+@register_stage("weight_cluster", check=weights_check("cluster"))
 def weight_cluster(
     model: nn.Module, config: WeightClusterConfig, data: TaskData | None
 ) -> nn.Module:

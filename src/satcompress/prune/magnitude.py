@@ -42,6 +42,7 @@ from satcompress.tasks.base import TaskData
 __all__ = [
     "WeightMasks",
     "prunable_weights",
+    "weights_check",
     "polynomial_sparsity",
     "layer_thresholds",
     "global_magnitude_masks",
@@ -368,16 +369,24 @@ def _prune_and_finetune(
     return model.eval()
 
 
-def _no_weights(model: nn.Module, config: _MagnitudeSchedule, data: TaskData | None) -> str | None:
-    """The magnitude stages' check: why ``model`` has no weight to prune, or None."""
-    try:
-        weights = prunable_weights(model, config.skip_layers)
-    except ValueError as error:
-        return str(error)
-    if weights:
-        return None
-    return (f"the {type(model).__name__} has no Linear or convolution weight to prune"
-            f"{' outside skip_layers' if config.skip_layers else ''}; leave this stage out.")
+def weights_check(verb: str) -> Callable[[nn.Module, Any, TaskData | None], str | None]:
+    """A stage check (:func:`satcompress.stages.check`) saying why a model has no weight to
+    ``verb`` outside the config's ``skip_layers`` (pruning and clustering share it), or None."""
+
+    def no_weights(model: nn.Module, config: Any, data: TaskData | None) -> str | None:
+        try:
+            weights = prunable_weights(model, config.skip_layers)
+        except ValueError as error:
+            return str(error)
+        if weights:
+            return None
+        return (f"the {type(model).__name__} has no Linear or convolution weight to {verb}"
+                f"{' outside skip_layers' if config.skip_layers else ''}; leave this stage out.")
+
+    return no_weights
+
+
+_no_weights = weights_check("prune")
 
 
 @register_stage("magnitude_prune", check=_no_weights)
