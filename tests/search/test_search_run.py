@@ -20,6 +20,7 @@ from satcompress.search import (
     combine,
     derive_space,
     hypervolume,
+    one_standard_error_choice,
     pareto_front,
     run_search,
 )
@@ -119,9 +120,23 @@ def test_combinations_keep_to_the_byte_limit_and_rank_by_estimated_drop():
     assert len(combine([a, b], 1000, None, count=10)) == 6  # room for all: every combination
 
 
-def _record(number, metric, size, feasible=True):
+def _record(number, metric, size, feasible=True, se=0.0):
     return TrialRecord("s", number, "COMPLETE", "whole", "full", feasible, metric, size, 1.0, 0,
-                       (Violation("max_bytes", 10_000, size),), {}, {}, 1.0, float(number))
+                       (Violation("max_bytes", 10_000, size),), {}, {}, 1.0, float(number),
+                       metric_se=se)
+
+
+def test_the_smallest_candidate_within_one_standard_error_of_the_best_is_delivered():
+    best, close_small, far_smaller = _record(0, 0.80, 900, se=0.03), _record(1, 0.78, 300), \
+        _record(2, 0.70, 100)
+    order = one_standard_error_choice([best, close_small, far_smaller], higher_is_better=True)
+    assert [r.number for r in order] == [1, 0, 2]
+    # lower is better (a loss): within 0.05 of the best loss 1.00 means up to 1.05
+    losses = [_record(0, 1.00, 900, se=0.05), _record(1, 1.04, 500), _record(2, 1.06, 100)]
+    assert [r.number for r in one_standard_error_choice(losses, False)] == [1, 0, 2]
+    # without noise estimates it is the best metric, as before
+    plain = [_record(0, 0.8, 900), _record(1, 0.78, 300)]
+    assert [r.number for r in one_standard_error_choice(plain, True)] == [0, 1]
 
 
 def test_pareto_front_and_hypervolume():

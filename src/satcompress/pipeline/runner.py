@@ -34,10 +34,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from satcompress import stages
+from satcompress import runtime, stages
 from satcompress.fileio import atomic_write_bytes, atomic_write_text, file_sha256, move_into_place
 from satcompress.firmware.targets import Target
 from satcompress.measure import Measurement, measure
+from satcompress.measure.uncertainty import DropInterval, split_drop_interval
 from satcompress.pipeline.base_model import TrainedModel
 from satcompress.pipeline.budget import Budget, shortfall
 from satcompress.pipeline.checkpoint import (
@@ -48,6 +49,7 @@ from satcompress.pipeline.checkpoint import (
 )
 from satcompress.pipeline.flight import (
     ARTIFACT_FILE,
+    NumpyModule,
     build_artifact,
     flight_measurement,
     task_metadata,
@@ -59,6 +61,7 @@ from satcompress.pipeline.result import BudgetNotMet, RunResult
 from satcompress.report import markdown_table
 from satcompress.report.comparison import compare_models
 from satcompress.report.document import write_report
+from satcompress.training import predict_proba
 
 __all__ = ["REJECTED_ARTIFACT", "BudgetNotMet", "RunResult", "run_recipe", "load_checkpoint",
            "artifact_checkpoint"]
@@ -207,6 +210,19 @@ def _names_layers(config: stages.StageConfig) -> bool:
                for value in vars(config).values())
 
 
+def _drop_interval(trained: TrainedModel, artifact: Path, base: Measurement, seed: int
+                   ) -> DropInterval | None:
+    """The primary metric's drop from the base model to the artifact on the test split, with
+    its paired bootstrap interval over test groups (None where the base measurement lacks
+    that metric: a task whose evaluation scores others)."""
+    if trained.task.primary_metric not in base.metrics:
+        return None
+    flight = NumpyModule(runtime.load(artifact).run)
+    return split_drop_interval(trained.task, trained.data,
+                               lambda x: predict_proba(trained.model, x),
+                               lambda x: predict_proba(flight, x), seed=seed)
+
+
 def run_recipe(
     trained: TrainedModel,
     recipe: Recipe,
@@ -223,9 +239,11 @@ def run_recipe(
     Writes ``run.json`` (checkpoint index, then the commit record), ``model.sca`` (the flight
     artifact of the final model; ``rejected/model.sca`` when it breaks the budget),
     ``stages.json`` (every measurement, the artifact's measurement and verification,
-    the budget verdict), ``summary.md``, ``recipe.toml`` and the report (``report.html``,
-    ``report.md``, ``figures/``; :func:`satcompress.report.document.write_report`, also when
-    the budget is not met) into ``out_dir``.
+    the budget verdict, the primary metric's drop with its paired bootstrap interval over test
+    groups, :func:`satcompress.measure.uncertainty.split_drop_interval`), ``summary.md``,
+    ``recipe.toml`` and the report (``report.html``, ``report.md``, ``figures/``;
+    :func:`satcompress.report.document.write_report`, also when the budget is not met) into
+    ``out_dir``.
     With a ``target`` profile the artifact's C is exported to ``firmware/`` and the verdict
     on bytes and RAM uses the built firmware's flash and RAM
     (:func:`satcompress.pipeline.firmware.firmware_measurement`).
@@ -290,6 +308,7 @@ def run_recipe(
     verification = verify_artifact(staging, model, trained.data, trained.task)
     flight = flight_measurement(measurements[-1], verification, trained.data.test.x,
                                 latency_repeats)
+    interval = _drop_interval(trained, staging, base, seed)
     firmware = None
     if target is not None:
         flight, exported = firmware_measurement(staging, flight, target, out_dir,
@@ -315,6 +334,8 @@ def run_recipe(
         "artifact": {"measurement": flight.to_dict(), "verification": verification.to_dict(),
                      "violations": [str(v) for v in flight_violations]},
         "fits_budget": not flight_violations,
+        "evaluation": "one split",
+        "drop_interval": None if interval is None else interval.to_dict(),
         "firmware": firmware,
         "data_preprocessing": trained.data.preprocessing,
     }
@@ -322,6 +343,7 @@ def run_recipe(
     atomic_write_text(out_dir / "summary.md", (
         f"# satcompress compress — {trained.task.name}, recipe `{recipe.name}`\n\n"
         f"{recipe.description}\n\nBudget: `{json.dumps(budget.to_dict())}`\n\n"
+        f"Evaluation: one split{'' if interval is None else '; ' + interval.describe()}\n\n"
         + markdown_table(result.rows())
     ))
     failure = None

@@ -27,10 +27,12 @@ from satcompress.search.front import (
     empty_front_message,
     front_rows,
     hypervolume,
+    one_standard_error_choice,
     pareto_front,
     plot_front,
     trial_records,
 )
+from satcompress.search.students import StudentStore
 from satcompress.search.run import STRATEGIES, SearchResult, default_storage, run_search
 from satcompress.search.settings import CODECS, SearchSettings, parse_codec
 from satcompress.search.space import DECISION_KINDS, Decision, SearchSpace, derive_space
@@ -58,6 +60,8 @@ __all__ = [
     "EmptyFront",
     "TrialRecord",
     "closest_trial",
+    "one_standard_error_choice",
+    "StudentStore",
     "empty_front_message",
     "front_rows",
     "hypervolume",

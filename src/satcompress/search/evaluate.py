@@ -17,6 +17,12 @@ Full evaluation
     The same decisions with a short fine-tuning after each stage and quantization-aware
     training with early stopping, scored on the whole validation split.
 
+The full evaluation also records the primary metric's standard error on the validation split,
+``<metric>_se``: the standard deviation of the metric over :data:`BOOTSTRAP_RESAMPLES`
+bootstrap resamples of the validation GROUPS (regions, objects; Efron & Tibshirani 1993),
+so the final choice can tell a better candidate from the noise of one small split
+(:func:`satcompress.search.front.one_standard_error_choice`).
+
 Constraint values follow Optuna's convention, one per budget limit, ``<= 0`` meaning
 feasible: ``(value - limit) / limit`` (the relative excess; absolute for a zero limit).
 """
@@ -42,7 +48,7 @@ from satcompress.search.settings import SearchSettings
 from satcompress.search.space import SearchSpace, Students
 from satcompress.training import predict_proba
 
-__all__ = ["Evaluation", "Evaluator", "constraint_values", "objective_directions",
+__all__ = ["BOOTSTRAP_RESAMPLES", "Evaluation", "Evaluator", "constraint_values", "objective_directions",
            "RESOURCE_LIMITS"]
 
 RESOURCE_LIMITS = ("max_bytes", "max_ram_bytes", "max_latency_ms")
@@ -104,6 +110,10 @@ class Evaluation:
                 "seconds": round(self.seconds, 3)}
 
 
+BOOTSTRAP_RESAMPLES = 200
+"""Group-bootstrap resamples behind a full evaluation's ``<metric>_se``."""
+
+
 class Evaluator:
     """Compresses and measures candidates of one search (see the module docstring).
 
@@ -148,13 +158,34 @@ class Evaluator:
     # ---------------------------------------------------------------------------------------
 
     def validation_metrics(self, model: nn.Module, full: bool) -> dict[str, float]:
-        """The task's metrics on the validation split (or the proxy subset), finite only."""
+        """The task's metrics on the validation split (or the proxy subset), finite only;
+        on the whole split also the primary metric's group-bootstrap standard error."""
         val = self.trained.data.val
         x, y = (val.x, val.y) if full else (val.x[self.proxy_rows], val.y[self.proxy_rows])
         probabilities = predict_proba(model, x)
         scores = self.trained.task.score(probabilities, y, probabilities, y)
-        return {name: float(value) for name, value in scores.items()
-                if isinstance(value, (int, float)) and math.isfinite(value)}
+        finite = {name: float(value) for name, value in scores.items()
+                  if isinstance(value, (int, float)) and math.isfinite(value)}
+        if full:
+            finite[f"{self.metric}_se"] = self._standard_error(probabilities, y, val.groups)
+        return finite
+
+    def _standard_error(self, probabilities: np.ndarray, labels: np.ndarray,
+                        groups: np.ndarray) -> float:
+        """Standard deviation of the primary metric over bootstrap resamples of groups."""
+        names, members = np.unique(groups, return_inverse=True)
+        rows_of = [np.flatnonzero(members == group) for group in range(len(names))]
+        rng = np.random.default_rng(self.settings.seed)
+        values = []
+        for _ in range(BOOTSTRAP_RESAMPLES):
+            rows = np.concatenate([rows_of[g] for g in rng.integers(0, len(names), len(names))])
+            if len(np.unique(labels[rows])) < 2:
+                continue  # a resample without one of the classes has no TSS/F1 to speak of
+            p, y = probabilities[rows], labels[rows]
+            value = self.trained.task.score(p, y, p, y).get(self.metric, math.nan)
+            if math.isfinite(value):
+                values.append(value)
+        return float(np.std(values)) if len(values) > 1 else 0.0
 
     def _measure(self, model: nn.Module, stage: str, full: bool) -> Measurement:
         measurement = measure(model, self.example, metrics=self.validation_metrics(model, full),

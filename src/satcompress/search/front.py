@@ -23,6 +23,7 @@ from satcompress.pipeline.budget import Violation, shortfall
 from satcompress.search.study import FINISHED
 
 __all__ = [
+    "one_standard_error_choice",
     "EmptyFront",
     "TrialRecord",
     "trial_records",
@@ -63,6 +64,8 @@ class TrialRecord:
     seconds: float
     finished_at: float
     duplicate_of: int | None = None
+    metric_se: float = 0.0
+    """Group-bootstrap standard error of ``metric`` (full evaluations; 0 for a proxy)."""
 
     @property
     def label(self) -> str:
@@ -93,8 +96,26 @@ def trial_records(study: optuna.Study, metric: str) -> list[TrialRecord]:
             recipe=attrs["recipe"], seconds=0.0 if "duplicate_of" in attrs else seconds,
             finished_at=trial.datetime_complete.timestamp(),
             duplicate_of=attrs.get("duplicate_of"),
+            metric_se=float(measured["metrics"].get(f"{metric}_se", 0.0)),
         ))
     return records
+
+
+def one_standard_error_choice(candidates: Sequence[TrialRecord], higher_is_better: bool
+                              ) -> list[TrialRecord]:
+    """Candidates in the order the search delivers them: first the SMALLEST whose validation
+    metric is within one standard error of the best one's (the one-standard-error rule of
+    Breiman et al. 1984, as in Hastie et al., "Elements of Statistical Learning", 7.10: a
+    difference smaller than the noise of the validation split is no reason for more bytes),
+    then the rest, best metric first (fewest bytes on a tie)."""
+    sign = 1.0 if higher_is_better else -1.0
+    ranked = sorted(candidates, key=lambda r: (-sign * r.metric, r.bytes))
+    if not ranked:
+        return []
+    best = ranked[0]
+    close = [r for r in ranked if sign * (best.metric - r.metric) <= best.metric_se]
+    chosen = min(close, key=lambda r: (r.bytes, -sign * r.metric))
+    return [chosen, *(r for r in ranked if r is not chosen)]
 
 
 def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:

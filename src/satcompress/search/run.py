@@ -2,14 +2,20 @@
 
 Writes into the output folder (atomically): ``trials.json`` (every trial's measurements),
 ``front.md`` and ``front.png`` (the Pareto front, validation metric against artifact bytes),
-``search.json`` (summary), ``recipe.toml`` (the chosen trial's recipe) and ``model/`` (the
+``search.json`` (summary), ``recipe.toml`` (the chosen trial's recipe), ``students/`` (the
+distilled students, shared by worker processes and reused by a re-run:
+:class:`~satcompress.search.students.StudentStore`) and ``model/`` (the
 chosen recipe run through :func:`satcompress.pipeline.runner.run_recipe`, which measures it
 on the test split and verifies the budget). The study itself stays in its storage
 (``study.db`` by default), so running the same command again resumes it.
 
-The chosen model is the feasible trial with the best validation metric (fewest bytes on a
-tie). If its final run breaks the budget after all (the test split, or a latency measured
-with more repeats), the next-best candidates are tried, up to ``verify_candidates``.
+The chosen model is the feasible trial with the fewest bytes among those whose validation
+metric is within one standard error (a group bootstrap of the validation split) of the best
+one's -- the one-standard-error rule (:func:`satcompress.search.front.one_standard_error_choice`):
+the search does not pay bytes for differences within the noise of one small validation split.
+Only the chosen model's final run touches the test split. If it breaks the budget after all
+(the test split, or a latency measured with more repeats), the next candidates (best
+validation metric first) are tried, up to ``verify_candidates``.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from satcompress.search.front import (
     EmptyFront,
     TrialRecord,
     empty_front_message,
+    one_standard_error_choice,
     front_rows,
     pareto_front,
     plot_front,
@@ -44,6 +51,7 @@ from satcompress.search.front import (
 )
 from satcompress.search.settings import SearchSettings
 from satcompress.search.space import derive_space
+from satcompress.search.students import StudentStore
 from satcompress.search.study import StudyJob, check_storage, open_storage, run_study
 
 __all__ = ["STRATEGIES", "SearchResult", "run_search", "default_storage"]
@@ -156,7 +164,8 @@ def run_search(
     study_name = study_name or f"{trained.task.name}-{strategy}"
     space = derive_space(trained.model, trained.data, settings)
     base = Evaluator(trained, space, budget).base
-    job = StudyJob(storage, study_name, trained, space, budget, base, total=trials)
+    job = StudyJob(storage, study_name, trained, space, budget, base, total=trials,
+                   students=StudentStore(trained.model, out / "students"))
     if strategy == "whole":
         names = [run_study(job, workers, enqueue=space.anchors(trials)).study_name]
     else:
@@ -169,9 +178,9 @@ def run_search(
     report = _Report(trained, budget, base, space.rows(), strategy, storage, names, records,
                      front, out)
     report.write_trials()
-    candidates = sorted((r for r in answers if r.candidate and r.duplicate_of is None),
-                        key=lambda r: (-r.metric if trained.task.higher_is_better else r.metric,
-                                       r.bytes))
+    candidates = one_standard_error_choice(
+        [r for r in answers if r.candidate and r.duplicate_of is None],
+        trained.task.higher_is_better)
     if not candidates:
         message = empty_front_message(answers or records, metric)
         report.write_summary(None, None, message, time.perf_counter() - started)

@@ -165,8 +165,9 @@ class StudyJob:
     n_trials, worker : int
         This worker's share of the trials and its index (seeds its sampler).
     students : dict
-        Distilled students shared by the studies of one search run in this process (a
-        worker process gets a copy of those distilled so far).
+        Distilled students shared by the studies of one search (a
+        :class:`~satcompress.search.students.StudentStore` shares them with worker
+        processes through its folder).
     """
 
     storage: str
