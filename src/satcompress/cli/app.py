@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -24,6 +25,11 @@ from satcompress.cli.verify import verify
 from satcompress.data import DataFileError
 from satcompress.firmware.build import ToolchainError
 from satcompress.tasks.registry import get_task
+
+if TYPE_CHECKING:
+    from satcompress.firmware.targets import Target
+    from satcompress.pipeline.budget import Budget
+    from satcompress.pipeline.recipe import Recipe
 
 __all__ = ["app", "main"]
 
@@ -133,6 +139,13 @@ def compress(
                                "its flash/RAM unless the budget gives them, judges them on the "
                                "built firmware and writes its C beside the artifact "
                                "(OUT/firmware)."),
+    folds: int = typer.Option(None, min=3, help="Judge the recipe over K grouped folds (by "
+                              "active region / object), each with its own base model, into "
+                              "OUT/fold{k}of{K}-seed{s}/: the metric-drop limit on the mean "
+                              "drop, resources on the worst run (OUT/folds.json). Reference "
+                              "tasks only. Default: one split."),
+    seeds: int = typer.Option(1, min=1, help="With --folds: seeds per fold (--seed, --seed+1, "
+                              "...), each reshuffling the folds and retraining."),
 ) -> None:
     """Compress a model with a recipe, measuring every stage against the budget.
 
@@ -159,6 +172,10 @@ def compress(
             limits = target_budget(limits, profile)
         if fec is not None:
             chosen_recipe = dataclasses.replace(chosen_recipe, fec=fec)
+        if folds is not None or seeds > 1:
+            _compress_folds(task, chosen_recipe, limits, out, folds, range(seed, seed + seeds),
+                            profile)
+            return
         if task is not None:
             trained = cached_base_model(task, seed=seed, progress=True)
         else:
@@ -183,6 +200,30 @@ def compress(
     console.print(f"all limits met; wrote {out / 'model.sca'} ({check.size_bytes} bytes, "
                   f"{protection}; {check.differing_predictions} of {check.examples} test "
                   f"predictions differ from PyTorch's), {out / 'stages.json'} and "
+                  f"{out / 'summary.md'}")
+
+
+def _compress_folds(task: str | None, recipe: Recipe, limits: Budget, out: Path,
+                    folds: int | None, seeds: range, profile: Target | None) -> None:
+    """``compress --folds K --seeds S``: :func:`satcompress.pipeline.folds.run_folds`."""
+    from satcompress.pipeline.folds import FOLDS_FILE, FoldsBudgetNotMet, run_folds
+    from satcompress.report import rich_table
+
+    if task is None:
+        fail("--folds retrains the base model on every fold, which only a reference task can "
+             "(--task); your own model is judged on one split, with a paired bootstrap interval "
+             "of the metric drop over test groups (stages.json, drop_interval).")
+    if folds is None:
+        fail("--seeds repeats the evaluation over grouped folds; give --folds K too (e.g. 5).")
+    try:
+        with console.status("compressing over folds") as status:
+            result = run_folds(task, recipe, limits, out, folds=folds, seeds=seeds,
+                               on_stage=status.update, target=profile, progress=True)
+    except FoldsBudgetNotMet as failure:
+        console.print(rich_table(failure.result.rows(), title=failure.result.mode))
+        fail(str(failure))
+    console.print(rich_table(result.rows(), title=f"{task}: {recipe.name}, {result.mode}"))
+    console.print(f"all limits met; {result.interval.describe()}; wrote {out / FOLDS_FILE} and "
                   f"{out / 'summary.md'}")
 
 

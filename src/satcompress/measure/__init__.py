@@ -1,13 +1,14 @@
 """One way of measuring every model at every stage: science metrics and resource use.
 
-:mod:`~satcompress.measure.metrics` is NumPy-only (the flight path scores with it);
+:mod:`~satcompress.measure.metrics` is NumPy-only (the flight path scores with it) and
+:mod:`~satcompress.measure.uncertainty` (paired intervals of a metric's drop) torch-free;
 :class:`Measurement` and :func:`measure` need torch and are imported on first use, so that
 importing the metrics never pulls torch in (PEP 562 module ``__getattr__``).
 """
 
 from importlib import import_module
 
-from satcompress.measure import metrics
+from satcompress.measure import metrics, uncertainty
 
 _TORCH_NAMES = (
     "Measurement",
@@ -23,7 +24,7 @@ _TORCH_NAMES = (
     "STORED_BITS_ATTRIBUTE",
 )
 
-__all__ = ["metrics", *_TORCH_NAMES]
+__all__ = ["metrics", "uncertainty", *_TORCH_NAMES]
 
 
 def __getattr__(name: str):

@@ -202,28 +202,40 @@ def train_base_model(
     return TrainedModel(task=task, model=model, data=data, metrics=task.evaluate(model, data))
 
 
-def _cache_key(task: Task, seed: int) -> str:
+def _cache_key(task: Task, seed: int, split: dict) -> str:
     recipe = {"task": task.name, "seed": seed, "builder": task.model_builder,
               "train": task.train_settings, "version": BASE_MODEL_VERSION,
-              "preprocessing": task.preprocessing_version, "torch": torch.__version__}
+              "preprocessing": task.preprocessing_version, "torch": torch.__version__,
+              **split}  # no split options: the default split's key stays what it was
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def cached_base_model(task_name: str, seed: int = 0, progress: bool = False) -> TrainedModel:
+def cached_base_model(
+    task_name: str,
+    seed: int = 0,
+    progress: bool = False,
+    *,
+    fold: int | None = None,
+    n_folds: int = 5,
+) -> TrainedModel:
     """The task's base model from the cache, training and caching it first if needed.
 
     The cache file's name hashes the task, seed, training settings and code version, so a
-    change to any of them trains a new model instead of reusing a stale one.
+    change to any of them trains a new model instead of reusing a stale one. With ``fold``,
+    the data are that fold of ``n_folds`` grouped folds (the task's ``load(fold=...)``) and the
+    model is trained and cached for it; without, the task's default split.
     """
     task = get_task(task_name)
     cache_dir = Path(os.environ.get(CACHE_DIR_VARIABLE) or pooch.os_cache("satcompress"))
-    path = cache_dir / "models" / f"{task.name}-seed{seed}-{_cache_key(task, seed)}.pt"
-    data = task.load(seed=seed)
+    split = {} if fold is None else {"fold": fold, "n_folds": n_folds}
+    name = task.name + f"-seed{seed}" + (f"-fold{fold}of{n_folds}" if split else "")
+    path = cache_dir / "models" / f"{name}-{_cache_key(task, seed, split)}.pt"
+    data = task.load(seed=seed, **split)
     if path.is_file():
         model, _ = load_model(path, data)
         return TrainedModel(task, model, data, task.evaluate(model, data), path)
     trained = train_base_model(task_name, seed, progress=progress, data=data)
     metadata = {"task": task.name, "seed": seed, "width_multiplier": 1.0,
-                "depth_multiplier": 1.0, "metrics": trained.metrics}
+                "depth_multiplier": 1.0, "metrics": trained.metrics, **split}
     save_model(trained.model, path, metadata)
     return TrainedModel(task, trained.model, data, trained.metrics, path)

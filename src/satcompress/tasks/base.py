@@ -6,7 +6,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Split", "TaskData", "balanced_class_weights", "stratified_group_split"]
+__all__ = [
+    "Split",
+    "TaskData",
+    "balanced_class_weights",
+    "grouped_folds",
+    "grouped_fold_split",
+    "stratified_group_split",
+]
 
 
 @dataclass(frozen=True)
@@ -75,23 +82,53 @@ def balanced_class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
     return weights.astype(np.float32)
 
 
-def stratified_group_split(
-    labels: np.ndarray, groups: np.ndarray, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Indices of train/validation/test (60/20/20) with every group in exactly one split.
+def grouped_folds(labels: np.ndarray, groups: np.ndarray, n_folds: int = 5, seed: int = 0
+                  ) -> np.ndarray:
+    """The fold (``0 .. n_folds - 1``) of every row, with every group in exactly one fold.
 
-    Groups are dealt into five folds stratified by label (scikit-learn's
-    ``StratifiedGroupKFold``, shuffled with ``seed``): fold 0 is test, fold 1 validation and
-    the rest train, so each split gets its share of the rare classes.
+    Groups are dealt into ``n_folds`` folds stratified by label (scikit-learn's
+    ``StratifiedGroupKFold``, shuffled with ``seed``), so each fold gets its share of the rare
+    classes.
     """
     from sklearn.model_selection import StratifiedGroupKFold
 
-    folds = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=seed)
+    if not (isinstance(n_folds, int) and n_folds >= 3):
+        raise ValueError(f"n_folds must be an integer >= 3 (a test, a validation and at least one "
+                         f"training fold), got {n_folds!r}.")
+    distinct = len(np.unique(groups))
+    if distinct < n_folds:
+        raise ValueError(f"{n_folds} folds need at least {n_folds} groups; the data hold "
+                         f"{distinct}. Use fewer folds.")
+    folds = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     fold_of_row = np.empty(len(labels), dtype=int)
     for fold, (_, members) in enumerate(folds.split(np.zeros(len(labels)), labels, groups)):
         fold_of_row[members] = fold
+    return fold_of_row
+
+
+def grouped_fold_split(
+    labels: np.ndarray, groups: np.ndarray, fold: int, n_folds: int = 5, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices of train/validation/test for one fold of :func:`grouped_folds`.
+
+    Fold ``fold`` is test, the next one (``(fold + 1) % n_folds``) validation, the rest train:
+    over ``fold = 0 .. n_folds - 1`` every group is tested exactly once.
+    """
+    if not (isinstance(fold, int) and 0 <= fold < n_folds):
+        raise ValueError(f"fold must be an integer in 0..{n_folds - 1} (one of the {n_folds} "
+                         f"folds), got {fold!r}.")
+    fold_of_row = grouped_folds(labels, groups, n_folds, seed)
+    validation = (fold + 1) % n_folds
     return (
-        np.flatnonzero(fold_of_row >= 2),
-        np.flatnonzero(fold_of_row == 1),
-        np.flatnonzero(fold_of_row == 0),
+        np.flatnonzero((fold_of_row != fold) & (fold_of_row != validation)),
+        np.flatnonzero(fold_of_row == validation),
+        np.flatnonzero(fold_of_row == fold),
     )
+
+
+def stratified_group_split(
+    labels: np.ndarray, groups: np.ndarray, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices of train/validation/test (60/20/20) with every group in exactly one split:
+    fold 0 of five :func:`grouped_folds` is test, fold 1 validation and the rest train."""
+    return grouped_fold_split(labels, groups, fold=0, n_folds=5, seed=seed)

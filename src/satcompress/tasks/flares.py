@@ -22,7 +22,7 @@ import pandas as pd
 
 from satcompress.data import fetch
 from satcompress.measure.metrics import best_tss_threshold, binary_scores
-from satcompress.tasks.base import Split, TaskData, stratified_group_split
+from satcompress.tasks.base import Split, TaskData, grouped_fold_split, stratified_group_split
 
 __all__ = [
     "DATA_FILE",
@@ -208,17 +208,32 @@ def _split(frame: pd.DataFrame, rows: np.ndarray, scaler: SharpScaler) -> Split:
 
 
 def load(
-    seed: int = 0, split: Literal["region", "time"] = "region", records: FlareRecords | None = None
+    seed: int = 0,
+    split: Literal["region", "time"] = "region",
+    records: FlareRecords | None = None,
+    fold: int | None = None,
+    n_folds: int = 5,
 ) -> TaskData:
-    """The flare task's splits, scaled with a :class:`SharpScaler` fitted on train only."""
+    """The flare task's splits, scaled with a :class:`SharpScaler` fitted on train only.
+
+    With ``fold`` (region split only), fold ``fold`` of ``n_folds`` region-grouped folds is
+    test and the next one validation (:func:`~satcompress.tasks.base.grouped_fold_split`,
+    shuffled with ``seed``); the default region split is fold 0 of 5.
+    """
     records = read_records() if records is None else records
     frame = records.frame
-    if split == "region":
-        train_rows, val_rows, test_rows = split_by_region(frame, seed)
-    elif split == "time":
-        train_rows, val_rows, test_rows = split_by_time(frame)
-    else:
+    if split not in ("region", "time"):
         raise ValueError(f"Unknown flare split {split!r}; choose 'region' or 'time'.")
+    if split == "time" and fold is not None:
+        raise ValueError("The time split has one test period, not folds; use split='region' "
+                         "with a fold, or the time split without one.")
+    if fold is not None:
+        train_rows, val_rows, test_rows = grouped_fold_split(
+            frame[LABEL_COLUMN].to_numpy(), frame[REGION_COLUMN].to_numpy(), fold, n_folds, seed)
+    elif split == "region":
+        train_rows, val_rows, test_rows = split_by_region(frame, seed)
+    else:
+        train_rows, val_rows, test_rows = split_by_time(frame)
     scaler = SharpScaler().fit(frame.iloc[train_rows][list(SHARP_KEYS)].to_numpy(float))
     return TaskData(
         train=_split(frame, train_rows, scaler),

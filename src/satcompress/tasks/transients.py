@@ -75,7 +75,7 @@ from satcompress.data import CACHE_DIR_VARIABLE, fetch, fetch_all, registry
 from satcompress.measure.metrics import macro_f1, per_class_recall, roc_auc, weighted_log_loss
 from satcompress.progress import default_jobs
 from satcompress.tasks import lightcurves
-from satcompress.tasks.base import Split, TaskData
+from satcompress.tasks.base import Split, TaskData, grouped_fold_split
 from satcompress.tasks.lightcurves import (
     BANDS,
     CURVE_COLUMNS,
@@ -659,12 +659,16 @@ def load(
     max_objects: int | None = None,
     config: PreprocessingConfig = PreprocessingConfig(),  # noqa: B008 (frozen, immutable)
     include_simulated: bool = False,
+    fold: int | None = None,
+    n_folds: int = 5,
 ) -> TaskData:
     """The transient task: GP-interpolated light curves split by object.
 
     Real ZTF objects are split 60/20/20 by object, stratified by class (:func:`split_objects`
-    with ``seed``); the simulated ELAsTiCC objects are added to the training split only
-    when ``include_simulated`` is True, so validation and test are real data. ``x`` has
+    with ``seed``), or, with ``fold``, into ``n_folds`` class-stratified folds of objects
+    (:func:`~satcompress.tasks.base.grouped_fold_split` with ``seed``: fold ``fold`` is test,
+    the next one validation); the simulated ELAsTiCC objects are added to the training split
+    only when ``include_simulated`` is True, so validation and test are real data. ``x`` has
     shape ``(n, N_TIMESTEPS, 4)`` (float32: GP mean in g and r, then GP standard deviation in
     g and r, of the peak-normalised flux on the fixed grid around the GP peak), ``y`` the
     class index (int64), ``groups`` the object id. The per-object normalisation needs no
@@ -698,7 +702,9 @@ def load(
         raise ValueError(
             "No real ZTF object survived preprocessing; there is nothing to evaluate on."
         )
-    train, val, test = (real[part] for part in split_objects(y[real], seed))
+    parts = (split_objects(y[real], seed) if fold is None else
+             grouped_fold_split(y[real], result.object_ids[real], fold, n_folds, seed))
+    train, val, test = (real[part] for part in parts)
     if not include_simulated:
         simulated = simulated[:0]
     train = np.concatenate([train, simulated])
