@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from satcompress.measure import Measurement, measure
+from satcompress.measure.uncertainty import group_resamples
 from satcompress.pipeline.base_model import TrainedModel
 from satcompress.pipeline.budget import Budget, Violation
 from satcompress.pipeline.flight import artifact_size_bytes, task_metadata
@@ -173,12 +174,10 @@ class Evaluator:
     def _standard_error(self, probabilities: np.ndarray, labels: np.ndarray,
                         groups: np.ndarray) -> float:
         """Standard deviation of the primary metric over bootstrap resamples of groups."""
-        names, members = np.unique(groups, return_inverse=True)
-        rows_of = [np.flatnonzero(members == group) for group in range(len(names))]
-        rng = np.random.default_rng(self.settings.seed)
+        if len(np.unique(groups)) < 2:
+            return 0.0
         values = []
-        for _ in range(BOOTSTRAP_RESAMPLES):
-            rows = np.concatenate([rows_of[g] for g in rng.integers(0, len(names), len(names))])
+        for rows in group_resamples(groups, BOOTSTRAP_RESAMPLES, self.settings.seed):
             if len(np.unique(labels[rows])) < 2:
                 continue  # a resample without one of the classes has no TSS/F1 to speak of
             p, y = probabilities[rows], labels[rows]

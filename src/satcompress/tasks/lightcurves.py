@@ -4,8 +4,10 @@ As the t2 time-series transformer (Allam & McEwen 2022, RASTI 2, 209), which fol
 (Boone 2019, AJ 158, 257): each object's fluxes are fitted with a 2-D Gaussian process over
 (time, wavelength), ``A**2 * Matern_{3/2}(dt / l_t, dlambda / l_lambda)`` with ``l_lambda``
 fixed at 6000 A, ``A`` and ``l_t`` chosen by maximum marginal likelihood, the flux errors as
-the observation noise and a zero mean. Fluxes are divided by the object's maximum observed flux
-(one factor for every band, so colours are kept). The GP is sampled on a FIXED grid of
+the observation noise and a zero mean. Every detection in a passband of the source
+(:data:`SURVEY_WAVELENGTHS_ANGSTROM`: g and r for ZTF, u g r i z y for LSST alerts) informs
+the fit, which is evaluated at g and r. Fluxes are divided by the object's maximum observed g
+or r flux (one factor for every band, so colours are kept). The GP is sampled on a FIXED grid of
 :data:`N_TIMESTEPS` steps of 2 days from 50 days before to 148 days after the GP peak (a
 measured deviation from t2's per-object span, see :mod:`satcompress.tasks.transients`); each
 object gives one float32 ``(N_TIMESTEPS, 4)`` array: GP mean in g and r, GP std in g and r.
@@ -58,6 +60,7 @@ __all__ = [
     "CURVE_COLUMNS",
     "ZTF_WAVELENGTHS_ANGSTROM",
     "LSST_WAVELENGTHS_ANGSTROM",
+    "LSST_PASSBAND_WAVELENGTHS_ANGSTROM",
     "SURVEY_WAVELENGTHS_ANGSTROM",
     "HYPERPARAMETER_SEARCHES",
     "GRID_LEVELS",
@@ -88,12 +91,23 @@ CURVE_COLUMNS = ("object_id", "mjd", "band", "flux", "flux_err", "label", "sourc
 
 ZTF_WAVELENGTHS_ANGSTROM = {"g": 4804.79, "r": 6436.92}
 """Mean wavelengths of the ZTF g and r filters (SVO filter service; astronet's ZTF values)."""
-LSST_WAVELENGTHS_ANGSTROM = {"g": 4802.0, "r": 6231.0}
-"""Central wavelengths of the LSST g and r filters used by t2 on PLAsTiCC (astronet)."""
+LSST_PASSBAND_WAVELENGTHS_ANGSTROM = {
+    "u": 3685.0, "g": 4802.0, "r": 6231.0, "i": 7542.0, "z": 8690.0, "y": 9736.0,
+}  # fmt: skip
+"""Central wavelengths of the six LSST passbands used by t2 (astronet's ``LSST_PB_WAVELENGTHS``,
+also Fink's t2 module for ELAsTiCC alerts). Avocado (Boone 2019) uses 3671, 4827, 6223, 7546,
+8691, 9710 A: at most 26 A apart, 0.4 % of the 6000 A wavelength length scale."""
+LSST_WAVELENGTHS_ANGSTROM = {band: LSST_PASSBAND_WAVELENGTHS_ANGSTROM[band] for band in BANDS}
+"""The g and r entries of :data:`LSST_PASSBAND_WAVELENGTHS_ANGSTROM`: the task's ELAsTiCC
+training curves (g and r detections)."""
 SURVEY_WAVELENGTHS_ANGSTROM = {
     "ztf": ZTF_WAVELENGTHS_ANGSTROM,
     "elasticc": LSST_WAVELENGTHS_ANGSTROM,
+    "lsst": LSST_PASSBAND_WAVELENGTHS_ANGSTROM,
 }
+"""The passbands each light-curve source may hold and their wavelengths: every detection in
+one of them informs the 2-D GP, which is evaluated at the source's g and r (:data:`BANDS`).
+``"lsst"`` (LSST alerts, all six bands) shares its g and r with ``"elasticc"``."""
 HYPERPARAMETER_SEARCHES = ("grid", "lbfgs")
 GRID_LEVELS = 4
 """Refinements of the coarse grid: the final steps are 1/16 of the coarse ones (6 % in l_t,
@@ -668,15 +682,21 @@ def _check_object(curve: ObjectCurve, config: PreprocessingConfig) -> str | None
         return "non_finite_flux_or_non_positive_error"
     if float(curve.times_days.max() - curve.times_days.min()) <= 0:
         return "zero_time_span"
-    if float(curve.flux.max()) <= 0:
+    if _peak_flux(curve) <= 0:
         return "no_positive_flux"
     return None
 
 
+def _peak_flux(curve: ObjectCurve) -> float:
+    """The largest g or r flux: the normalisation of every band (the model sees g and r, so
+    its inputs keep the scale of the g/r-only training curves when other bands are brighter)."""
+    return float(curve.flux[np.isin(curve.bands, BANDS)].max())
+
+
 def _normalised(curve: ObjectCurve) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Times since the first point, wavelengths, and flux and error over the peak flux."""
+    """Times since the first point, wavelengths, and flux and error over the peak g/r flux."""
     wavelengths = SURVEY_WAVELENGTHS_ANGSTROM[curve.source]
-    peak = float(curve.flux.max())
+    peak = _peak_flux(curve)
     return (curve.times_days - curve.times_days.min(),
             np.array([wavelengths[band] for band in curve.bands], dtype=np.float64),
             curve.flux / peak, curve.flux_error / peak)  # fmt: skip
@@ -732,6 +752,9 @@ def _single_threaded_blas():
         from threadpoolctl import threadpool_limits  # noqa: PLC0415 (a scikit-learn dependency)
     except ImportError:  # pragma: no cover
         return contextlib.nullcontext()
+    import scipy.linalg  # noqa: F401, PLC0415 -- loads SciPy's own OpenBLAS first: a limit
+    # only reaches libraries already loaded, and a first fit on many threads is slower and
+    # rounds differently (the GP inputs were not bit-reproducible between runs)
     return threadpool_limits(limits=1, user_api="blas")
 
 
@@ -792,15 +815,18 @@ def _interpolate_part(
 def object_curves(curves: pd.DataFrame) -> tuple[list[ObjectCurve], list[str]]:
     """Split a long table into per-object arrays (object order = sorted object ids)."""
     require_columns(curves, CURVE_COLUMNS, Path("<light-curve table>"))
-    bad_bands = sorted(set(curves["band"].unique()) - set(BANDS))
-    if bad_bands:
-        raise ValueError(f"Light curves hold bands {bad_bands}; only {BANDS} are supported.")
     bad_sources = sorted(set(curves["source"].unique()) - set(SURVEY_WAVELENGTHS_ANGSTROM))
     if bad_sources:
         raise ValueError(
             f"Light curves come from unknown source(s) {bad_sources}; known: "
             f"{sorted(SURVEY_WAVELENGTHS_ANGSTROM)} (add the survey's wavelengths to use one)."
         )
+    for source, bands in curves.groupby("source", sort=True)["band"]:
+        supported = tuple(SURVEY_WAVELENGTHS_ANGSTROM[source])
+        bad_bands = sorted(set(bands.unique()) - set(supported))
+        if bad_bands:
+            raise ValueError(f"Light curves hold bands {bad_bands}; only {supported} are "
+                             f"supported for source {source!r}.")
     curves = curves.sort_values(["object_id", "mjd"], kind="stable")
     object_ids = curves["object_id"].to_numpy()
     starts = np.flatnonzero(np.r_[True, object_ids[1:] != object_ids[:-1]])
