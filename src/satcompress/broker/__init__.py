@@ -8,7 +8,10 @@ satcompress artifact and the NumPy runtime (no PyTorch):
   Parquet form), flatten them, build light curves, the selection cuts (with numbers);
 * :mod:`~satcompress.broker.classify`: cuts + the transient task's GP preprocessing + the
   runtime, one code path for every engine; the in-process path (pandas, no Spark);
-* :mod:`~satcompress.broker.spark`: the pandas UDF, a local or cluster SparkSession.
+* :mod:`~satcompress.broker.spark`: the pandas UDF, a local or cluster SparkSession, a
+  standalone cluster on this machine;
+* :mod:`~satcompress.broker.streaming`: a Structured Streaming job classifying alert files as
+  they land in a folder, each alert written exactly once.
 
 ::
 
@@ -55,11 +58,25 @@ from satcompress.broker.classify import (
 )
 from satcompress.broker.spark import (
     DEFAULT_MASTER,
+    EngineChoice,
+    EngineCosts,
     alert_schema,
+    choose_engine,
     classification_udf,
     classify_alerts_spark,
+    local_cores,
     result_schema,
     spark_session,
+    standalone_cluster,
+)
+from satcompress.broker.streaming import (
+    ALERT_FILE_GLOB,
+    StreamBatchError,
+    batch_path,
+    check_stream,
+    classify_stream,
+    default_checkpoint,
+    results_schema,
 )
 
 __all__ = [
@@ -91,9 +108,21 @@ __all__ = [
     "reason_counts",
     "result_columns",
     "DEFAULT_MASTER",
+    "EngineChoice",
+    "EngineCosts",
     "alert_schema",
+    "choose_engine",
     "classification_udf",
     "classify_alerts_spark",
+    "local_cores",
     "result_schema",
     "spark_session",
+    "standalone_cluster",
+    "ALERT_FILE_GLOB",
+    "StreamBatchError",
+    "batch_path",
+    "check_stream",
+    "classify_stream",
+    "default_checkpoint",
+    "results_schema",
 ]

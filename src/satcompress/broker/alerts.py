@@ -1,4 +1,5 @@
-"""Reading raw ZTF alerts and the selection cuts applied before classification.
+"""Reading raw ZTF alerts and the selection cuts applied before classification (LSST alerts:
+:mod:`satcompress.broker.lsst`; :func:`read_alerts` reads either).
 
 Ingestion
 ---------
@@ -69,8 +70,10 @@ from satcompress.tasks.transients import (
 __all__ = [
     "ALERT_COLUMNS",
     "ALERT_SUFFIXES",
+    "AUTO",
     "BUNDLED_ALERTS",
     "SOLAR_SYSTEM_OBJECT",
+    "SURVEYS",
     "ZTF_MISSING_VALUE",
     "AlertProblem",
     "Alerts",
@@ -81,6 +84,7 @@ __all__ = [
     "flatten_alert",
     "light_curves",
     "read_alerts",
+    "record_survey",
 ]
 
 ALERT_COLUMNS = ("objectId", "candid", "jd", "jdstarthist", "ssdistnr", "ssmagnr",
@@ -94,6 +98,9 @@ BUNDLED_ALERTS = (
 )
 """The registered raw ZTF alerts (175, from fink-science's test data)."""
 SOLAR_SYSTEM_OBJECT = "solar_system_object"
+SURVEYS = ("ztf", "lsst")
+AUTO = "auto"
+"""``read_alerts(survey=AUTO)`` recognises the survey from the alerts' fields."""
 ZTF_MISSING_VALUE = -999.0
 """ZTF's placeholder for "no counterpart" in the ``ss*`` and ``*nr`` fields."""
 _PARQUET_COLUMNS = ("objectId", "candid", "candidate", "prv_candidates")
@@ -140,11 +147,13 @@ class AlertProblem(NamedTuple):
 
 
 class Alerts(NamedTuple):
-    """Alerts read by :func:`read_alerts`: a table of :data:`ALERT_COLUMNS` (one row per readable
-    alert, in file order) and every problem met."""
+    """Alerts read by :func:`read_alerts`: a table of :data:`ALERT_COLUMNS` (ZTF) or
+    :data:`~satcompress.broker.lsst.LSST_ALERT_COLUMNS` (LSST), one row per readable alert in
+    file order, every problem met, and the survey."""
 
     table: pd.DataFrame
     problems: tuple[AlertProblem, ...]
+    survey: str = "ztf"
 
 
 class _AlertError(ValueError):
@@ -231,14 +240,22 @@ def _avro_records(path: Path) -> Iterator[Any]:
 
 
 def _parquet_records(path: Path) -> Iterator[Any]:
+    """The alerts of a ZTF or (with a ``diaSource`` column) an LSST alert table."""
     import pyarrow.parquet as pq  # noqa: PLC0415
 
-    names = pq.read_schema(path).names
-    missing = [name for name in _PARQUET_COLUMNS if name not in names]
-    if missing:
-        raise _AlertError(f"it has no column(s) {missing}; a ZTF alert table has "
-                          f"{list(_PARQUET_COLUMNS)} (it has {names[:12]}...)")
-    yield from pq.read_table(path, columns=list(_PARQUET_COLUMNS)).to_pylist()
+    from satcompress.broker.lsst import parquet_columns  # noqa: PLC0415 (lsst imports this module)
+
+    schema = pq.read_schema(path)
+    if "diaSource" in schema.names:
+        columns = parquet_columns(schema)
+    else:
+        missing = [name for name in _PARQUET_COLUMNS if name not in schema.names]
+        if missing:
+            raise _AlertError(f"it has no column(s) {missing}; a ZTF alert table has "
+                              f"{list(_PARQUET_COLUMNS)}, an LSST one diaSource and "
+                              f"prvDiaSources (it has {schema.names[:12]}...)")
+        columns = list(_PARQUET_COLUMNS)
+    yield from pq.read_table(path, columns=columns).to_pylist()
 
 
 def alert_files(paths: Iterable[str | Path]) -> list[Path]:
@@ -270,39 +287,85 @@ def alert_files(paths: Iterable[str | Path]) -> list[Path]:
     return files
 
 
-def _empty_table() -> pd.DataFrame:
-    return pd.DataFrame({name: pd.Series(dtype=object) for name in ALERT_COLUMNS})
+def record_survey(record: Any) -> str | None:
+    """The survey of an alert packet from its fields: ``"ztf"`` (``candidate``), ``"lsst"``
+    (``diaSource``) or None (neither)."""
+    if isinstance(record, Mapping):
+        if "candidate" in record:
+            return "ztf"
+        if "diaSource" in record:
+            return "lsst"
+    return None
 
 
-def read_alerts(paths: Iterable[str | Path]) -> Alerts:
-    """Read and flatten ZTF alerts from Avro and Parquet files (or folders of them).
+def _problem(path: Path, index: int, record: Any, message: str) -> AlertProblem:
+    """An unreadable alert, with the ids it has (ZTF ``objectId``/``candid``, LSST
+    ``diaObjectId``/``diaSourceId``)."""
+    ids = record if isinstance(record, Mapping) else {}
+    source = ids.get("diaSource")
+    if isinstance(source, Mapping):
+        object_id = source.get("diaObjectId")
+        ids = {"objectId": None if object_id is None else str(object_id),
+               "candid": source.get("diaSourceId")}  # fmt: skip
+    candid = ids.get("candid")
+    return AlertProblem(str(path), index, ids.get("objectId"),
+                        candid if isinstance(candid, int) else None, message)  # fmt: skip
 
-    Every alert read becomes a row of the table; every alert or file that cannot be read
-    becomes an :class:`AlertProblem` (the alerts of a file read before a decoding error are
-    kept). Nothing is dropped without a trace.
+
+def read_alerts(paths: Iterable[str | Path], survey: str = AUTO) -> Alerts:
+    """Read and flatten ZTF or LSST alerts from Avro and Parquet files (or folders of them).
+
+    ``survey`` is ``"ztf"``, ``"lsst"`` or ``"auto"``: the survey of the first alert read
+    (:func:`record_survey`). A run reads one survey: a file whose first alert is of the other
+    one is a problem. Every alert read becomes a row of the table (:data:`ALERT_COLUMNS` or
+    :data:`~satcompress.broker.lsst.LSST_ALERT_COLUMNS`); every alert or file that cannot be
+    read becomes an :class:`AlertProblem` (the alerts of a file read before a decoding error
+    are kept). Nothing is dropped without a trace.
+
+    Raises
+    ------
+    ValueError
+        If ``survey`` is not one of :data:`SURVEYS` or ``"auto"``; see also
+        :func:`alert_files`.
     """
+    from satcompress.broker import lsst  # noqa: PLC0415 (lsst imports this module)
+
+    if survey not in (*SURVEYS, AUTO):
+        raise ValueError(f"Unknown survey {survey!r}; choose one of {[*SURVEYS, AUTO]}.")
+    readers = {"ztf": (flatten_alert, ALERT_COLUMNS),
+               "lsst": (lsst.flatten_lsst_alert, lsst.LSST_ALERT_COLUMNS)}  # fmt: skip
+    chosen = None if survey == AUTO else survey
     rows, problems = [], []
     for path in alert_files(paths):
         records = _avro_records(path) if path.suffix == ".avro" else _parquet_records(path)
         index = -1
         try:
             for index, record in enumerate(records):
+                found = record_survey(record)
+                chosen = chosen or found
+                if index == 0 and found not in (None, chosen):
+                    fix = (f"pass --survey {found} (or auto)" if survey != AUTO else
+                           "classify each survey in its own run")  # fmt: skip
+                    problems.append(AlertProblem(str(path), None, None, None,
+                                                 f"it holds {found.upper()} alerts, not "
+                                                 f"{chosen.upper()} ones: {fix}"))  # fmt: skip
+                    break
                 try:
-                    rows.append(flatten_alert(record))
+                    rows.append(readers[chosen or "ztf"][0](record))
                 except _AlertError as error:
-                    ids = record if isinstance(record, Mapping) else {}
-                    candid = ids.get("candid")
-                    problems.append(AlertProblem(
-                        str(path), index, ids.get("objectId"),
-                        candid if isinstance(candid, int) else None, str(error)))  # fmt: skip
+                    problems.append(_problem(path, index, record, str(error)))
         except Exception as error:  # noqa: BLE001 (any decoder failure is reported, not raised)
             read = f" after {index + 1} alert(s)" if index >= 0 else ""
             problems.append(AlertProblem(str(path), None, None, None,
                                          f"cannot read the file{read}: {error}"))
-    table = pd.DataFrame(rows, columns=list(ALERT_COLUMNS)) if rows else _empty_table()
-    if rows:
-        table["candid"] = table["candid"].astype(np.int64)
-    return Alerts(table, tuple(problems))
+    chosen = chosen or "ztf"
+    columns = readers[chosen][1]
+    table = pd.DataFrame(rows, columns=list(columns)) if rows else pd.DataFrame(
+        {name: pd.Series(dtype=object) for name in columns})
+    for name in ("candid", "ssObjectId"):
+        if rows and name in table:
+            table[name] = table[name].astype(np.int64)
+    return Alerts(table, tuple(problems), chosen)
 
 
 def bundled_alert_paths() -> list[Path]:

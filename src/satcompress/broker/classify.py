@@ -37,6 +37,7 @@ import pandas as pd
 
 from satcompress import runtime
 from satcompress.broker.alerts import AlertProblem, Alerts, SelectionCuts, cut_reasons, light_curves
+from satcompress.broker.lsst import lsst_cut_reasons, lsst_light_curves, table_survey
 from satcompress.tasks.lightcurves import (
     N_GP_CHANNELS,
     PREPROCESSING_VERSION,
@@ -72,6 +73,9 @@ REASON = "reason"
 """Null for a classified alert; otherwise why it has no probabilities."""
 UNPARSEABLE = "unparseable"
 _TRANSIENTS = "transients"
+_SURVEY_READERS = {"ztf": (cut_reasons, light_curves),
+                   "lsst": (lsst_cut_reasons, lsst_light_curves)}  # fmt: skip
+"""Per survey (:func:`~satcompress.broker.lsst.table_survey`): its cuts and light curves."""
 
 
 def probability_column(class_name: str) -> str:
@@ -123,7 +127,7 @@ class Classifier(NamedTuple):
     sha256: str
 
 
-_CLASSIFIERS: dict[str, Classifier] = {}
+_CLASSIFIERS: dict[tuple[str, str], Classifier] = {}
 ALERT_HYPERPARAMETER_SEARCH = "grid"
 """The GP hyperparameter search the broker runs on alerts, whatever the training data used:
 the batched grid, 8x faster per alert than L-BFGS-B. Inputs differ slightly (median largest
@@ -131,24 +135,27 @@ difference 0.002 of the peak flux on the bundled alerts) but a fixed compressed 
 weighted log loss on the test objects is the same within 0.0003 (benchmarks/README.md)."""
 
 
-def load_classifier(source: str | os.PathLike | bytes) -> Classifier:
-    """Load (once per process) and check a transient artifact from a path or its bytes.
+def load_classifier(source: str | os.PathLike | bytes, backend: str = "numpy") -> Classifier:
+    """Load (once per process) and check a transient artifact from a path or its bytes, on the
+    runtime ``backend`` (``numpy`` or ``c``, see :func:`satcompress.runtime.load`).
 
-    Cached by the SHA-256 of the bytes, so a Spark executor loads the artifact once however
-    many batches it classifies, and a file replaced on disk is loaded again.
+    Cached by the SHA-256 of the bytes (and the backend), so a Spark executor loads the
+    artifact once however many batches it classifies, and a file replaced on disk is loaded
+    again.
 
     Raises
     ------
     ValueError
         If the artifact is not a transient classifier of this preprocessing (see
-        :func:`preprocessing_config`) or its input shape does not fit it.
+        :func:`preprocessing_config`) or its input shape does not fit it, or ``backend`` is
+        neither ``numpy`` nor ``c``.
     satcompress.artifact.ArtifactError, satcompress.runtime.GraphError
         If the file is corrupted or its graph cannot run.
     """
     content = source if isinstance(source, (bytes, bytearray)) else Path(source).read_bytes()
     sha256 = hashlib.sha256(content).hexdigest()
-    if sha256 not in _CLASSIFIERS:
-        loaded = runtime.load(bytes(content))
+    if (sha256, backend) not in _CLASSIFIERS:
+        loaded = runtime.load(bytes(content), backend=backend)
         config = dataclasses.replace(preprocessing_config(loaded.metadata),
                                      hyperparameter_search=ALERT_HYPERPARAMETER_SEARCH)
         expected = (config.n_timesteps, N_GP_CHANNELS)
@@ -159,8 +166,8 @@ def load_classifier(source: str | os.PathLike | bytes) -> Classifier:
         if not loaded.class_names:
             raise ValueError("The artifact's metadata has no class_names; rebuild it with "
                              "satcompress.pipeline.flight.task_metadata.")
-        _CLASSIFIERS[sha256] = Classifier(loaded, config, loaded.class_names, sha256)
-    return _CLASSIFIERS[sha256]
+        _CLASSIFIERS[sha256, backend] = Classifier(loaded, config, loaded.class_names, sha256)
+    return _CLASSIFIERS[sha256, backend]
 
 
 def predict_probabilities(model: runtime.Runtime, x: np.ndarray) -> np.ndarray:
@@ -187,15 +194,19 @@ class PreprocessedAlerts(NamedTuple):
 def preprocess_alerts(
     table: pd.DataFrame, config: PreprocessingConfig, cuts: SelectionCuts
 ) -> PreprocessedAlerts:
-    """Cuts, light curves and the task's GP preprocessing of flattened alerts (one GP per alert)."""
-    reasons = cut_reasons(table, cuts)
+    """Cuts, light curves and the task's GP preprocessing of flattened ZTF or LSST alerts (one
+    GP per alert; the survey is recognised from the table's columns)."""
+    survey = table_survey(table)
+    survey_cuts, survey_curves = _SURVEY_READERS[survey]
+    reasons = survey_cuts(table, cuts)
     candidates = np.flatnonzero(pd.isna(reasons))
     keys = [f"{row:012d}" for row in candidates]  # object_curves sorts by key: row order
-    curves = light_curves(table.iloc[candidates], keys)
-    detected = dict(zip(keys, object_curves(curves)[0] if len(curves) else []))
+    curves = survey_curves(table.iloc[candidates], keys)
+    found = object_curves(curves)[0] if len(curves) else []
+    detected = {curve.object_id: curve for curve in found}  # by key: some rows have no point
     none = np.zeros(0)
-    objects = [detected.get(key) or ObjectCurve(key, "ztf", none, none.astype(str), none, none)
-               for key in keys]  # no g/r detection: the preprocessing gives the reason
+    objects = [detected.get(key) or ObjectCurve(key, survey, none, none.astype(str), none, none)
+               for key in keys]  # no detection: the preprocessing gives the reason
     results = interpolate_objects(objects, config)
     kept = []
     for row, result in zip(candidates, results):
@@ -212,7 +223,8 @@ def classify_table(
     table: pd.DataFrame, classifier: Classifier, cuts: SelectionCuts = SelectionCuts()  # noqa: B008
 ) -> pd.DataFrame:
     """Class probabilities of flattened alerts (rows of
-    :data:`~satcompress.broker.alerts.ALERT_COLUMNS`; the ids are not needed).
+    :data:`~satcompress.broker.alerts.ALERT_COLUMNS` or
+    :data:`~satcompress.broker.lsst.LSST_ALERT_COLUMNS`; the ids are not needed).
 
     Returns one row per input row, in order, with :func:`result_columns`: the probabilities
     and predicted class of the alerts that pass every cut, and for the others null

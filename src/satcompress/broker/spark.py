@@ -16,18 +16,29 @@ package) and distributed as a DataFrame of
 :data:`~satcompress.broker.alerts.ALERT_COLUMNS`.
 
 ``local[*]`` runs Spark embedded in this process (Java 17 needed); ``spark://host:7077``
-submits to a standalone cluster, whose workers need the same satcompress installed.
+submits to a standalone cluster, whose workers need the same satcompress installed: the
+executors run the interpreter the driver's ``PYSPARK_PYTHON`` names (this one by default), so
+it must exist at the same path on every worker. :func:`standalone_cluster` starts a master and
+workers on this machine (the tests and ``benchmarks/spark_cluster.py`` use it).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
 import sys
+import time
+import urllib.request
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import pandas as pd
 
@@ -47,11 +58,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MASTER",
+    "EngineChoice",
+    "EngineCosts",
     "alert_schema",
     "classification_udf",
+    "choose_engine",
     "classify_alerts_spark",
+    "local_cores",
     "result_schema",
     "spark_session",
+    "standalone_cluster",
 ]
 
 DEFAULT_MASTER = "local[*]"
@@ -74,12 +90,23 @@ def spark_session(master: str = DEFAULT_MASTER,
                   app_name: str = "satcompress-broker") -> SparkSession:
     """A SparkSession for the broker: Arrow transfers on, no web UI, few shuffle partitions.
 
-    For a ``local`` master the Python workers run this interpreter (so they import the same
-    satcompress; ``PYSPARK_PYTHON`` is set to it if unset); on a cluster they run the workers'
-    ``PYSPARK_PYTHON``.
+    The executors' Python workers run this interpreter (``PYSPARK_PYTHON`` is set to it if
+    unset), so on a cluster it must exist at the same path, with satcompress, on every worker.
+
+    Raises
+    ------
+    ValueError
+        If this process already runs a SparkSession on another master (Spark would silently
+        reuse it).
     """
     from pyspark.sql import SparkSession  # noqa: PLC0415
 
+    running = SparkSession.getActiveSession()
+    if running is not None and running.sparkContext.master != master:
+        raise ValueError(f"This process already runs Spark on master "
+                         f"{running.sparkContext.master!r}; stop that session (session.stop()) "
+                         f"before starting one on {master!r}.")
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = (
         SparkSession.builder.master(master)
         .appName(app_name)
@@ -90,13 +117,164 @@ def spark_session(master: str = DEFAULT_MASTER,
         .config("spark.sql.execution.arrow.pyspark.fallback.enabled", "false")
     )
     if master.startswith("local"):
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         builder = builder.config("spark.pyspark.python", sys.executable).config(
             "spark.pyspark.driver.python", sys.executable)
     with _without_pandas_version_notice():
         session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     return session
+
+
+def _free_port() -> int:
+    """A TCP port on 127.0.0.1 free right now (the OS's choice)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _master_state(web_port: int) -> dict | None:
+    """The standalone master's state (its web UI's JSON), or None while it does not answer."""
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
+    try:
+        with direct.open(f"http://127.0.0.1:{web_port}/json/", timeout=2) as response:
+            return json.load(response)
+    except (OSError, ValueError):
+        return None
+
+
+def _stop(process: subprocess.Popen, grace_s: float = 15.0) -> None:
+    """Stop a daemon and what it started (its own process group): SIGTERM, then SIGKILL."""
+    for sent in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sent)
+        try:
+            process.wait(grace_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@contextlib.contextmanager
+def standalone_cluster(folder: str | os.PathLike, workers: int = 1, cores: int = 1,
+                       memory: str = "1g", timeout_s: float = 120.0) -> Iterator[str]:
+    """Run a Spark standalone master and ``workers`` workers (``cores`` cores and ``memory``
+    each) on 127.0.0.1, on free ports, with their logs and work folders under ``folder``;
+    yield the master URL (``spark://127.0.0.1:PORT``) once every worker has registered.
+
+    The daemons are PySpark's own (``bin/spark-class``); they and the executors they start are
+    stopped on exit, also when the block raises. A session on this machine
+    (``spark_session(url)``) needs nothing more.
+
+    Raises
+    ------
+    RuntimeError
+        If Java is missing, or a daemon exits or the workers have not registered within
+        ``timeout_s`` (the message holds the end of its log).
+    """
+    import pyspark  # noqa: PLC0415
+
+    if not os.environ.get("JAVA_HOME") and shutil.which("java") is None:
+        raise RuntimeError("Spark needs Java 17: install it (apt-get install "
+                           "openjdk-17-jre-headless) or set JAVA_HOME.")
+    home = Path(pyspark.__file__).parent
+    folder = Path(folder)
+    (folder / "logs").mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "SPARK_HOME": str(home), "SPARK_LOG_DIR": str(folder / "logs"),
+           "SPARK_LOCAL_DIRS": str(folder / "scratch"),
+           "PYSPARK_PYTHON": os.environ.get("PYSPARK_PYTHON", sys.executable)}
+    port, web_port = _free_port(), _free_port()
+    url = f"spark://127.0.0.1:{port}"
+    commands = {"master": ["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
+                           "--port", str(port), "--webui-port", str(web_port)]}
+    for index in range(workers):
+        commands[f"worker-{index}"] = [
+            "org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1",
+            "--cores", str(cores), "--memory", memory, "--webui-port", str(_free_port()),
+            "--work-dir", str(folder / f"worker-{index}")]
+    started: dict[str, subprocess.Popen] = {}
+    try:
+        for name, arguments in commands.items():
+            with open(folder / "logs" / f"{name}.log", "wb") as log:
+                started[name] = subprocess.Popen([str(home / "bin" / "spark-class"), *arguments],
+                                                 env=env, stdout=log, stderr=subprocess.STDOUT,
+                                                 stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            state = _master_state(web_port) or {}
+            alive = [w for w in state.get("workers", []) if w.get("state") == "ALIVE"]
+            if state.get("status") == "ALIVE" and len(alive) == workers:
+                break
+            exited = [name for name, process in started.items() if process.poll() is not None]
+            if exited or time.monotonic() > deadline:
+                name = exited[0] if exited else (
+                    "worker-0" if state.get("status") == "ALIVE" else "master")
+                why = ("exited" if exited else f"was not ready after {timeout_s:g} s "
+                       f"({len(alive)} of {workers} workers registered)")
+                log = folder / "logs" / f"{name}.log"
+                raise RuntimeError(f"Spark standalone {name} {why}; end of its log ({log}):\n"
+                                   f"{log.read_text(errors='replace')[-2000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        for process in reversed(started.values()):
+            _stop(process)
+
+
+class EngineCosts(NamedTuple):
+    """What classifying alerts costs on each engine (seconds), as measured by
+    ``benchmarks/spark_cluster.py`` (benchmarks/README.md, "Spark standalone cluster and
+    streaming"); reading the alert files is not counted: the driver reads them for either
+    engine."""
+
+    spark_start_s: float = 22.0
+    """Spark's start-up: the session (a JVM) and its first job (the Python workers)."""
+    per_alert_s: float = 4.0e-5
+    """Selection cuts and bookkeeping per alert, on one core."""
+    per_candidate_s: float = 5.8e-4
+    """Light curve + GP + model per alert that passes the age and solar-system cuts, on one
+    core."""
+    spark_driver_per_alert_s: float = 1.0e-4
+    """Spark's work per alert on the driver (the table to Arrow and to the executors, the
+    results back), which the cores do not share."""
+    spark_executor_per_alert_s: float = 1.1e-4
+    """Spark's work per alert on the executors (Arrow to pandas and back around the UDF),
+    shared by the cores."""
+
+
+class EngineChoice(NamedTuple):
+    """The engine :func:`choose_engine` picked and the predicted seconds of each."""
+
+    spark: bool
+    in_process_s: float
+    spark_s: float
+
+
+def local_cores(master: str) -> int:
+    """The cores a ``local``, ``local[K]`` or ``local[*]`` master runs on.
+
+    Raises
+    ------
+    ValueError
+        If ``master`` is not a local one.
+    """
+    match = re.fullmatch(r"local(?:\[(\*|\d+)(?:,\s*\d+)?\])?", master)
+    if match is None:
+        raise ValueError(f"{master!r} is not a local Spark master (local, local[K], local[*]).")
+    threads = match.group(1)
+    return len(os.sched_getaffinity(0)) if threads == "*" else int(threads or 1)
+
+
+def choose_engine(alerts: int, candidates: int, cores: int,
+                  costs: EngineCosts = EngineCosts()) -> EngineChoice:  # noqa: B008 (immutable)
+    """The faster engine for ``alerts`` alerts of which ``candidates`` pass the age and
+    solar-system cuts: one core in process, or Spark on ``cores`` cores (start-up, the
+    driver's share, then the executors' share and the classification divided among the
+    cores)."""
+    in_process = alerts * costs.per_alert_s + candidates * costs.per_candidate_s
+    shared = in_process + alerts * costs.spark_executor_per_alert_s
+    on_spark = (costs.spark_start_s + alerts * costs.spark_driver_per_alert_s
+                + shared / max(cores, 1))
+    return EngineChoice(on_spark < in_process, in_process, on_spark)
 
 
 def alert_schema() -> StructType:
@@ -129,10 +307,12 @@ def result_schema(class_names: tuple[str, ...]) -> StructType:
 
 def classification_udf(
     spark: SparkSession,
-    artifact: str | os.PathLike,
+    artifact: str | os.PathLike | bytes,
     cuts: SelectionCuts = SelectionCuts(),  # noqa: B008 (frozen, immutable)
+    backend: str = "numpy",
 ) -> Callable[..., Column]:
-    """A pandas UDF classifying alerts with ``artifact``: call it on the columns
+    """A pandas UDF classifying alerts with ``artifact`` (a path or its bytes) on the runtime
+    ``backend`` (``numpy`` or ``c``: compiled on each executor's host): call it on the columns
     ``jd, jdstarthist, ssdistnr, ssmagnr, cjd, cfid, cmagpsf, csigmapsf``; it returns a struct of
     :func:`result_schema`.
 
@@ -140,7 +320,7 @@ def classification_udf(
     """
     from pyspark.sql.functions import pandas_udf  # noqa: PLC0415
 
-    content = Path(artifact).read_bytes()
+    content = artifact if isinstance(artifact, bytes) else Path(artifact).read_bytes()
     classifier = load_classifier(content)
     shared = spark.sparkContext.broadcast(content)
 
@@ -149,7 +329,7 @@ def classification_udf(
                  csigmapsf: pd.Series) -> pd.DataFrame:  # fmt: skip
         columns = (jd, jdstarthist, ssdistnr, ssmagnr, cjd, cfid, cmagpsf, csigmapsf)
         table = pd.DataFrame(dict(zip(_INPUT_COLUMNS, (c.reset_index(drop=True) for c in columns))))
-        return classify_table(table, load_classifier(shared.value), cuts)
+        return classify_table(table, load_classifier(shared.value, backend), cuts)
 
     return pandas_udf(classify, returnType=result_schema(classifier.class_names))
 
@@ -157,9 +337,10 @@ def classification_udf(
 def classify_alerts_spark(
     spark: SparkSession,
     table: pd.DataFrame,
-    artifact: str | os.PathLike,
+    artifact: str | os.PathLike | bytes,
     cuts: SelectionCuts = SelectionCuts(),  # noqa: B008 (frozen, immutable)
     partitions: int | None = None,
+    backend: str = "numpy",
 ) -> pd.DataFrame:
     """Classify a table of :data:`~satcompress.broker.alerts.ALERT_COLUMNS` with Spark.
 
@@ -167,11 +348,9 @@ def classify_alerts_spark(
     parallelism) and the results collected to the driver in the input order, with the same
     columns as :func:`satcompress.broker.classify.classify_alerts`.
     """
-    from pyspark.sql import functions as F  # noqa: PLC0415
-
     rows = table[list(ALERT_COLUMNS)].reset_index(drop=True)
     with _without_pandas_version_notice():
-        udf = classification_udf(spark, artifact, cuts)
+        udf = classification_udf(spark, artifact, cuts, backend)
         frame = spark.createDataFrame(rows.assign(**{_ROW: range(len(rows))}),
                                       alert_schema().add(_ROW, "long"))  # fmt: skip
         frame = frame.repartition(partitions or spark.sparkContext.defaultParallelism)
