@@ -57,11 +57,15 @@ def compile_many(sources: list[CSource], folder: Path) -> ctypes.CDLL:
 
 
 def run_compiled(library: ctypes.CDLL, source: CSource, x: np.ndarray) -> np.ndarray:
-    """Logits of every example of ``x`` from the compiled ``predict``."""
-    predict = getattr(library, f"{source.prefix}predict")
+    """Logits of every example of ``x`` from the compiled ``predict`` (``predict_uint8`` or
+    ``predict_int8`` for an already quantized ``x``)."""
+    getattr(library, f"{source.prefix}init")()
+    quantized = x.dtype in (np.uint8, np.int8)
+    predict = getattr(library, f"{source.prefix}predict"
+                      + (f"_{x.dtype.name}" if quantized else ""))
     predict.restype = ctypes.c_int
     predict.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-    x = np.ascontiguousarray(x, np.float32).reshape(len(x), -1)
+    x = np.ascontiguousarray(x, None if quantized else np.float32).reshape(len(x), -1)
     y = np.empty((len(x), source.output_size), np.float32)
     for row in range(len(x)):
         best = predict(x[row].ctypes.data, y[row].ctypes.data)

@@ -65,6 +65,17 @@ case("MatMulScaleSoftmax", (3, 4),
      [("Transpose", ["x"], ["t"], {"perm": [0, 2, 1]}), ("MatMul", ["x", "t"], ["m"], {}),
       ("Div", ["m", "d"], ["s"], {}), ("Softmax", ["s"], ["y"], {}), FLAT],
      {"d": np.float32(2.0)}, exact=False)
+# attention (MatMulScaleSoftmax, then the MatMul of its weights: generated together)
+case("attention", (2, 12, 6),
+     [("MatMul", ["x", "wv"], ["v"], {}), ("MatMul", ["x", "wk"], ["k"], {}),
+      ("Transpose", ["k"], ["kt"], {"perm": [0, 1, 3, 2]}), ("MatMul", ["x", "kt"], ["m"], {}),
+      ("Div", ["m", "d"], ["s"], {}), ("Softmax", ["s"], ["p"], {}),
+      ("MatMul", ["p", "v"], ["y"], {}), FLAT],
+     {"wv": _w(6, 13), "wk": _w(6, 6), "d": np.float32(2.5)}, exact=False)
+case("attention-stored-keys", (2, 12, 6),
+     [("MatMul", ["x", "kt"], ["m"], {}), ("Div", ["m", "d"], ["s"], {}),
+      ("Softmax", ["s"], ["p"], {}), ("MatMul", ["p", "v"], ["y"], {}), FLAT],
+     {"kt": _w(2, 6, 9), "v": _w(9, 5), "d": np.float32(1.5)}, exact=False)
 case("Gemm", (6,), [("Gemm", ["x", "w", "c"], ["logits"],
                      {"transB": 1, "alpha": 0.5, "beta": 2.0})],
      {"w": _w(4, 6), "c": _w(4)}, exact=False)
@@ -98,6 +109,12 @@ case("QuantConv", (2, 9), [("QuantizeLinear", ["x", "sx", "zx"], ["q"], {}),
                             {"kernel_shape": [3], "pads": [1, 1]}), FLAT],
      {**quantize, "w": RNG.integers(-7, 8, (4, 2, 3)).astype(np.int8),
       "sw": np.abs(_w(4)) * 0.1, "b": _w(4)})
+case("QuantConv-int8-after-transpose", (9, 2), [
+    ("Transpose", ["x"], ["t"], {"perm": [0, 2, 1]}),
+    ("QuantizeLinear", ["t", "sx", "zx"], ["q"], {}),
+    ("QuantConv", ["q", "sx", "zx", "w", "sw", "", "b"], ["y"], {"kernel_shape": [3]}), FLAT],
+    {"sx": np.float32(0.04), "zx": np.int8(-3), "w": RNG.integers(-7, 8, (4, 2, 3)).astype(
+        np.int8), "sw": np.abs(_w(4)) * 0.1, "b": _w(4)})
 case("MaxPool", (2, 7, 6), [("MaxPool", ["x"], ["y"], {"kernel_shape": [3, 2],
                                                       "pads": [1, 0, 1, 1], "strides": [2, 2]}),
                             FLAT])
@@ -208,6 +225,44 @@ def test_fused_operators_are_what_the_fusion_cases_run(compiled):
         node.op == "MatMulAdd" for node in built["MatMulAdd", True][0]._program)
     assert any(node.op == "MatMulScaleSoftmax"
                for node in built["MatMulScaleSoftmax", True][0]._program)
+
+
+def test_an_attentions_two_products_are_one_block(compiled):
+    built, _ = compiled
+    for name in ("attention", "attention-stored-keys"):
+        for compressed in (True, False):
+            flight, source = built[name, compressed]
+            assert [node.op for node in flight._program][-3:-1] == ["MatMulScaleSoftmax",
+                                                                    "MatMul"]
+            assert "computed with node" in source.source
+
+
+@pytest.mark.parametrize("compressed", [True, False], ids=["compressed", "dense"])
+@pytest.mark.parametrize("name", ["QuantGemm", "QuantConv", "QuantConv-int8-after-transpose"])
+def test_the_quantized_entry_point_gives_the_float_ones_logits(compiled, name, compressed):
+    built, library = compiled
+    flight, source = built[name, compressed]
+    tensors = CASES[name][2]
+    scale, zero = tensors["sx"], tensors["zx"]
+    grid = np.dtype(zero.dtype)
+    assert source.quantized_input == grid.name
+    macro = source.prefix.upper()
+    assert f"#define {macro}INPUT_ZERO_POINT {int(zero)}" in source.header
+    assert (f"int {source.prefix}predict_{grid.name}(const {grid.name}_t *input, float *output);"
+            in source.header)
+    x = np.random.default_rng(2).normal(0, 1.5, (6, *CASES[name][0])).astype(np.float32)
+    limits = np.iinfo(grid)
+    q = np.clip(np.rint(x * (np.float32(1) / scale)) + int(zero), limits.min, limits.max)
+    expected = run_compiled(library, source, x)
+    actual = run_compiled(library, source, q.astype(grid))
+    np.testing.assert_array_equal(actual.view(np.uint32), expected.view(np.uint32))
+
+
+def test_a_model_with_a_float_input_has_no_quantized_entry_point(compiled):
+    built, _ = compiled
+    for name in ("Gemm", "QuantGemm-weight-only", "attention"):
+        source = built[name, True][1]
+        assert source.quantized_input is None and "predict_" not in source.header
 
 
 def test_compressed_weights_take_less_flash_than_dense(compiled):

@@ -15,6 +15,7 @@ from satcompress.cli.app import app
 from satcompress.codegen import generate_c
 from satcompress.firmware import TARGETS, CRuntime, get_target, missing_tools
 from satcompress.firmware.emulate import run_firmware
+from satcompress.firmware.export import ram_for_tables
 from satcompress.firmware.host import build_host_library
 from satcompress.runtime import GRAPH_FORMAT
 
@@ -121,8 +122,29 @@ def test_export_c_refuses_an_unknown_target_or_prefix(artifact, tmp_path):
     assert result.exit_code == 2 and "not a C identifier" in result.output
 
 
+def test_export_c_decodes_weights_into_the_ram_left(artifact, tmp_path):
+    result = CliRunner().invoke(app, ["export-c", str(artifact), "--target", "samv71",
+                                      "--no-emulate", "--out", str(tmp_path / "ram")])
+    assert result.exit_code == 0, result.output
+    source = json.loads((tmp_path / "ram" / "firmware.json").read_text())["source"]
+    tables = source["ram_tables"]
+    assert {table["tensor"] for table in tables} == {"w0", "w2", "w3"}  # 16-value clustered
+    assert source["ram_table_bytes"] == 4 * WIDTH * (25 + 2 * WIDTH)
+    assert source["expected_speedup"] > 1 and "weights decoded into RAM" in result.output
+    header = (tmp_path / "ram" / "model.h").read_text()
+    assert f"RAM_TABLE_BYTES {source['ram_table_bytes']}" in header
+    for options in (["--no-ram-tables"], ["--ram-limit", "64KiB"]):  # no room past the stack
+        result = CliRunner().invoke(app, ["export-c", str(artifact), "--target", "samv71",
+                                          "--no-emulate", "--out", str(tmp_path / "flash"),
+                                          *options])
+        assert result.exit_code == 0, result.output
+        report = json.loads((tmp_path / "flash" / "firmware.json").read_text())
+        assert report["source"]["ram_tables"] == []
+
+
 def test_the_firmware_runs_on_qemu_with_the_host_builds_outputs(artifact, tmp_path):
-    """The one cross-built run: Cortex-M7 (mps2-an500), bit for bit the host build."""
+    """The one cross-built run: Cortex-M7 (mps2-an500), bit for bit the host build; with its
+    weights decoded into RAM at init, the same logits in fewer instructions."""
     samv71 = TARGETS["samv71"]
     lacking = missing_tools(samv71, emulate=True)
     if lacking:
@@ -142,3 +164,8 @@ def test_the_firmware_runs_on_qemu_with_the_host_builds_outputs(artifact, tmp_pa
     macs = 25 * WIDTH + 2 * WIDTH * WIDTH + 2 * WIDTH
     assert macs < report.instructions < 100 * macs  # an estimate to 40 instructions
     assert report.estimated_ms == pytest.approx(report.instructions / 300e3)
+    ram = generate_c(flight, compressed=True, ram_bytes=ram_for_tables(flight, samv71))
+    decoded = run_firmware(ram, samv71, x, tmp_path / "ram")
+    np.testing.assert_array_equal(decoded.logits.view(np.uint32), report.logits.view(np.uint32))
+    assert decoded.static_ram_bytes >= report.static_ram_bytes + ram.ram_table_bytes
+    assert decoded.instructions < report.instructions and decoded.init_instructions > 0

@@ -23,6 +23,11 @@ def export_c(
     emulate: bool = typer.Option(True, "--emulate/--no-emulate", help="Run the test firmware "
                                  "on QEMU (stack, instructions, agreement with the host build) "
                                  "when it is installed."),
+    ram_tables: bool = typer.Option(True, "--ram-tables/--no-ram-tables", help="Decode the "
+                                    "most read compressed weights into the RAM the target has "
+                                    "left after the arena (at init) instead of at every read."),
+    ram_limit: str = typer.Option("", help="RAM the firmware may take in all, e.g. 64KiB "
+                                  "(default: the target's RAM); limits the RAM tables."),
 ) -> None:
     """Generate ARTIFACT's C99 library (one predict function, static arena, const weights)
     for a target; build and measure its firmware where the cross toolchain is installed."""
@@ -32,13 +37,16 @@ def export_c(
     from satcompress.firmware import ToolchainError, get_target
     from satcompress.firmware.export import FIRMWARE_JSON
     from satcompress.firmware.export import export_c as export
+    from satcompress.pipeline.budget import parse_bytes
     from satcompress.report import rich_table
 
     try:
         profile = get_target(target)
+        limit = parse_bytes(ram_limit) if ram_limit else None
         flight = runtime.load(artifact)
         with console.status(f"generating C for {profile.name}"):
-            report = export(flight, profile, out, prefix=prefix, emulate=emulate)
+            report = export(flight, profile, out, prefix=prefix, emulate=emulate,
+                            ram_tables=ram_tables, ram_limit=limit)
     except FileNotFoundError:
         fail(f"Artifact {artifact} does not exist.")
     except (ArtifactError, CodegenError, ToolchainError, ValueError) as error:

@@ -17,23 +17,25 @@ __all__ = ["Constants", "Block", "HELPERS"]
 
 HELPERS = {
     "exp": """/* exp(x) for float x: Cephes' expf polynomial (error below 1 ulp on [-87, 88],
-   clamped outside), branch-free so that compilers vectorise it; the same bits on every
-   target. Rounds x / ln 2 to the nearest integer by adding and subtracting 1.5 * 2^23. */
-static float {name}(float x)
+   clamped outside; 0.98 ulp at most, checked on every float), branch-free so that compilers
+   vectorise it; fused multiply-adds (C99 fmaf, exact everywhere) in the range reduction and
+   the Horner steps: the same bits on every target. Rounds x / ln 2 to the nearest integer by
+   adding and subtracting 1.5 * 2^23. Inline: a call in a loop would stop it vectorising. */
+static inline float {name}(float x)
 {{
     float n, r, p, scale;
     int32_t bits;
     x = x > -87.0f ? x : -87.0f;
     x = x < 88.0f ? x : 88.0f;
-    n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    r = x - n * 0.693359375f;
-    r = r + n * 2.12194440e-4f;
+    n = fmaf(x, 1.44269504088896341f, 12582912.0f) - 12582912.0f;
+    r = fmaf(n, -0.693359375f, x);
+    r = fmaf(n, 2.12194440e-4f, r);
     p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
+    p = fmaf(p, r, 1.3981999507e-3f);
+    p = fmaf(p, r, 8.3334519073e-3f);
+    p = fmaf(p, r, 4.1665795894e-2f);
+    p = fmaf(p, r, 1.6666665459e-1f);
+    p = fmaf(p, r, 5.0000001201e-1f);
     p = p * (r * r) + r + 1.0f;
     bits = ((int32_t)n + 127) << 23;
     memcpy(&scale, &bits, sizeof scale);
@@ -46,11 +48,14 @@ function name); each is written once, only when used."""
 
 
 class Constants:
-    """The constant arrays the generated code reads, each declared once, named by prefix."""
+    """The constant arrays the generated code reads, each declared once, named by prefix;
+    the compressed arrays whose slots are in ``ram`` get a RAM table (decoded at init)."""
 
-    def __init__(self, prefix: str, compressed: bool) -> None:
-        self.prefix, self.compressed = prefix, compressed
+    def __init__(self, prefix: str, compressed: bool,
+                 ram: frozenset[tuple[str, str]] = frozenset()) -> None:
+        self.prefix, self.compressed, self.ram = prefix, compressed, ram
         self.arrays: dict[tuple[str, str], ConstantArray] = {}
+        """(tensor, layout variant) -> its array."""
         self.helpers: dict[str, str] = {}
 
     def helper(self, key: str) -> str:
@@ -65,12 +70,23 @@ class Constants:
         slot = (key, variant + ("d" if dense else ""))
         if slot not in self.arrays:
             name = f"{self.prefix}k{len(self.arrays)}"
-            self.arrays[slot] = constant_array(name, values, self.compressed and not dense)
+            array = constant_array(name, values, self.compressed and not dense)
+            self.arrays[slot] = array.in_ram() if slot in self.ram else array
         return self.arrays[slot]
 
     @property
     def flash_bytes(self) -> int:
         return sum(array.flash_bytes for array in self.arrays.values())
+
+    @property
+    def ram_bytes(self) -> int:
+        """Bytes of the RAM tables."""
+        return sum(array.ram_bytes for array in self.arrays.values() if array.ram)
+
+    def init_text(self) -> str:
+        """The statements of the init function: every RAM table decoded."""
+        return "".join(f"    {array.init_text('i')}\n" for array in self.arrays.values()
+                       if array.ram)
 
     def declarations(self) -> str:
         helpers = "".join(HELPERS[key].format(name=name) + "\n"
@@ -85,7 +101,9 @@ class Block:
         self.program, self.constants, self.arena = program, constants, arena
         self.lines: list[str] = []
         self.pointers: dict[str, str] = {}
-        self.declared: list[str] = []
+        self.parameters: list[tuple[str, str, str]] = []
+        """(value name, pointed-to type, pointer name) of every value the block reads or
+        writes through a pointer."""
         self._depth = 1
         self._names = count()
 
@@ -99,16 +117,18 @@ class Block:
         if name in self.pointers:
             return self.pointers[name]
         value = self.value(name)
-        ctype = c_type(value.dtype)
         pointer = f"p{len(self.pointers)}"
-        if value.kind == "input":
-            source = "input"
-        else:
-            source = f"({ctype} *)(void *)({self.arena} + {value.offset})"
         qualifier = "" if writable else "const "
-        self.declared.append(f"{qualifier}{ctype} *const {pointer} = {source};")
+        self.parameters.append((name, f"{qualifier}{c_type(value.dtype)}", pointer))
         self.pointers[name] = pointer
         return pointer
+
+    def _span(self, name: str) -> tuple[int, int]:
+        """The bytes of an arena value ([start, end); the input takes none of the arena's)."""
+        value = self.value(name)
+        if value.kind != "arena":
+            return (-1, -1)
+        return (value.offset, value.offset + value.size * np.dtype(value.dtype).itemsize)
 
     def reader(self, name: str, variant: str = "", values: np.ndarray | None = None,
                dense: bool = False) -> Callable[[str], str]:
@@ -161,7 +181,22 @@ class Block:
         for _ in range(opened):
             self.close()
 
-    def text(self, title: str) -> str:
-        inner = ["        " + declaration for declaration in self.declared]
-        inner += ["    " + line for line in self.lines]
-        return "    /* " + title + " */\n    {\n" + "\n".join(inner) + "\n    }\n"
+    def function(self, name: str, title: str) -> tuple[str, str]:
+        """(definition, call) of the block as the static function ``name``: its values'
+        pointers are parameters, ``restrict`` where no other value of the block shares their
+        bytes (the buffer plan gives the values one node reads and writes bytes of their own;
+        an attention's two nodes may reuse them), which lets compilers vectorise loops that
+        read one value and write another."""
+        spans = {value: self._span(value) for value, _, _ in self.parameters}
+        declarations, arguments = [], []
+        for value, ctype, pointer in self.parameters:
+            start, end = spans[value]
+            shared = any(other != value and start < other_end and other_start < end
+                         for other, (other_start, other_end) in spans.items())
+            declarations.append(f"{ctype} *{'' if shared else 'restrict '}{pointer}")
+            kind = self.value(value).kind
+            arguments.append("input" if kind == "input" else
+                             f"({ctype.removeprefix('const ')} *)(void *)({self.arena} + {start})")
+        body = "\n".join(self.lines)
+        return (f"/* {title} */\nstatic void {name}({', '.join(declarations) or 'void'})\n{{\n"
+                f"{body}\n}}\n\n", f"    {name}({', '.join(arguments)});\n")

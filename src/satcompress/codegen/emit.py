@@ -4,8 +4,10 @@ Constants are ``static const`` arrays (flash on a microcontroller). With ``compr
 float tensor with at most 16 distinct values is stored as its codebook and 4-bit indices
 (two per byte), one with at most 256 as a codebook and byte indices, and an int8 tensor with
 values in [-8, 7] as 4-bit values: each element is decoded where it is read (one table
-look-up, a shift and a mask), so the weights never take RAM. Otherwise arrays are stored
-dense in their own type.
+look-up, a shift and a mask), so the weights never take RAM; or, for a compressed array
+given a RAM table (:meth:`ConstantArray.in_ram`), decoded once into a static array by the
+library's init function and read from there. Otherwise arrays are stored dense in their own
+type.
 
 Torch-free: part of the flight path.
 """
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -25,6 +27,10 @@ C_TYPES = {"float32": "float", "float64": "double", "int8": "int8_t", "uint8": "
            "int16": "int16_t", "uint16": "uint16_t", "int32": "int32_t", "uint32": "uint32_t",
            "int64": "int64_t", "bool": "uint8_t"}
 """NumPy dtype name -> C type of its elements (a bool is one byte, 0 or 1)."""
+
+_C_SIZES = {"float": 4, "double": 8, "int8_t": 1, "uint8_t": 1, "int16_t": 2, "uint16_t": 2,
+            "int32_t": 4, "uint32_t": 4, "int64_t": 8}
+"""Bytes of each C element type of :data:`C_TYPES`."""
 
 _PER_LINE = 12
 _MIN_COMPRESSED = 64
@@ -74,16 +80,27 @@ def _array_text(name: str, values: np.ndarray, dtype: np.dtype) -> str:
 class ConstantArray:
     """A constant as stored in C: its declarations, flash bytes and how to read element ``i``.
 
-    ``form`` is ``dense``, ``codebook4``, ``codebook8`` or ``int4``.
+    ``form`` is ``dense``, ``codebook4``, ``codebook8`` or ``int4``; ``ctype`` the C type of
+    an element, ``size`` the number of elements; ``ram``: decoded into the static array
+    ``NAME_ram`` at init and read from there.
     """
 
     name: str
     form: str
     declarations: str
     flash_bytes: int
+    ctype: str = "float"
+    size: int = 0
+    ram: bool = False
 
     def at(self, i: str) -> str:
         """C expression of element ``i`` (a C expression of the flat index)."""
+        if self.ram:
+            return f"{self.name}_ram[{i}]"
+        return self.decoded(i)
+
+    def decoded(self, i: str) -> str:
+        """C expression of element ``i`` read from flash (decoded where compressed)."""
         if self.form == "dense":
             return f"{self.name}[{i}]"
         if self.form == "codebook8":
@@ -92,6 +109,24 @@ class ConstantArray:
         if self.form == "codebook4":
             return f"{self.name}_cb[{nibble}]"
         return f"((int8_t)({nibble} - 8))"  # int4
+
+    @property
+    def ram_bytes(self) -> int:
+        """Bytes of the decoded array (the RAM table it would take)."""
+        return self.size * _C_SIZES[self.ctype]
+
+    def in_ram(self) -> ConstantArray:
+        """This compressed array with a RAM table: decoded once by :meth:`init_text`."""
+        if self.form == "dense":
+            raise ValueError(f"{self.name} is stored dense; only a compressed array gets a "
+                             "RAM table.")
+        table = f"static {self.ctype} {self.name}_ram[{self.size}];\n"
+        return replace(self, declarations=self.declarations + table, ram=True)
+
+    def init_text(self, i: str) -> str:
+        """The statement decoding every element into the RAM table (loop variable ``i``)."""
+        return (f"for (int {i} = 0; {i} < {self.size}; ++{i}) "
+                f"{self.name}_ram[{i}] = {self.decoded(i)};")
 
 
 def _nibbles(indices: np.ndarray) -> np.ndarray:
@@ -115,12 +150,15 @@ def constant_array(name: str, values: np.ndarray, compressed: bool) -> ConstantA
             if exact and table.nbytes + packed.nbytes < values.nbytes:
                 text = (_array_text(f"{name}_cb", table, dtype)
                         + _array_text(f"{name}_ix", packed, np.dtype(np.uint8)))
-                return ConstantArray(name, form, text, table.nbytes + packed.nbytes)
+                return ConstantArray(name, form, text, table.nbytes + packed.nbytes,
+                                     c_type(dtype), values.size)
         elif dtype == np.int8 and values.min() >= -8 and values.max() <= 7:
             packed = _nibbles(values.astype(np.int16) + 8)
             return ConstantArray(name, "int4", _array_text(f"{name}_ix", packed,
-                                                           np.dtype(np.uint8)), packed.nbytes)
-    return ConstantArray(name, "dense", _array_text(name, values, dtype), values.nbytes)
+                                                           np.dtype(np.uint8)), packed.nbytes,
+                                 "int8_t", values.size)
+    return ConstantArray(name, "dense", _array_text(name, values, dtype), values.nbytes,
+                         c_type(dtype), values.size)
 
 
 def strides(shape: Sequence[int]) -> tuple[int, ...]:

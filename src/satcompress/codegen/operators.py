@@ -11,18 +11,23 @@ with all shapes resolved at generation time (batch 1). The arithmetic follows
   kernels call NumPy's, rounded once to float (equal within a float rounding); reductions
   (means, variances, softmax normalisers, pooling sums) accumulate in double and round once
   to float, as the kernels do;
-* matrix products and convolutions of floats sum over the contraction index in increasing
-  order in float (NumPy's BLAS sums in its own order: float layers agree within the
-  documented logit tolerance, not bit for bit); the host form (64 output columns accumulated
-  in registers, += a * weight row) and the microcontroller form (a dot product per output,
-  decoding compressed weights) add the same terms in the same order, so both builds give
-  identical results;
-* softmax rows are scanned in four interleaved lanes (the maximum; the float64 sum of
-  the exponentials, lane by lane, then ``(l0 + l1) + (l2 + l3)``);
-* the softmax exponential is the generator's own branch-free ``expf`` (Cephes' polynomial,
-  within 1 ulp of the exact value; :data:`~satcompress.codegen.block.HELPERS`), which
-  compilers vectorise and which gives the same bits on every target; NumPy's differs by
-  an ulp or two (within the float tolerance);
+* matrix products, convolutions and recurrent gate sums of floats sum over the contraction
+  index in increasing order from 0, each term added with one fused multiply-add (C99
+  ``fmaf``: the product and the sum rounded once; exact in IEEE arithmetic, so the same bits
+  on every target, one instruction on x86-64 with FMA, AArch64 and the Cortex-M4F/M7's FPU;
+  NumPy's BLAS sums in its own order: float layers agree within the documented logit
+  tolerance, not bit for bit). The host form (:data:`_ROWS` output rows at a time, the
+  columns vectorised, each sum in a register) and the microcontroller form (a dot product per
+  output, decoding compressed weights) add the same terms in the same order, so both builds
+  give identical results;
+* softmax rows are reduced in eight interleaved lanes (:func:`_lane_reduce`: the maximum;
+  the float64 sum of the exponentials), as are a layer norm's float64 sums; a transformer's
+  attention (:func:`_attention`) takes each query's maximum and float64 sum over the keys in
+  increasing order;
+* the softmax exponential is the generator's own branch-free ``expf`` (Cephes' polynomial
+  with fused multiply-adds, within 1 ulp of the exact value; :data:`~satcompress.codegen.
+  block.HELPERS`), which compilers vectorise and which gives the same bits on every target;
+  NumPy's differs by an ulp or two (within the float tolerance);
 * quantized layers accumulate ``(q_x - zp_x) * (q_w - zp_w)`` in an int32 and rescale with
   one double expression rounded once to float: bit for bit the NumPy runtime's values;
   ``QuantizeLinear`` is ``rintf(x * fl32(1 / scale)) + zp`` clamped, rounding half to even.
@@ -34,11 +39,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from satcompress.codegen.block import Block
-from satcompress.codegen.emit import broadcast_strides, c_type, index, literal, strides
+from satcompress.codegen.emit import (
+    ConstantArray,
+    broadcast_strides,
+    c_type,
+    index,
+    literal,
+    strides,
+)
 from satcompress.codegen.program import CodegenError
 from satcompress.runtime import Node
 from satcompress.runtime.kernels import _ERF_DENOMINATOR, _ERF_NUMERATOR, pad_widths
@@ -270,26 +283,41 @@ def _reduce(block: Block, node: Node) -> None:
     block.loops([x.shape[d] for d in kept], outer)
 
 
-def _four_way(block: Block, length: int, k: str, ctype: str, result: str, start: str,
-              update: Callable[[str, Callable[[str], str]], str],
-              combine: Callable[[str, str], str]) -> None:
-    """``result`` = a reduction over ``k < length`` in four interleaved lanes (lane ``k % 4``,
-    each from ``start``; combined as ``(l0 . l1) . (l2 . l3)``): four independent chains
-    instead of one, a fixed order. ``update(lane, at)`` is the statement adding element
-    ``at(text with k)`` to ``lane``."""
-    lanes = [block.fresh("l") for _ in range(4)]
-    for lane in lanes:
-        block.line(f"{ctype} {lane} = {start};")
-    full = length - length % 4
-    block.open(f"for (int {k} = 0; {k} < {full}; {k} += 4)")
-    for offset, lane in enumerate(lanes):
-        block.line(update(lane, lambda text, o=offset: text.replace(f"[{k}", f"[({k} + {o})")))
+_LANES = 8
+"""Interleaved lanes of a row reduction (a softmax's maximum and sum, a layer norm's sums):
+independent chains in a fixed order that compilers turn into one vector operation."""
+
+
+def _lane_reduce(block: Block, length: int, element: Callable[[str], str], ctype: str,
+                 start: str | None, update: Callable[[str, str], str],
+                 combine: Callable[[str, str], str]) -> str:
+    """The name of a reduction of ``element(k)`` over ``k < length`` in :data:`_LANES`
+    interleaved lanes: lane t takes the k with ``k % LANES == t`` in increasing order, from
+    ``start`` (None: from its first element); the lanes are combined pairwise,
+    ``((l0 . l1) . (l2 . l3)) . ((l4 . l5) . (l6 . l7))``. ``update(lane, x)`` is the expression
+    of ``lane`` with ``x`` added."""
+    count = min(_LANES, length)
+    chunks, tail = divmod(length, count)
+    lanes, t, c, lane = block.fresh("l"), block.fresh("t"), block.fresh("c"), block.fresh("v")
+    block.line(f"{ctype} {lanes}[{count}];")
+    block.open(f"for (int {t} = 0; {t} < {count}; ++{t})")
+    first = 0 if start is not None else 1
+    block.line(f"{ctype} {lane} = {start if start is not None else element(t)};")
+    if chunks > first:
+        block.line(f"for (int {c} = {first}; {c} < {chunks}; ++{c}) {lane} = "
+                   f"{update(lane, element(f'{c} * {count} + {t}'))};")
+    block.line(f"{lanes}[{t}] = {lane};")
     block.close()
-    block.open(f"for (int {k} = {full}; {k} < {length}; ++{k})")
-    block.line(update(lanes[0], lambda text: text))
-    block.close()
-    block.line(f"const {ctype} {result} = "
-               f"{combine(combine(lanes[0], lanes[1]), combine(lanes[2], lanes[3]))};")
+    if tail:
+        block.line(f"for (int {t} = 0; {t} < {tail}; ++{t}) {lanes}[{t}] = "
+                   f"{update(f'{lanes}[{t}]', element(f'{chunks * count} + {t}'))};")
+    terms = [f"{lanes}[{n}]" for n in range(count)]
+    while len(terms) > 1:
+        terms = [combine(*terms[n:n + 2]) if n + 1 < len(terms) else terms[n]
+                 for n in range(0, len(terms), 2)]
+    result = block.fresh("r")
+    block.line(f"const {ctype} {result} = {terms[0]};")
+    return result
 
 
 def _softmax_rows(block: Block, y: str, shape: Sequence[int], axis: int) -> None:
@@ -299,23 +327,25 @@ def _softmax_rows(block: Block, y: str, shape: Sequence[int], axis: int) -> None
     inner = math.prod(shape[axis + 1:])
 
     def body(variables: list[str]) -> None:
-        base = block.fresh("b")
+        base, k = block.fresh("b"), block.fresh("k")
         block.line(f"float *const {base} = {y} + {index(variables, (length * inner, 1))};")
-        largest, total, k = block.fresh("m"), block.fresh("s"), block.fresh("k")
         step = f" * {inner}" if inner != 1 else ""
-        element = f"{base}[{k}{step}]"
-        _four_way(block, length, k, "float", largest, f"{base}[0]",
-                  lambda lane, at: f"{lane} = {at(element)} > {lane} ? {at(element)} : {lane};",
-                  lambda a, b: f"({a} > {b} ? {a} : {b})")
+
+        def element(position: str) -> str:
+            return f"{base}[({position}){step}]"
+
+        largest = _lane_reduce(block, length, element, "float", None,
+                               lambda lane, x: f"{x} > {lane} ? {x} : {lane}",
+                               lambda a, b: f"({a} > {b} ? {a} : {b})")
         exp = block.constants.helper("exp")
-        block.line(f"for (int {k} = 0; {k} < {length}; ++{k}) {element} = "
-                   f"{exp}({element} - {largest});")
-        _four_way(block, length, k, "double", total, "0.0",
-                  lambda lane, at: f"{lane} += (double){at(element)};",
-                  lambda a, b: f"({a} + {b})")
+        block.line(f"for (int {k} = 0; {k} < {length}; ++{k}) {element(k)} = "
+                   f"{exp}({element(k)} - {largest});")
+        total = _lane_reduce(block, length, lambda position: f"(double){element(position)}",
+                             "double", "0.0", lambda lane, x: f"{lane} + {x}",
+                             lambda a, b: f"({a} + {b})")
         scale = block.fresh("r")
         block.line(f"const float {scale} = (float)(1.0 / {total});")
-        block.line(f"for (int {k} = 0; {k} < {length}; ++{k}) {base}[{k}{step}] *= {scale};")
+        block.line(f"for (int {k} = 0; {k} < {length}; ++{k}) {element(k)} *= {scale};")
 
     block.loops((outer, inner), body)
 
@@ -354,27 +384,33 @@ def _layer_norm(block: Block, node: Node) -> None:
     def body(variables: list[str]) -> None:
         row = variables[0]
         base = f"{row} * {length}" if row != "0" else "0"
-        k, total, mean, inverse = (block.fresh("k"), block.fresh("s"), block.fresh("m"),
-                                   block.fresh("r"))
-        element = f"{base} + {k}"
-        block.line(f"double {total} = 0.0;")
-        block.line(f"for (int {k} = 0; {k} < {length}; ++{k}) {total} += (double)"
-                   f"{read(element)};")
+        k, mean, inverse = block.fresh("k"), block.fresh("m"), block.fresh("r")
+
+        def at(position: str) -> str:
+            return f"{base} + {position}" if base != "0" else position
+
+        def plus(lane: str, x: str) -> str:
+            return f"{lane} + {x}"
+
+        def pair(a: str, b: str) -> str:
+            return f"({a} + {b})"
+
+        total = _lane_reduce(block, length, lambda p: f"(double){read(at(p))}", "double",
+                             "0.0", plus, pair)
         block.line(f"const float {mean} = (float)({total} / {length}.0);")
-        block.line(f"{total} = 0.0;")
-        block.open(f"for (int {k} = 0; {k} < {length}; ++{k})")
-        block.line(f"const float d = {read(element)} - {mean};")
-        block.line(f"{y}[{element}] = d;")
-        block.line(f"{total} += (double)d * (double)d;")
-        block.close()
-        block.line(f"const float {inverse} = (float)(1.0 / sqrt({total} / {length}.0 + "
+        block.line(f"for (int {k} = 0; {k} < {length}; ++{k}) {y}[{at(k)}] = "
+                   f"{read(at(k))} - {mean};")
+        squares = _lane_reduce(block, length,
+                               lambda p: f"(double){y}[{at(p)}] * (double){y}[{at(p)}]",
+                               "double", "0.0", plus, pair)
+        block.line(f"const float {inverse} = (float)(1.0 / sqrt({squares} / {length}.0 + "
                    f"{epsilon}));")
         block.open(f"for (int {k} = 0; {k} < {length}; ++{k})")
-        block.line(f"float v = {y}[{element}] * {inverse};")
+        block.line(f"float v = {y}[{at(k)}] * {inverse};")
         block.line(f"v = v * {scale(k)};")
         if bias is not None:
             block.line(f"v = v + {bias(k)};")
-        block.line(f"{y}[{element}] = v;")
+        block.line(f"{y}[{at(k)}] = v;")
         block.close()
         for pointer, result in zip(extra, (mean, inverse)):
             if pointer is not None:
@@ -415,70 +451,126 @@ def _batch_norm(block: Block, node: Node) -> None:
 # --- matrix products --------------------------------------------------------------------------
 
 
+_ROWS = 10
+"""Most output rows a product accumulates together when its right operand is contiguous along
+the columns: for each column, one sum per row in a register (independent fused multiply-add
+chains), the column loop the one compilers vectorise; rows are split into groups as even as
+possible. In a micro-benchmark of the ``assembled-t2`` model's 100 x 44 x 44 and 100 x 44 x 88
+products (GCC 12, AVX2 host, fmaf) 10 rows took 0.71x and 0.53x the time of the former form
+(1 row, 64 columns accumulated in a local array, which compilers keep in memory), 4 rows
+1.07x and 0.74x, 20 rows 6.9x (the sums no longer fit in registers)."""
+
+_VECTOR = 8
+"""Floats in a host vector register (AVX2; two NEON registers): the host form of a product
+runs its columns in two loops, the multiples of this many and the rest, so that compilers
+give the rest a narrower vector loop instead of a scalar one (the 100 x 44 x 44 products of
+``assembled-t2``: 0.71x the time)."""
+
 _TILE = 64
-"""Output columns a row-times-matrix product keeps in registers over the whole sum: several
-independent vector accumulators (the sum over k is a chain of dependent additions per column).
-64 measured fastest on the t2 ``assembled-t2`` model (0.416 ms vs 0.475 ms at 32 and 0.427 ms
-at 128, AVX-512 host)."""
+"""Output columns a product of fewer than :data:`_ROWS` rows (a batch-1 MLP's) accumulates in
+a local array over the whole sum."""
+
+Finish = Callable[[str, str, list[str]], None]
+"""``finish(target, total, variables)``: the statements storing the sum ``total`` of the output
+element with index variables ``variables`` into the C lvalue ``target``."""
+
+Sum = Callable[[str, str, str, str], None]
+"""``sum(target, total, i, j)``: as :data:`Finish` for output row ``i``, column ``j``."""
 
 
-_ROWS = 1
-"""Rows of the output computed together (each weight row loaded once for all). 1: on the
-``assembled-t2`` model 2 rows x 32 columns took 0.58 ms and 4 x 16 0.60 ms against 0.43 ms for
-1 x 64 (GCC 12, AVX-512 host)."""
+def _mac(total: str, a: str, b: str) -> str:
+    """``total += a * b`` rounded once (C99 ``fmaf``): see the module docstring."""
+    return f"{total} = fmaf({a}, {b}, {total});"
 
 
-def _rows_times_matrix(block: Block, rows: int, depth: int, columns: int,
-                       out_row: Callable[[str], str], a_at: Callable[[str, str], str],
-                       b_row: Callable[[str], str]) -> None:
-    """``out_row(i)[j] = sum_k a_at(i, k) * b[k][j]`` for ``i < rows``, ``j < columns``, k
-    in increasing order, :data:`_ROWS` rows and :data:`_TILE` columns accumulated in local
-    arrays (registers) at a time; ``b_row(k)`` is a pointer expression to row k of b."""
-    def tile(row_indices: list[str], start: str, width: int) -> None:
-        accs = [block.fresh("acc") for _ in row_indices]
-        k, j = block.fresh("k"), block.fresh("j")
-        for acc in accs:
-            block.line(f"float {acc}[{width}] = {{0.0f}};")
-        block.open(f"for (int {k} = 0; {k} < {depth}; ++{k})")
-        block.line(f"const float *const w = {b_row(k)} + {start};")
-        for r, i in enumerate(row_indices):
-            block.line(f"const float a{r} = {a_at(i, k)};")
-        updates = " ".join(f"{acc}[{j}] += a{r} * w[{j}];" for r, acc in enumerate(accs))
-        block.line(f"for (int {j} = 0; {j} < {width}; ++{j}) {{ {updates} }}")
-        block.close()
-        for i, acc in zip(row_indices, accs):
-            block.line(f"for (int {j} = 0; {j} < {width}; ++{j}) "
-                       f"{out_row(i)}[{start} + {j}] = {acc}[{j}];")
+def _store(block: Block) -> Finish:
+    return lambda target, total, variables: block.line(f"{target} = {total};")
 
-    def row_group(row_indices: list[str]) -> None:
-        full = columns - columns % _TILE
-        if full:
-            start = block.fresh("c")
-            block.open(f"for (int {start} = 0; {start} < {full}; {start} += {_TILE})")
-            tile(row_indices, start, _TILE)
+
+def _blocked_rows(block: Block, rows: int, depth: int, columns: int,
+                  a_at: Callable[[str, str], str], b_at: Callable[[str, str], str],
+                  target: Callable[[str, str], str], finish: Sum) -> None:
+    """``finish(target(i, j), sum_k a_at(i, k) * b_at(k, j), i, j)`` for every output, k in
+    increasing order from 0 with :func:`_mac`, up to :data:`_ROWS` rows at a time (see there)."""
+    size = -(-rows // -(-rows // _ROWS))
+    split = columns - columns % _VECTOR if not block.constants.compressed else 0
+
+    def group(first: str, count: int) -> None:
+        row_vars = [first] + [f"({first} + {r})" for r in range(1, count)]
+        for start, end in ((0, split), (split, columns)) if split else ((0, columns),):
+            if start == end:
+                continue
+            j, k, w = block.fresh("j"), block.fresh("k"), block.fresh("w")
+            totals = [block.fresh("s") for _ in range(count)]
+            block.open(f"for (int {j} = {start}; {j} < {end}; ++{j})")
+            block.line(f"float {', '.join(f'{total} = 0.0f' for total in totals)};")
+            block.open(f"for (int {k} = 0; {k} < {depth}; ++{k})")
+            block.line(f"const float {w} = {b_at(k, j)};")
+            for i, total in zip(row_vars, totals):
+                block.line(_mac(total, a_at(i, k), w))
             block.close()
-        if columns % _TILE:
-            block.open("")
-            tile(row_indices, str(full), columns % _TILE)
+            for i, total in zip(row_vars, totals):
+                finish(target(i, j), total, i, j)
             block.close()
 
-    grouped = rows - rows % _ROWS
-    if grouped:
+    full = rows - rows % size
+    if full > size:
         i = block.fresh("i")
-        block.open(f"for (int {i} = 0; {i} < {grouped}; {i} += {_ROWS})")
-        row_group([i] + [f"({i} + {r})" for r in range(1, _ROWS)])
+        block.open(f"for (int {i} = 0; {i} < {full}; {i} += {size})")
+        group(i, size)
         block.close()
-    for r in range(grouped, rows):
-        row_group([str(r)])
+    elif full:
+        group("0", size)
+    if rows % size:
+        group(str(full), rows % size)
 
 
-def _product(block: Block, a_name: str, b_name: str, out_name: str, trans_a: bool = False,
-             trans_b: bool = False) -> str:
-    """``out = a @ b`` (NumPy matmul semantics, 2-D operands optionally transposed) in float,
-    summing over k in increasing order; returns the output pointer."""
-    a, b, out = block.value(a_name), block.value(b_name), block.value(out_name)
-    y = block.writer(out_name)
-    a_shape, b_shape = list(a.shape), list(b.shape)
+def _tiled_rows(block: Block, rows: int, depth: int, columns: int,
+                a_at: Callable[[str, str], str], b_at: Callable[[str, str], str],
+                target: Callable[[str, str], str], finish: Sum) -> None:
+    """As :func:`_blocked_rows` for fewer rows: one row at a time, :data:`_TILE` columns
+    accumulated in a local array."""
+    def row(i: str) -> None:
+        for start in range(0, columns, _TILE):
+            width = min(_TILE, columns - start)
+            acc, k, j, a = block.fresh("acc"), block.fresh("k"), block.fresh("j"), block.fresh("a")
+            column = f"({start} + {j})" if start else j
+            block.line(f"float {acc}[{width}] = {{0.0f}};")
+            block.open(f"for (int {k} = 0; {k} < {depth}; ++{k})")
+            block.line(f"const float {a} = {a_at(i, k)};")
+            block.line(f"for (int {j} = 0; {j} < {width}; ++{j}) "
+                       + _mac(f"{acc}[{j}]", a, b_at(k, column)))
+            block.close()
+            block.open(f"for (int {j} = 0; {j} < {width}; ++{j})")
+            finish(target(i, column), f"{acc}[{j}]", i, column)
+            block.close()
+
+    block.loops((rows,), lambda variables: row(variables[0]))
+
+
+@dataclass(frozen=True)
+class _Operands:
+    """``a @ b`` as read by the generated code: the broadcast batch shape, the matrix sizes and
+    each operand's element strides (batch dimensions, then row and column)."""
+
+    batch: tuple[int, ...]
+    rows: int
+    depth: int
+    columns: int
+    a_steps: tuple[int, ...]
+    b_steps: tuple[int, ...]
+
+    def a_at(self, read: Callable[[str], str], batch: list[str], i: str, k: str) -> str:
+        return read(index([*batch, i, k], self.a_steps))
+
+    def b_at(self, read: Callable[[str], str], batch: list[str], k: str, j: str) -> str:
+        return read(index([*batch, k, j], self.b_steps))
+
+
+def _operands(block: Block, a_name: str, b_name: str, trans_a: bool = False,
+              trans_b: bool = False) -> _Operands:
+    """The operands of ``a @ b`` (NumPy matmul semantics, 2-D operands optionally transposed)."""
+    a_shape, b_shape = list(block.value(a_name).shape), list(block.value(b_name).shape)
     a_steps, b_steps = list(strides(a_shape)), list(strides(b_shape))
     if trans_a:
         a_shape, a_steps = a_shape[::-1], a_steps[::-1]
@@ -488,152 +580,273 @@ def _product(block: Block, a_name: str, b_name: str, out_name: str, trans_a: boo
         a_shape, a_steps = [1, a_shape[0]], [0, a_steps[0]]
     if len(b_shape) == 1:
         b_shape, b_steps = [b_shape[0], 1], [b_steps[0], 0]
-    rows, depth, columns = a_shape[-2], a_shape[-1], b_shape[-1]
-    weight = block.constant(b_name)
-    if weight is not None and len(b_shape) == 2:
-        matrix = weight.T if trans_b else weight
-        if len(b.shape) == 1:
-            matrix = matrix.reshape(-1, 1)
-        _constant_product(block, a_name, a_shape, a_steps, matrix, y, out.size // columns,
-                          f"{b_name}:{int(trans_b)}")
-        return y
-    batch = list(np.broadcast_shapes(tuple(a_shape[:-2]), tuple(b_shape[:-2])))
-    read_a, read_b = block.reader(a_name), block.reader(b_name)
-    a_batch = broadcast_strides(a_shape[:-2], batch) if a_shape[:-2] else ()
-    b_batch = broadcast_strides(b_shape[:-2], batch) if b_shape[:-2] else ()
-    # broadcast_strides works on contiguous strides; recompute with the actual ones
-    a_batch = tuple(0 if s == 0 else t for s, t in zip(a_batch, a_steps[:-2]))
-    b_batch = tuple(0 if s == 0 else t for s, t in zip(b_batch, b_steps[:-2]))
-    out_steps = strides([*batch, rows, columns])
-    if b_steps[-1] == 1 and columns > 1:
-        # rows of b added into output rows (vectorisable; the same order of k per output)
-        def rows_added(batch_vars: list[str]) -> None:
-            pointer = block.fresh("bp")
-            block.line(f"const float *const {pointer} = &{block.reader(b_name, dense=True)('0')};")
-            _rows_times_matrix(
-                block, rows, depth, columns,
-                lambda i: f"({y} + {index([*batch_vars, i], out_steps[:-1])})",
-                lambda i, k: read_a(index([*batch_vars, i, k], [*a_batch, *a_steps[-2:]])),
-                lambda k: f"{pointer} + {index([*batch_vars, k], [*b_batch, b_steps[-2]])}")
+    batch = tuple(np.broadcast_shapes(tuple(a_shape[:-2]), tuple(b_shape[:-2])))
 
-        block.loops(batch, rows_added)
-        return y
+    def batch_steps(shape: list[int], steps: list[int]) -> tuple[int, ...]:
+        # NumPy broadcasting (broadcast_strides) applied to the operand's actual strides
+        own = broadcast_strides(shape[:-2], batch) if shape[:-2] else (0,) * len(batch)
+        return tuple(0 if s == 0 else t for s, t in zip(own, [0] * (len(batch) - len(
+            shape[:-2])) + steps[:-2]))
 
-    def body(variables: list[str]) -> None:
-        batch_vars, (i, j) = variables[:-2], variables[-2:]
-        total, k = block.fresh("acc"), block.fresh("k")
-        a_index = index([*batch_vars, i, k], [*a_batch, *a_steps[-2:]])
-        b_index = index([*batch_vars, k, j], [*b_batch, *b_steps[-2:]])
-        block.line(f"float {total} = 0.0f;")
-        block.line(f"for (int {k} = 0; {k} < {depth}; ++{k}) {total} += {read_a(a_index)} * "
-                   f"{read_b(b_index)};")
-        block.line(f"{y}[{index(variables, out_steps)}] = {total};")
-
-    block.loops([*batch, rows, columns], body)
-    return y
+    return _Operands(batch, a_shape[-2], a_shape[-1], b_shape[-1],
+                     (*batch_steps(a_shape, a_steps), *a_steps[-2:]),
+                     (*batch_steps(b_shape, b_steps), *b_steps[-2:]))
 
 
-def _constant_product(block: Block, a_name: str, a_shape: Sequence[int],
-                      a_steps: Sequence[int], matrix: np.ndarray, y: str, rows: int,
-                      key: str) -> None:
-    """``y (rows, N) = a (rows, K) @ matrix (K, N)`` with a stored matrix (see the module
-    docstring: dense K x N rows added on the host; compressed N x K dot products on a
-    microcontroller; the same sums either way)."""
-    depth, columns = matrix.shape
+def _product(block: Block, a_name: str, b_name: str, out_name: str, finish: Finish,
+             trans_a: bool = False, trans_b: bool = False) -> None:
+    """``out = a @ b`` in float (see :func:`_operands`): each output's sum over k in increasing
+    order (:func:`_mac`), stored by ``finish``."""
+    out = block.value(out_name)
+    y = block.writer(out_name)
+    operands = _operands(block, a_name, b_name, trans_a, trans_b)
+    depth, columns = operands.depth, operands.columns
     read_a = block.reader(a_name)
-    a_row, a_k = (a_steps[-2] if rows > 1 else 0), a_steps[-1]
-    if not block.constants.compressed:
-        w = block.constants.get(key, np.ascontiguousarray(matrix), "kn", dense=True)
+    weight = block.constant(b_name)
+    if weight is not None and weight.ndim <= 2:
+        # a stored matrix: the rows of every batch of a at once (a is contiguous)
+        matrix = np.ascontiguousarray((weight.T if trans_b else weight).reshape(depth, columns))
+        rows = out.size // columns
+        a_row, a_k = (operands.a_steps[-2] if rows > 1 else 0), operands.a_steps[-1]
 
-        _rows_times_matrix(block, rows, depth, columns,
-                           lambda i: f"({y} + {index([i], [columns])})",
-                           lambda i, k: read_a(index([i, k], [a_row, a_k])),
-                           lambda k: f"{w.name} + {k} * {columns}")
+        def a_at(i: str, k: str) -> str:
+            return read_a(index([i, k], [a_row, a_k]))
+
+        def target(i: str, j: str) -> str:
+            return f"{y}[{index([i, j], [columns, 1])}]"
+
+        def done(t: str, total: str, i: str, j: str) -> None:
+            finish(t, total, [i, j])
+
+        key = f"{b_name}:{int(trans_b)}"
+        if block.constants.compressed:
+            _dot_products(block, rows, depth, columns, a_at, a_k,
+                          block.constants.get(key, np.ascontiguousarray(matrix.T), "nk"),
+                          target, done)
+            return
+        w = block.constants.get(key, matrix, "kn", dense=True)
+        rows_form = _blocked_rows if rows >= _ROWS else _tiled_rows
+        rows_form(block, rows, depth, columns, a_at,
+                  lambda k, j: f"{w.name}[{index([k, j], [columns, 1])}]", target, done)
         return
-    w = block.constants.get(key, np.ascontiguousarray(matrix.T), "nk")
+    read_b = block.reader(b_name, dense=True)
+    rows = operands.rows
+    out_steps = strides([*operands.batch, rows, columns])
 
+    def matrices(batch: list[str]) -> None:
+        def a_at(i: str, k: str) -> str:
+            return operands.a_at(read_a, batch, i, k)
+
+        def b_at(k: str, j: str) -> str:
+            return operands.b_at(read_b, batch, k, j)
+
+        def target(i: str, j: str) -> str:
+            return f"{y}[{index([*batch, i, j], out_steps)}]"
+
+        def done(t: str, total: str, i: str, j: str) -> None:
+            finish(t, total, [*batch, i, j])
+
+        if operands.b_steps[-1] == 1 and columns > 1:
+            rows_form = _blocked_rows if rows >= _ROWS else _tiled_rows
+            rows_form(block, rows, depth, columns, a_at, b_at, target, done)
+            return
+
+        def dot(variables: list[str]) -> None:
+            i, j = variables
+            total, k = block.fresh("acc"), block.fresh("k")
+            block.line(f"float {total} = 0.0f;")
+            block.line(f"for (int {k} = 0; {k} < {depth}; ++{k}) "
+                       + _mac(total, a_at(i, k), b_at(k, j)))
+            done(target(i, j), total, i, j)
+
+        block.loops((rows, columns), dot)
+
+    block.loops(operands.batch, matrices)
+
+
+def _dot_products(block: Block, rows: int, depth: int, columns: int,
+                  a_at: Callable[[str, str], str], a_step: int, w: ConstantArray,
+                  target: Callable[[str, str], str], finish: Sum) -> None:
+    """The microcontroller form of a product with a stored matrix: one dot product per output
+    with the (compressed) matrix ``w`` stored N x K, each weight decoded where it is read; the
+    same sums as the host form."""
     def dot(variables: list[str]) -> None:
         i, j = variables
         total, k = block.fresh("acc"), block.fresh("k")
         block.line(f"float {total} = 0.0f;")
-        if w.form == "codebook4" and depth % 2 == 0 and a_k == 1:
+        if w.form == "codebook4" and not w.ram and depth % 2 == 0 and a_step == 1:
             # two 4-bit indices per byte, in the same order of k
             row, byte = block.fresh("ix"), block.fresh("b")
             block.line(f"const uint8_t *const {row} = {w.name}_ix + {index([j], [depth // 2])};")
             block.open(f"for (int {k} = 0; {k} < {depth}; {k} += 2)")
             block.line(f"const unsigned {byte} = {row}[{k} >> 1];")
-            a_index = index([i, k], [a_row, 1])
-            block.line(f"{total} += {read_a(a_index)} * {w.name}_cb[{byte} & 15u];")
-            block.line(f"{total} += {read_a(a_index + ' + 1')} * {w.name}_cb[{byte} >> 4];")
+            block.line(_mac(total, a_at(i, k), f"{w.name}_cb[{byte} & 15u]"))
+            block.line(_mac(total, a_at(i, f"({k} + 1)"), f"{w.name}_cb[{byte} >> 4]"))
             block.close()
-            block.line(f"{y}[{index([i, j], [columns, 1])}] = {total};")
-            return
-        weight_index = f"{j} * {depth} + {k}" if j != "0" else k
-        block.line(f"for (int {k} = 0; {k} < {depth}; ++{k}) {total} += "
-                   f"{read_a(index([i, k], [a_row, a_k]))} * {w.at(weight_index)};")
-        block.line(f"{y}[{index([i, j], [columns, 1])}] = {total};")
+        else:
+            block.line(f"for (int {k} = 0; {k} < {depth}; ++{k}) "
+                       + _mac(total, a_at(i, k), w.at(index([j, k], [depth, 1]))))
+        finish(target(i, j), total, i, j)
 
     block.loops((rows, columns), dot)
 
 
-def _add_rows(block: Block, y: str, size: int, columns: int, bias: Callable[[str], str],
-              relu: bool) -> None:
-    def body(variables: list[str]) -> None:
-        i, j = variables
-        element = index([i, j], [columns, 1])
-        block.line(f"{y}[{element}] = {y}[{element}] + {bias(j)};")
-        if relu:
-            block.line(f"if (!({y}[{element}] > 0.0f)) {y}[{element}] = 0.0f;")
+def _attention_partner(block: Block, node: Node) -> Node | None:
+    """The MatMul that runs right after the MatMulScaleSoftmax ``node`` and alone reads its
+    (last-axis) softmax, with which it is generated (:func:`_attention`); None otherwise."""
+    nodes = block.program.nodes
+    step = next(n for n, other in enumerate(nodes) if other is node)
+    weights = node.outputs[0]
+    shape = block.value(weights).shape
+    if (step + 1 == len(nodes) or weights == block.program.output_name
+            or node.attributes.get("axis", -1) % len(shape) != len(shape) - 1):
+        return None
+    after = nodes[step + 1]
+    readers = [other for other in nodes if weights in other.inputs]
+    if (after.op != "MatMul" or readers != [after] or after.inputs[0] != weights
+            or after.inputs[1] == weights or len(shape) < 2):
+        return None
+    return after
 
-    block.loops((size // columns, columns), body)
+
+def _attention(block: Block, node: Node, after: Node) -> None:
+    """A transformer's attention, ``P = softmax(Q K / c)`` (``node``) then ``O = P V``
+    (``after``), with P stored transposed in its buffer (keys by queries: no other node reads
+    it), so that every loop runs along the queries: the scores as a product (its columns
+    stored as rows), the softmax over the keys elementwise across queries (each query's
+    maximum and float64 sum taken over the keys in increasing order), and ``O`` as the product
+    ``V^T P^T`` (each output's sum over the keys in increasing order, as :func:`_product`).
+    The scores of every batch are computed before any output is written: the output may take
+    the bytes of Q and K, which the plan frees after ``node``."""
+    weights, out = block.value(node.outputs[0]), block.value(after.outputs[0])
+    queries, keys = weights.shape[-2:]
+    p, y = block.writer(weights.name), block.writer(out.name)
+    scores = _operands(block, *node.inputs[:2])
+    depth = scores.depth
+    read_q, read_k = block.reader(node.inputs[0]), block.reader(node.inputs[1], dense=True)
+    divisor = block.reader(node.inputs[2])("0")
+    own = strides(weights.shape)[:-2]
+
+    def transposed(batch: list[str], k: str, i: str) -> str:
+        return f"{p}[{index([*batch, k, i], [*own, queries, 1])}]"
+
+    def score(batch: list[str]) -> None:
+        def scaled(t: str, total: str, row: str, column: str) -> None:
+            block.line(f"{t} = {total} / {divisor};")
+
+        if block.constants.compressed:  # a microcontroller: the scores' columns stored as rows
+            _blocked_rows(block, queries, depth, keys,
+                          lambda i, d: scores.a_at(read_q, batch, i, d),
+                          lambda d, k: scores.b_at(read_k, batch, d, k),
+                          lambda i, k: transposed(batch, k, i), scaled)
+            return
+        # the host: Q^T in a local array, then P^T = K Q^T, its rows stored in order
+        qt, i, d = block.fresh("qt"), block.fresh("i"), block.fresh("d")
+        block.line(f"float {qt}[{depth * queries}];")
+        block.line(f"for (int {i} = 0; {i} < {queries}; ++{i}) for (int {d} = 0; {d} < {depth}; "
+                   f"++{d}) {qt}[{d} * {queries} + {i}] = {scores.a_at(read_q, batch, i, d)};")
+        _blocked_rows(block, keys, depth, queries,
+                      lambda k, d: scores.b_at(read_k, batch, d, k),
+                      lambda d, i: f"{qt}[{index([d, i], [queries, 1])}]",
+                      lambda k, i: transposed(batch, k, i), scaled)
+
+    def softmax(batch: list[str]) -> None:
+        largest, total, i, k = (block.fresh("m"), block.fresh("s"), block.fresh("i"),
+                                block.fresh("k"))
+        exp = block.constants.helper("exp")
+        at = transposed(batch, k, i)
+        block.line(f"float {largest}[{queries}];")
+        block.line(f"double {total}[{queries}];")
+        block.line(f"for (int {i} = 0; {i} < {queries}; ++{i}) {{ {largest}[{i}] = "
+                   f"{transposed(batch, '0', i)}; {total}[{i}] = 0.0; }}")
+        block.open(f"for (int {k} = 1; {k} < {keys}; ++{k})")
+        block.line(f"for (int {i} = 0; {i} < {queries}; ++{i}) {largest}[{i}] = {at} > "
+                   f"{largest}[{i}] ? {at} : {largest}[{i}];")
+        block.close()
+        block.open(f"for (int {k} = 0; {k} < {keys}; ++{k})")
+        block.line(f"for (int {i} = 0; {i} < {queries}; ++{i}) {at} = {exp}({at} - "
+                   f"{largest}[{i}]);")
+        block.line(f"for (int {i} = 0; {i} < {queries}; ++{i}) {total}[{i}] += (double){at};")
+        block.close()
+        block.line(f"for (int {i} = 0; {i} < {queries}; ++{i}) {largest}[{i}] = "
+                   f"(float)(1.0 / {total}[{i}]);")
+        block.line(f"for (int {k} = 0; {k} < {keys}; ++{k}) for (int {i} = 0; {i} < {queries}; "
+                   f"++{i}) {at} *= {largest}[{i}];")
+
+    values = _operands(block, *after.inputs[:2])
+    read_v = block.reader(after.inputs[1], dense=True)
+    out_steps = strides(out.shape)
+
+    def output(batch: list[str]) -> None:
+        # O^T = V^T P^T: rows are O's columns, the vectorised columns its rows (the queries)
+        p_batch = index(batch, values.a_steps[:-2])
+        _blocked_rows(block, values.columns, keys, queries,
+                      lambda j, k: values.b_at(read_v, batch, k, j),
+                      lambda k, i: f"{p}[{index([k, i], [queries, 1], p_batch)}]",
+                      lambda j, i: f"{y}[{index([*batch, i, j], out_steps)}]",
+                      lambda t, total, j, i: block.line(f"{t} = {total};"))
+
+    block.loops(weights.shape[:-2], score)
+    block.loops(weights.shape[:-2], softmax)
+    block.loops(values.batch, output)
 
 
 @_register("MatMul")
 def _matmul(block: Block, node: Node) -> None:
-    _product(block, node.inputs[0], node.inputs[1], node.outputs[0])
+    nodes = block.program.nodes
+    step = next(n for n, other in enumerate(nodes) if other is node)
+    if step and nodes[step - 1].op == "MatMulScaleSoftmax" and _attention_partner(
+            block, nodes[step - 1]) is node:
+        return  # written with the node before it (_attention)
+    _product(block, node.inputs[0], node.inputs[1], node.outputs[0], _store(block))
 
 
 @_register("MatMulAdd")
 def _matmul_add(block: Block, node: Node) -> None:
     out = block.value(node.outputs[0])
-    y = _product(block, node.inputs[0], node.inputs[1], out.name)
-    columns = out.shape[-1]
-    _add_rows(block, y, out.size, columns, block.reader(node.inputs[2]),
-              node.attributes.get("activation") == "Relu")
+    bias = block.reader(node.inputs[2])
+    _product(block, node.inputs[0], node.inputs[1], out.name,
+             lambda target, total, variables: block.line(
+                 f"{target} = {total} + {bias(variables[-1])};"))
+    if node.attributes.get("activation") == "Relu":
+        # a pass of its own: a condition in the product's column loop stops it vectorising
+        y = block.writer(out.name)
+        block.loops((out.size,), lambda v: block.line(
+            f"{y}[{v[0]}] = {y}[{v[0]}] > 0.0f ? {y}[{v[0]}] : 0.0f;"))
 
 
 @_register("MatMulScaleSoftmax")
 def _matmul_scale_softmax(block: Block, node: Node) -> None:
+    after = _attention_partner(block, node)
+    if after is not None:
+        _attention(block, node, after)
+        return
     out = block.value(node.outputs[0])
-    y = _product(block, node.inputs[0], node.inputs[1], out.name)
     divisor = block.reader(node.inputs[2])("0")
-    block.loops((out.size,), lambda v: block.line(f"{y}[{v[0]}] = {y}[{v[0]}] / {divisor};"))
-    _softmax_rows(block, y, out.shape, node.attributes.get("axis", -1))
+    _product(block, node.inputs[0], node.inputs[1], out.name,
+             lambda target, total, variables: block.line(f"{target} = {total} / {divisor};"))
+    _softmax_rows(block, block.writer(out.name), out.shape, node.attributes.get("axis", -1))
 
 
 @_register("Gemm")
 def _gemm(block: Block, node: Node) -> None:
     out = block.value(node.outputs[0])
-    y = _product(block, node.inputs[0], node.inputs[1], out.name,
-                 bool(node.attributes.get("transA", 0)), bool(node.attributes.get("transB", 0)))
     alpha = float(node.attributes.get("alpha", 1.0))
-    if alpha != 1.0:
-        block.loops((out.size,), lambda v: block.line(f"{y}[{v[0]}] = {y}[{v[0]}] * "
-                                                      f"{_f(alpha)};"))
-    if len(node.inputs) > 2 and node.inputs[2]:
-        c = block.value(node.inputs[2])
-        read = block.reader(c.name)
-        beta = float(node.attributes.get("beta", 1.0))
-        steps, own = broadcast_strides(c.shape, out.shape), strides(out.shape)
+    beta = float(node.attributes.get("beta", 1.0))
+    c_name = node.inputs[2] if len(node.inputs) > 2 else ""
+    read_c = block.reader(c_name) if c_name else None
+    c_steps = broadcast_strides(block.value(c_name).shape, out.shape) if c_name else ()
 
-        def body(variables: list[str]) -> None:
-            term = read(index(variables, steps))
-            if beta != 1.0:
-                term = f"({term} * {_f(beta)})"
-            element = index(variables, own)
-            block.line(f"{y}[{element}] = {y}[{element}] + {term};")
+    def finish(target: str, total: str, variables: list[str]) -> None:
+        if alpha != 1.0:
+            block.line(f"{total} = {total} * {_f(alpha)};")
+        if read_c is not None:
+            term = read_c(index(variables, c_steps))
+            block.line(f"{total} = {total} + {f'({term} * {_f(beta)})' if beta != 1.0 else term};")
+        block.line(f"{target} = {total};")
 
-        block.loops(out.shape, body)
+    _product(block, node.inputs[0], node.inputs[1], out.name, finish,
+             bool(node.attributes.get("transA", 0)), bool(node.attributes.get("transB", 0)))
 
 
 # --- convolution and quantized layers ---------------------------------------------------------
@@ -699,10 +912,12 @@ def _convolution(block: Block, node: Node, quantized: bool) -> None:
         channel = f"{g} * {per_group} + {c}" if group > 1 else c
         x_index = index([f"({channel})", *inputs], x_steps[1:])
         w_index = index([m, c, *kernel_vars], strides(weight.shape))
-        if quantized:
+        if integer:
             block.line(f"{total} += {post[1](read_x(x_index))} * {post[2](read_w(w_index), m)};")
+        elif quantized:
+            block.line(_mac(total, read_x(x_index), post[2](read_w(w_index), m)))
         else:
-            block.line(f"{total} += {read_x(x_index)} * {read_w(w_index)};")
+            block.line(_mac(total, read_x(x_index), read_w(w_index)))
         for _ in range(rank + 1):
             block.close()
         element = index(variables, out_steps)
@@ -788,10 +1003,10 @@ def _quant_gemm(block: Block, node: Node) -> None:
         i, j = variables
         total, k = block.fresh("acc"), block.fresh("k")
         block.line(f"{'int32_t' if integer else 'float'} {total} = 0;")
-        x_index = index([i, k], [depth, 1])
-        w_index = index([j, k], [depth, 1])
-        block.line(f"for (int {k} = 0; {k} < {depth}; ++{k}) {total} += "
-                   f"{activation(read_x(x_index))} * {weight_of(read_w(w_index), j)};")
+        x_at, w_at = read_x(index([i, k], [depth, 1])), read_w(index([j, k], [depth, 1]))
+        step = (f"{total} += {activation(x_at)} * {weight_of(w_at, j)};" if integer
+                else _mac(total, x_at, weight_of(w_at, j)))
+        block.line(f"for (int {k} = 0; {k} < {depth}; ++{k}) {step}")
         block.line(f"{y}[{index([i, j], [columns, 1])}] = {result(total, j, bias)};")
 
     block.loops((rows, columns), body)
@@ -1079,3 +1294,6 @@ def _cast(block: Block, node: Node) -> None:
 def _static_only(block: Block, node: Node) -> None:
     """Never emitted: their values depend on shapes only and are constants of the program."""
     raise CodegenError(f"{node.op} is computed while generating; it has no C code.")
+
+
+

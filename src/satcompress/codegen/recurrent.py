@@ -24,7 +24,7 @@ import numpy as np
 
 from satcompress.codegen.block import Block
 from satcompress.codegen.emit import index
-from satcompress.codegen.operators import _register
+from satcompress.codegen.operators import _mac, _register
 from satcompress.codegen.program import CodegenError
 from satcompress.runtime import Node
 from satcompress.runtime.recurrent import RecurrentShape, recurrent_shape
@@ -116,13 +116,13 @@ class _Recurrence:
         block.open(f"for (int {k} = 0; {k} < {shape.inputs}; ++{k})")
         x_at = index([self.t, self.row, k], [shape.batch * shape.inputs, shape.inputs, 1])
         block.line(f"const float {value} = {read_x(x_at)};")
-        block.line(" ".join(f"{xs[g]} += {value} * {read_w(rows(shape.inputs, g))};"
+        block.line(" ".join(_mac(xs[g], value, read_w(rows(shape.inputs, g)))
                             for g in range(shape.gates)))
         block.close()
         block.open(("" if with_state else f"if ({self.s} > 0) ")
                    + f"for (int {k} = 0; {k} < {shape.hidden}; ++{k})")
         block.line(f"const float {value} = {self.state}[{k}];")
-        block.line(" ".join(f"{hs[g]} += {value} * {read_r(rows(shape.hidden, g))};"
+        block.line(" ".join(_mac(hs[g], value, read_r(rows(shape.hidden, g)))
                             for g in range(shape.gates)))
         block.close()
         if self.names[3]:

@@ -7,9 +7,10 @@ Two ELFs are linked for a microcontroller target (Debian's ``gcc-arm-none-eabi``
   (``.vectors + .text + .rodata + .ARM.exidx + .data``: code, libm and libgcc routines
   included) and static RAM (``.data + .bss``: the arena and the two I/O arrays) are read from
   the ELF's section table;
-* the *test* firmware: the model and test examples compiled in; for each example it prints
-  the logits' bit patterns through semihosting, and the SysTick ticks ``predict`` took;
-  before the first inference it paints the stack and at the end reports its high-water mark.
+* the *test* firmware: the model and test examples compiled in; it calls ``init`` (timed:
+  the RAM tables' decoding), then for each example prints the logits' bit patterns through
+  semihosting and the SysTick ticks ``predict`` took; before the first inference it paints
+  the stack and at the end reports its high-water mark.
 
 The board is one of QEMU's MPS2 FPGA images (``-M mps2-an500``: Cortex-M7; ``mps2-an386``:
 Cortex-M4): code and constants are linked into the first RAM region at address 0 (where the
@@ -118,7 +119,7 @@ SECTIONS
 _FOOTPRINT_MAIN = """#include "model.h"
 static float input[{macro}INPUT_SIZE];
 static float output[{macro}OUTPUT_SIZE];
-int main(void) {{ return {prefix}predict(input, output); }}
+int main(void) {{ {prefix}init(); return {prefix}predict(input, output); }}
 """
 
 _TEST_MAIN = """#include <stdint.h>
@@ -151,6 +152,15 @@ int main(void)
     SYST_RVR = 0xFFFFFFu;
     SYST_CVR = 0u;
     SYST_CSR = 5u; /* enabled, processor clock, no interrupt */
+    {{
+        uint32_t start = SYST_CVR;
+        char *at = line;
+        {prefix}init();
+        *at++ = 'I'; *at++ = ' ';
+        at = hex(at, (start - SYST_CVR) & 0xFFFFFFu);
+        *at++ = '\\n'; *at = 0;
+        put(line);
+    }}
     for (int e = 0; e < FW_EXAMPLES; ++e) {{
         uint32_t start = SYST_CVR;
         int best = {prefix}predict(fw_examples[e], output);
@@ -203,6 +213,9 @@ class FirmwareReport:
         The logits the firmware printed, one row per example (bit for bit).
     sections : dict
         Section sizes of the footprint firmware.
+    init_instructions : int or None
+        Instructions ``PREFIX_init`` took (decoding the RAM tables), an estimate as
+        ``instructions``.
     """
 
     target: str
@@ -214,13 +227,14 @@ class FirmwareReport:
     estimated_ms: float | None
     logits: np.ndarray | None
     sections: dict
+    init_instructions: int | None = None
 
     def to_dict(self) -> dict:
         return {"target": self.target, "flash_bytes": self.flash_bytes,
                 "static_ram_bytes": self.static_ram_bytes, "stack_bytes": self.stack_bytes,
                 "ram_bytes": self.ram_bytes, "instructions_per_inference": self.instructions,
                 "instructions_are_estimate": True, "estimated_ms": self.estimated_ms,
-                "sections": self.sections}
+                "init_instructions": self.init_instructions, "sections": self.sections}
 
 
 def _require(target: Target, emulate: bool) -> None:
@@ -281,19 +295,22 @@ def _examples_header(x: np.ndarray, input_size: int) -> str:
             "#define fw_examples(e) fw_example_bits[e].f\n")
 
 
-def _parse(output: str, classes: int) -> tuple[np.ndarray, np.ndarray, int]:
-    logits, ticks, stack = [], [], None
+def _parse(output: str, classes: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+    logits, ticks, stack, init = [], [], None, 0
     for line in output.splitlines():
         fields = line.split()
         if fields[:1] == ["E"] and len(fields) == 3 + classes:
             ticks.append(int(fields[2], 16))
             logits.append([int(value, 16) for value in fields[3:]])
-        elif fields[:1] == ["S"] and len(fields) == 2:
-            stack = int(fields[1], 16)
+        elif fields[:1] in (["S"], ["I"]) and len(fields) == 2:
+            if fields[0] == "S":
+                stack = int(fields[1], 16)
+            else:
+                init = int(fields[1], 16)
     if stack is None:
         raise ToolchainError(f"The firmware did not finish; its output was:\n{output[-2000:]}")
     return (np.array(logits, np.uint32).view(np.float32).reshape(-1, classes),
-            np.array(ticks, np.int64), stack)
+            np.array(ticks, np.int64), stack, init)
 
 
 def run_firmware(source: CSource, target: Target, x: np.ndarray,
@@ -327,9 +344,10 @@ def run_firmware(source: CSource, target: Target, x: np.ndarray,
         if result.returncode:
             raise ToolchainError(f"The firmware failed on QEMU (exit {result.returncode}):\n"
                                  f"{(result.stdout + result.stderr)[-2000:]}")
-        logits, ticks, stack = _parse(result.stdout + result.stderr, source.output_size)
+        logits, ticks, stack, init = _parse(result.stdout + result.stderr, source.output_size)
     instructions = int(round(float(ticks.mean()) * INSTRUCTIONS_PER_TICK)) if len(ticks) else None
     estimate = (instructions / target.clock_hz * 1e3
                 if instructions is not None and target.clock_hz else None)
     return FirmwareReport(target.name, flash, static_ram, stack, static_ram + stack,
-                          instructions, estimate, logits, sections)
+                          instructions, estimate, logits, sections,
+                          init * INSTRUCTIONS_PER_TICK)

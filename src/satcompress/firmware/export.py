@@ -2,9 +2,16 @@
 
 :func:`export_c` writes ``model.h`` and ``model.c`` (:mod:`satcompress.codegen`) generated
 for the target's weight form into a folder with ``firmware.json``: the target, the weight
-form, constant and arena bytes, and, for a microcontroller whose toolchain is installed, the
-footprint firmware's flash and static RAM and (with QEMU) the stack high-water mark,
-instructions per inference and the logits' agreement with the host build of the same code.
+form, constant and arena bytes, the RAM tables, and, for a microcontroller whose toolchain is
+installed, the footprint firmware's flash and static RAM and (with QEMU) the stack high-water
+mark, instructions per inference (and for ``init``) and the logits' agreement with the host
+build of the same code.
+
+RAM tables (``ram_tables=True``; ``export-c``'s default): on a microcontroller with compressed
+weights, the RAM left after the arena and :data:`RAM_RESERVE` (the stack and the caller's data)
+holds decoded copies of the compressed weights read most often per inference (decoded once by
+``PREFIX_init``; each read is then one load instead of a decode); with no room, every weight
+is decoded where it is read, as before.
 
 Torch-free: part of the flight path.
 """
@@ -21,14 +28,17 @@ import numpy as np
 
 from satcompress.codegen import DEFAULT_PREFIX, CSource, generate_c
 from satcompress.firmware.build import INSTALL_HINT, missing_tools, write_sources
-from satcompress.firmware.emulate import build_footprint, run_firmware
+from satcompress.firmware.emulate import STACK_BYTES, build_footprint, run_firmware
 from satcompress.firmware.host import CRuntime, build_host_library
 from satcompress.firmware.targets import TARGETS, Target
 from satcompress.runtime import Runtime
 
-__all__ = ["ExportReport", "export_c", "FIRMWARE_JSON"]
+__all__ = ["ExportReport", "export_c", "FIRMWARE_JSON", "RAM_RESERVE", "ram_for_tables"]
 
 FIRMWARE_JSON = "firmware.json"
+RAM_RESERVE = STACK_BYTES
+"""RAM kept free of RAM tables for the stack and the caller's data (the test firmware's stack
+reservation)."""
 _EXAMPLES = 8
 """Examples compiled into the test firmware when none are given (zeros and fixed noise)."""
 
@@ -60,6 +70,15 @@ class ExportReport:
                 {"quantity": "weights", "value": source["weights"]},
                 {"quantity": "constants (bytes)", "value": source["constant_bytes"]},
                 {"quantity": "arena (bytes)", "value": source["arena_bytes"]}]
+        if source.get("ram_tables"):
+            tensors = ", ".join(table["tensor"] for table in source["ram_tables"])
+            rows += [{"quantity": "weights decoded into RAM at init (bytes)",
+                      "value": f"{source['ram_table_bytes']:,} ({tensors})"},
+                     {"quantity": "expected speedup from them (instruction model)",
+                      "value": f"{source['expected_speedup']:.2f}x"}]
+        if source.get("quantized_input"):
+            rows.append({"quantity": "quantized entry point",
+                         "value": f"predict_{source['quantized_input']}"})
         if firmware:
             rows += [{"quantity": "flash (bytes, code included)",
                       "value": f"{firmware['flash_bytes']:,} of {target['flash_bytes']:,}"},
@@ -71,6 +90,8 @@ class ExportReport:
                      {"quantity": f"ms / inference at {target['clock_hz'] / 1e6:g} MHz "
                                   "(estimate, 1 instruction per cycle)",
                       "value": f"{firmware['estimated_ms']:.3f}"},
+                     {"quantity": "init instructions (RAM tables; estimate)",
+                      "value": f"{firmware.get('init_instructions') or 0:,}"},
                      {"quantity": "QEMU logits bit-identical to the host build",
                       "value": firmware.get("bit_identical_to_host_build")},
                      {"quantity": "predictions differing from the NumPy runtime",
@@ -116,16 +137,31 @@ def _measure(flight: Runtime, source: CSource, target: Target, build: Path, emul
                 np.abs(report.logits.astype(np.float64) - reference).max(initial=0.0))}
 
 
+def ram_for_tables(flight: Runtime, target: Target, ram_limit: int | None = None) -> int:
+    """Bytes of RAM tables ``flight`` may have on ``target``: its RAM (or ``ram_limit``, a
+    smaller budget) less the arena and :data:`RAM_RESERVE`; 0 without room or compression."""
+    limits = [size for size in (target.ram_bytes, ram_limit) if size]
+    if not target.compressed_weights or not limits:
+        return 0
+    return max(0, min(limits) - max(16, flight.plan.arena_bytes) - RAM_RESERVE)
+
+
 def export_c(flight: Runtime, target: Target, out: str | os.PathLike, *,
              prefix: str = DEFAULT_PREFIX, emulate: bool = True,
-             examples: np.ndarray | None = None) -> ExportReport:
+             examples: np.ndarray | None = None, ram_tables: bool = False,
+             ram_limit: int | None = None) -> ExportReport:
     """Write the C library of ``flight`` for ``target`` into ``out`` (see the module docstring).
 
     ``emulate``: also run the test firmware on QEMU (stack, instructions, agreement) when it
-    is installed; ``examples`` are the inputs compiled into it (default: fixed noise).
+    is installed; ``examples`` are the inputs compiled into it (default: fixed noise);
+    ``ram_tables``: decode the most read compressed weights into the RAM the target has left
+    (``ram_limit``: a smaller RAM budget to keep to; off by default, so that a budget's RAM
+    limit judged on the firmware keeps meaning the model's own RAM).
     """
     folder = Path(out)
-    source = generate_c(flight, prefix=prefix, compressed=target.compressed_weights)
+    room = ram_for_tables(flight, target, ram_limit) if ram_tables else 0
+    source = generate_c(flight, prefix=prefix, compressed=target.compressed_weights,
+                        ram_bytes=room)
     write_sources(source, folder)
     firmware: dict = {}
     skipped: list[str] = []

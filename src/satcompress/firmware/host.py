@@ -2,7 +2,8 @@
 
 ``runtime.load(path, backend="c")`` returns a :class:`CRuntime`: the NumPy runtime (kept as
 the reference, for metadata and input checks) whose ``run`` calls the compiled
-``predict`` once per example (one call at a time: the generated code has one static arena). The
+``predict`` once per example (one call at a time: the generated code has one static arena;
+``init`` runs once, when the library is loaded). The
 library is built once per (source, compiler flags) into
 :func:`~satcompress.firmware.build.cache_dir`. Without a compiler :func:`load_c` warns, naming
 the missing command, and returns the NumPy runtime.
@@ -87,6 +88,8 @@ class CRuntime:
         self._batch.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
         # one static arena per loaded library (dlopen shares it): one inference at a time
         self._lock = _LOCKS.setdefault(str(library), threading.Lock())
+        with self._lock:
+            getattr(self._library, f"{source.prefix}init")()  # the RAM tables, if any
         self.backend = "c"
 
     def __getattr__(self, name: str):
