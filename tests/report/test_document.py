@@ -29,19 +29,6 @@ RECIPE = Recipe("report-test", (
 BUDGET = Budget.parse("max_bytes=1MB,max_latency_ms=1s,max_metric_drop=accuracy:0.5")
 
 
-class BlobTask(Task):
-    """The tiny blobs problem dressed as a task: accuracy as its metric."""
-
-    @property
-    def primary_metric(self) -> str:
-        return "accuracy"
-
-    def evaluate(self, model, data):
-        from satcompress.training import predict_proba
-
-        return {"accuracy": float((predict_proba(model, data.test.x).argmax(1) == data.test.y).mean())}
-
-
 class _Page(HTMLParser):
     """Headings, image sources, table rows and external references of an HTML page."""
 
@@ -86,7 +73,7 @@ def _parse(path) -> _Page:
 
 @pytest.fixture(scope="module")
 def trained():
-    task = BlobTask("blobs", "tiny", "satcompress.tasks.flares", "unused:unused", {})
+    task = Task("blobs", "tiny", "satcompress.tasks.user", metric="accuracy")  # a user's task
     return TrainedModel(task=task, model=tiny_mlp(), data=make_blobs(), metrics={})
 
 
