@@ -5,7 +5,10 @@ the artifact's user data was read (recorded in its metadata: the feature columns
 the light-curve survey), runs the artifact (the NumPy runtime, or its compiled C with
 ``backend="c"``) and writes one row per example: its identity (``row``, and the group column
 when the file has it; ``object_id`` for light curves), ``p_<class>`` per class, ``predicted``
-and ``artifact_sha256``. The label column, when present, is ignored. NumPy/pandas only.
+and ``artifact_sha256``. A row whose logits are not all finite (a fault, e.g. an upset in
+memory) is never given a class: its ``predicted`` is :data:`FAULT_LABEL` and its
+probabilities NaN (:func:`satcompress.runtime.protect.classify_logits`). The label column,
+when present, is ignored. NumPy/pandas only.
 """
 
 from __future__ import annotations
@@ -17,18 +20,17 @@ import pandas as pd
 
 from satcompress import runtime
 from satcompress.fileio import atomic_path
+from satcompress.runtime.protect import classify_logits
 from satcompress.tasks import user
 
-__all__ = ["PredictionError", "artifact_inputs", "predict_file"]
+__all__ = ["FAULT_LABEL", "PredictionError", "artifact_inputs", "predict_file"]
+
+FAULT_LABEL = "fault"
+"""The ``predicted`` value of a row whose logits are not all finite."""
 
 
 class PredictionError(ValueError):
     """New data cannot be scored by this artifact (wrong form, missing columns)."""
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 def _tabular_inputs(frame: pd.DataFrame, preprocessing: dict, path: Path
@@ -99,19 +101,23 @@ def artifact_inputs(metadata: dict, path: str | Path) -> tuple[np.ndarray, pd.Da
 def predict_file(artifact: str | Path, data: str | Path, out: str | Path,
                  backend: str = "numpy") -> pd.DataFrame:
     """Score ``data`` with ``artifact`` and write the predictions to ``out`` (Parquet,
-    atomically); returns the table."""
+    atomically); returns the table, whose ``attrs["faults"]`` counts the rows predicted
+    :data:`FAULT_LABEL`."""
     flight = runtime.load(artifact, backend=backend)
     x, table = artifact_inputs(flight.metadata, data)
     expected = tuple(flight.metadata.get("input_shape", x.shape[1:]))
     if tuple(x.shape[1:]) != expected:
         raise PredictionError(f"{data} gives examples of shape {tuple(x.shape[1:])}; the "
                               f"artifact takes {expected}.")
-    probabilities = _softmax(flight.run(x).astype(np.float64))
+    with np.errstate(over="ignore", invalid="ignore"):  # reported below, row by row
+        result = classify_logits(flight.run(x))
     names = [str(name) for name in flight.metadata.get("class_names", [])]
     for column, name in enumerate(names):
-        table[f"p_{name}"] = probabilities[:, column]
-    table["predicted"] = np.asarray(names, dtype=object)[probabilities.argmax(axis=1)]
+        table[f"p_{name}"] = result.probabilities[:, column]
+    labels = np.asarray([*names, FAULT_LABEL], dtype=object)  # FAULT (-1): the last
+    table["predicted"] = labels[result.predicted]
     table["artifact_sha256"] = flight.checksum
+    table.attrs["faults"] = result.fault_count
     with atomic_path(out) as temporary:
         table.to_parquet(temporary, index=False)
     return table

@@ -3,39 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
 
 from satcompress.cli.common import TASK_HELP, check_task, console, fail
 
-if TYPE_CHECKING:
-    import numpy as np
-
-    from satcompress.tasks import TaskData
-    from satcompress.tasks.registry import Task
-
-__all__ = ["inject", "task_scorer"]
-
-
-def task_scorer(task: "Task", data: "TaskData", clean_logits_val: "np.ndarray",
-                clean_logits_test: "np.ndarray") -> "Callable[[np.ndarray], float]":
-    """``probabilities -> drop`` of the task's primary metric on the test split, thresholds
-    tuned on the clean validation outputs (as the deployed model's were)."""
-    from satcompress.radiation import fault_probabilities
-
-    val, _ = fault_probabilities(clean_logits_val)
-    clean = task.score(val, data.val.y, fault_probabilities(clean_logits_test)[0],
-                       data.test.y)[task.primary_metric]
-    sign = 1.0 if task.higher_is_better else -1.0
-
-    def score(probabilities):
-        faulty = task.score(val, data.val.y, probabilities, data.test.y)[task.primary_metric]
-        return sign * (clean - faulty)
-
-    return score
+__all__ = ["inject"]
 
 
 def _numbers(text: str) -> tuple[int, ...]:
@@ -57,8 +31,10 @@ def inject(
     threshold: float = typer.Option(0.1, help="A metric drop above this is a corruption that "
                                     "matters (P(drop > threshold) is reported)."),
     seed: int = typer.Option(0, help="Seed of the campaign (and of the data split)."),
-    protect: str = typer.Option("none", help="none, or ranger: clip every activation to its "
-                                "range on the training split (NaN to its low end)."),
+    protect: str = typer.Option("stored", help="stored: the protection the artifact records "
+                                "(none if it records none); none: without it; ranger: without "
+                                "it, every layer output clipped to its range on the training "
+                                "split (NaN to its low end)."),
     out: Path = typer.Option(None, help="Write the results as JSON here."),
 ) -> None:
     """Flip random bits in ARTIFACT's resident weights (or its file), TRIALS times per flip
@@ -68,9 +44,10 @@ def inject(
     from satcompress.artifact import ArtifactError, decode_artifact
     from satcompress.data import DataFileError
     from satcompress.fileio import atomic_write_text
-    from satcompress.radiation import Campaign, protection_overhead, run_campaign
+    from satcompress.radiation import Campaign, protection_overhead, run_campaign, task_scorer
     from satcompress.report import rich_table
     from satcompress.runtime import Runtime
+    from satcompress.runtime.protect import Protection
     from satcompress.tasks.registry import get_task
 
     if not artifact.is_file():
@@ -78,7 +55,9 @@ def inject(
     try:
         campaign = Campaign(_numbers(flips), where, bits, trials, seed, threshold, protect)
         content = artifact.read_bytes()
-        clean = Runtime(decode_artifact(content))
+        clean = Runtime(decode_artifact(content), protect=protect == "stored")
+        recorded = Protection.from_metadata(clean.metadata).names
+        shown = (", ".join(recorded) if protect == "stored" else protect) or "none"
         if clean.metadata.get("task") != task:
             fail(f"{artifact} was built for task {clean.metadata.get('task')!r}, not {task!r}.")
         reference = get_task(task)
@@ -87,23 +66,25 @@ def inject(
         score = task_scorer(reference, data, clean.run(data.val.x), clean.run(data.test.x))
         with console.status(f"injecting: {trials} trials x {len(campaign.flips)} flip counts"):
             result = run_campaign(content, data.test.x, score, campaign, data.train.x)
-        overhead = (None if protect == "none" else
-                    protection_overhead(content, data.train.x, data.test.x[:1]))
+        protected = protect == "ranger" or (protect == "stored" and recorded)
+        overhead = (protection_overhead(content, data.test.x[:1], protect, data.train.x)
+                    if protected else None)
     except (ArtifactError, DataFileError, ValueError) as error:
         fail(str(error))
     metric = reference.primary_metric
     console.print(rich_table(result.summary_rows(),
                              title=f"{artifact.name}: {metric} drop under bit flips "
-                                   f"({where}, bits {bits})"))
+                                   f"({where}, bits {bits}; protection: {shown})"))
     if overhead is not None:
-        console.print(f"{protect}: batch-1 latency x{overhead:.3f} of the unprotected runtime "
-                      "(medians of 500 interleaved runs)")
+        console.print(f"{shown}: batch-1 latency x{overhead:.3f} of the unprotected runtime "
+                      "(medians of 40 interleaved blocks of 100 runs)")
     layers = result.layer_rows()
     if layers:
         console.print(rich_table(layers[:15], title="single flips: most vulnerable tensors"))
     if out is not None:
         atomic_write_text(out, json.dumps({"artifact": str(artifact), "sha256": clean.checksum,
                                            "task": task, "metric": metric,
+                                           "protection": shown,
                                            "protection_latency_ratio": overhead,
                                            **result.to_dict()}, indent=2) + "\n")
         console.print(f"wrote {out}")

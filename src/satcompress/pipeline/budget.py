@@ -8,6 +8,15 @@ alike: sizes and latencies must be finite and > 0, metric drops finite and >= 0,
 or metric may be given twice. A metric drop is measured in the metric's own direction: for TSS
 (higher is better) the drop is ``base - candidate``; for a log loss (lower is better) it is
 ``candidate - base``.
+
+``max_sdc_probability=0.001`` limits the artifact's vulnerability to upsets in RAM: the
+probability that one random bit flip in the runtime's resident memory moves the task's
+primary metric by more than :data:`satcompress.radiation.SDC_THRESHOLD`, with the protection
+the artifact records, estimated by a seeded campaign of
+:data:`satcompress.radiation.SDC_TRIALS` single-flip trials
+(:func:`satcompress.radiation.sdc_probability`). ``compress`` measures it on the artifact
+and records it among the artifact's metrics as :data:`SDC_METRIC`; a measurement without it
+(a stage's PyTorch model, a search candidate) is not judged on it.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ __all__ = [
     "parse_milliseconds",
     "metric_direction",
     "METRIC_ALIASES",
+    "SDC_METRIC",
     "shortfall",
 ]
 
@@ -46,6 +56,8 @@ HIGHER_IS_BETTER = {"tss", "hss", "recall", "precision", "bss", "macro_f1", "acc
 LOWER_IS_BETTER = {"weighted_log_loss", "false_alarm_rate"}
 METRIC_ALIASES = {"logloss": "weighted_log_loss", "log_loss": "weighted_log_loss",
                   "auc": "ia_vs_rest_auc", "f1": "macro_f1"}  # fmt: skip
+SDC_METRIC = "sdc_probability"
+"""The artifact measurement's metric that ``max_sdc_probability`` limits."""
 
 
 def _quantity(text: str | float, units: dict[str, float], what: str, example: str) -> float:
@@ -165,12 +177,16 @@ class Budget:
         Batch-1 latency, p50, on the measuring machine.
     max_metric_drop : tuple of (metric, drop) pairs
         Largest allowed worsening of each named test metric relative to the base model.
+    max_sdc_probability : float, optional
+        Largest allowed probability, between 0 and 1, that one bit flip in resident memory
+        is a silent data corruption (see the module notes).
     """
 
     max_bytes: int | None = None
     max_ram_bytes: int | None = None
     max_latency_ms: float | None = None
     max_metric_drop: tuple[tuple[str, float], ...] = ()
+    max_sdc_probability: float | None = None
 
     def __post_init__(self) -> None:
         limits = (("max_bytes", parse_bytes), ("max_ram_bytes", parse_bytes),
@@ -199,6 +215,16 @@ class Budget:
             raise ValueError(f"Budget max_metric_drop gives {', '.join(repeated)} more than once "
                              "(aliases count as the same metric); give each metric one drop.")
         object.__setattr__(self, "max_metric_drop", drops)
+        if self.max_sdc_probability is not None:
+            try:
+                probability = _quantity(self.max_sdc_probability, {"": 1.0}, "a probability",
+                                        "0.001")
+            except ValueError as error:
+                raise ValueError(f"Budget max_sdc_probability: {error}") from None
+            if not 0 <= probability <= 1:
+                raise ValueError(f"Budget max_sdc_probability must be between 0 and 1, got "
+                                 f"{self.max_sdc_probability!r}.")
+            object.__setattr__(self, "max_sdc_probability", probability)
 
     @classmethod
     def parse(cls, text: str) -> "Budget":
@@ -238,6 +264,7 @@ class Budget:
             "max_ram_bytes": self.max_ram_bytes,
             "max_latency_ms": self.max_latency_ms,
             "max_metric_drop": dict(self.max_metric_drop),
+            "max_sdc_probability": self.max_sdc_probability,
         }
 
     def violations(self, candidate: Measurement, base: Measurement) -> list[Violation]:
@@ -247,7 +274,8 @@ class Budget:
     def usage(self, candidate: Measurement, base: Measurement) -> list[Violation]:
         """``candidate``'s value for every limit set (broken or not), relative to ``base``.
 
-        The metric drop is measured in the metric's direction (see the module docstring).
+        The metric drop is measured in the metric's direction (see the module docstring);
+        ``max_sdc_probability`` is judged where ``candidate.metrics`` has :data:`SDC_METRIC`.
         """
         found = []
         resource_limits = (
@@ -268,6 +296,9 @@ class Budget:
             change = candidate.metrics[metric] - base.metrics[metric]
             drop = -change if metric_direction(metric) else change
             found.append(Violation(f"max_metric_drop[{metric}]", allowed_drop, drop))
+        if self.max_sdc_probability is not None and SDC_METRIC in candidate.metrics:
+            found.append(Violation("max_sdc_probability", self.max_sdc_probability,
+                                   candidate.metrics[SDC_METRIC]))
         return found
 
 

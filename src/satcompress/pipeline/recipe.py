@@ -15,7 +15,11 @@ A recipe file names stages from the registry only (never Python objects)::
 
 A top-level ``fec = true | false`` says whether the flight artifact carries Reed-Solomon
 forward error correction (:mod:`satcompress.artifact.fec`); absent, it does
-(:data:`DEFAULT_FEC`).
+(:data:`DEFAULT_FEC`). A top-level ``protect = ["ranges", "tables", "compact", "scrub"]``
+(any of them; absent: none) records in the artifact the protections against upsets in RAM
+that the runtime applies at load (:mod:`satcompress.runtime.protect`; the ranges calibrated
+on the training split by :func:`satcompress.radiation.protect_artifact`), their bytes counted
+in ``max_bytes``.
 
 Order matters and is checked: a stage of a later family may not come before one of an
 earlier family (distill -> prune / factorize -> quantize / cluster -> entropy-code), so
@@ -34,6 +38,7 @@ from typing import Any
 
 from satcompress import stages
 from satcompress.fileio import atomic_write_text
+from satcompress.radiation import check_protections
 
 __all__ = ["Recipe", "stage_family", "named_recipes", "FAMILY_ORDER", "DEFAULT_FEC"]
 
@@ -72,15 +77,18 @@ def _toml_value(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Recipe:
-    """A named, ordered list of stage configs, and whether its artifact carries FEC.
+    """A named, ordered list of stage configs, whether its artifact carries FEC, and the
+    protections it records (``protect``).
 
-    Raises ``ValueError`` on construction when the order is impossible (see module docs).
+    Raises ``ValueError`` on construction when the order is impossible (see module docs) or
+    ``protect`` names an unknown protection.
     """
 
     name: str
     stages: tuple[stages.StageConfig, ...]
     description: str = ""
     fec: bool = DEFAULT_FEC
+    protect: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -91,6 +99,10 @@ class Recipe:
             raise ValueError(f"Recipe {self.name!r}: fec must be true or false (Reed-Solomon "
                              f"error correction of the artifact on or off), got {self.fec!r}.")
         object.__setattr__(self, "stages", tuple(self.stages))
+        try:
+            object.__setattr__(self, "protect", check_protections(self.protect))
+        except ValueError as error:
+            raise ValueError(f"Recipe {self.name!r}: {error}") from None
         for position, config in enumerate(self.stages):
             if not isinstance(config, stages.StageConfig):
                 raise ValueError(
@@ -114,15 +126,16 @@ class Recipe:
             "name": self.name,
             "description": self.description,
             "fec": self.fec,
+            "protect": list(self.protect),
             "stage": [stages.config_to_dict(config) for config in self.stages],
         }
 
     @classmethod
     def from_dict(cls, content: dict[str, Any]) -> "Recipe":
-        unknown = sorted(set(content) - {"name", "description", "fec", "stage"})
+        unknown = sorted(set(content) - {"name", "description", "fec", "protect", "stage"})
         if unknown:
             raise ValueError(f"Unknown recipe key(s) {unknown}; a recipe has name, description, "
-                             "fec, stage.")
+                             "fec, protect, stage.")
         entries = content.get("stage", [])
         if not isinstance(entries, list):
             raise ValueError("A recipe's stages are a list of [[stage]] tables.")
@@ -130,6 +143,7 @@ class Recipe:
             name=content.get("name", ""),
             description=content.get("description", ""),
             fec=content.get("fec", DEFAULT_FEC),
+            protect=content.get("protect", ()),
             stages=tuple(stages.config_from_dict(entry) for entry in entries),
         )
 
@@ -137,6 +151,8 @@ class Recipe:
         lines = [f"name = {_toml_value(self.name)}",
                  f"description = {_toml_value(self.description)}",
                  f"fec = {_toml_value(self.fec)}"]
+        if self.protect:
+            lines.append(f"protect = {_toml_value(self.protect)}")
         for config, entry in zip(self.stages, self.to_dict()["stage"]):
             defaults = {field.name: field.default for field in dataclasses.fields(config)}
             lines += ["", "[[stage]]"]

@@ -40,7 +40,7 @@ from satcompress.firmware.targets import Target
 from satcompress.measure import Measurement, measure
 from satcompress.measure.uncertainty import DropInterval, split_drop_interval
 from satcompress.pipeline.base_model import TrainedModel
-from satcompress.pipeline.budget import Budget, shortfall
+from satcompress.pipeline.budget import SDC_METRIC, Budget, shortfall
 from satcompress.pipeline.checkpoint import (
     CheckpointError,
     checkpoint_bytes,
@@ -58,6 +58,7 @@ from satcompress.pipeline.flight import (
 from satcompress.pipeline.firmware import firmware_measurement
 from satcompress.pipeline.recipe import Recipe
 from satcompress.pipeline.result import BudgetNotMet, RunResult
+from satcompress.radiation import protect_artifact, sdc_probability
 from satcompress.report import markdown_table
 from satcompress.report.comparison import compare_models
 from satcompress.report.document import write_report
@@ -305,9 +306,14 @@ def run_recipe(
     staging = out_dir / _STAGING_ARTIFACT
     build_artifact(model, example_input, task_metadata(trained.task, trained.data), staging,
                    fec=recipe.fec)
+    if recipe.protect:
+        protect_artifact(staging, recipe.protect, trained.data.train.x)
     verification = verify_artifact(staging, model, trained.data, trained.task)
     flight = flight_measurement(measurements[-1], verification, trained.data.test.x,
                                 latency_repeats)
+    if budget.max_sdc_probability is not None:
+        vulnerability = sdc_probability(staging.read_bytes(), trained.task, trained.data)
+        flight = dataclasses.replace(flight, metrics={**flight.metrics, SDC_METRIC: vulnerability})
     interval = _drop_interval(trained, staging, base, seed)
     firmware = None
     if target is not None:

@@ -1,8 +1,11 @@
-"""Radiation effects on a flight artifact: fault injection (:mod:`.inject`), torch-free."""
+"""Radiation effects on a flight artifact, torch-free: fault injection (:mod:`.inject`) and the
+protection written into an artifact at compress time (:mod:`.protect`)."""
 
 from satcompress.radiation.inject import (
     BIT_CLASSES,
     PROTECTIONS,
+    SDC_THRESHOLD,
+    SDC_TRIALS,
     WHERE,
     Campaign,
     CampaignResult,
@@ -10,7 +13,12 @@ from satcompress.radiation.inject import (
     fault_probabilities,
     protection_overhead,
     run_campaign,
+    sdc_probability,
+    task_scorer,
 )
+from satcompress.radiation.protect import check_protections, protect_artifact
 
-__all__ = ["BIT_CLASSES", "PROTECTIONS", "WHERE", "Campaign", "CampaignResult", "FlipResult",
-           "fault_probabilities", "protection_overhead", "run_campaign"]
+__all__ = ["BIT_CLASSES", "PROTECTIONS", "SDC_THRESHOLD", "SDC_TRIALS", "WHERE", "Campaign",
+           "CampaignResult", "FlipResult", "check_protections", "fault_probabilities",
+           "protect_artifact", "protection_overhead", "run_campaign", "sdc_probability",
+           "task_scorer"]

@@ -1,39 +1,49 @@
 """Fault injection: how single-event upsets (bit flips) in memory hurt a flight artifact.
 
 A campaign flips ``n`` random bits, ``trials`` times for each ``n`` of :attr:`Campaign.flips`,
-either in the runtime's resident tensors (``where="weights"``: the arrays that stay in RAM
-between inferences, after load-time folding) or in the artifact file itself (``"file"``: on
-its way up or in flash; the loader's checksums refuse it, or its Reed-Solomon code repairs
-it). Each faulty model is scored on the test split exactly as a clean one -- thresholds tuned
-on the clean validation outputs, as a deployed model's are -- and the drop of the task's
-primary metric is recorded with whether any output was non-finite. ``bits`` restricts which
-bits of float32 tensors are hit (``exponent`` and its top bit are the ones that matter, as
-Li et al., SC'17, found for DNN accelerators; integer tensors are hit only by ``any``).
+either in the runtime's resident memory (``where="weights"``: the arrays that stay in RAM
+between inferences, :attr:`satcompress.runtime.Runtime.resident_memory`, in the layout the
+artifact's protection gives them) or in the artifact file itself (``"file"``: on its way up
+or in flash; the loader's checksums refuse it, or its Reed-Solomon code repairs it). Each
+faulty model is scored on the test split exactly as a clean one -- thresholds tuned on the
+clean validation outputs, as a deployed model's are -- and the drop of the task's primary
+metric is recorded with whether any output was non-finite. ``bits`` restricts which bits of
+float32 arrays are hit (``exponent`` and its top bit are the ones that matter, as Li et al.,
+SC'17, found for DNN accelerators; integer arrays are hit only by ``any``).
 
-The campaign is a pure function of the artifact, the data and :attr:`Campaign.seed`.
-Non-finite outputs are scored the way an arg-max treats them today -- as the first class --
-and counted separately; that is the silent failure protection has to remove.
+The campaign is a pure function of the artifact, the data and :attr:`Campaign.seed`. Bits
+are flipped after a scrub and the inference runs before the next (scrubbing is off during
+trials): the exposure a flip has. A non-finite row of logits is a fault that
+:meth:`~satcompress.runtime.Runtime.classify` reports, never a class; to score the metric it
+counts as the first class (what an arg-max made of it) and the trials with one are counted.
+An inference that raises (an upset shape table) is a detected fault, counted apart.
 
-``protect="ranger"`` runs every faulty model with activation range restriction (Ranger: Chen
-et al., DSN 2021; :meth:`satcompress.runtime.Runtime.restrict_activations`), the bounds
-calibrated on the clean artifact over the calibration inputs (the training split);
-:func:`protection_overhead` measures what it costs at batch 1.
+``protect`` chooses the protection the faulty models run with: ``"stored"`` (the default),
+the artifact's own (:mod:`satcompress.runtime.protect`; none when it records none);
+``"none"``, the runtime without it; ``"ranger"``, without it but with the layer outputs'
+ranges (Ranger: Chen et al., DSN 2021; :meth:`~satcompress.runtime.Runtime.
+restrict_activations`) calibrated on the calibration inputs (the training split).
+:func:`protection_overhead` measures what a protection costs at batch 1, and
+:func:`sdc_probability` is the vulnerability a budget's ``max_sdc_probability`` limits.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
 from satcompress.artifact import ArtifactError, decode_artifact
 from satcompress.runtime import Runtime
 
-__all__ = ["BIT_CLASSES", "PROTECTIONS", "WHERE", "Campaign", "FlipResult", "CampaignResult",
-           "fault_probabilities", "protection_overhead", "run_campaign"]
+__all__ = ["BIT_CLASSES", "PROTECTIONS", "SDC_THRESHOLD", "SDC_TRIALS", "WHERE", "Campaign",
+           "FlipResult", "CampaignResult", "fault_probabilities", "protection_overhead",
+           "run_campaign", "sdc_probability", "task_scorer"]
 
 BIT_CLASSES: dict[str, tuple[int, ...] | None] = {
     "any": None,
@@ -47,8 +57,14 @@ BIT_CLASSES: dict[str, tuple[int, ...] | None] = {
 WHERE = ("weights", "file")
 """Where bits are flipped: the runtime's resident tensors, or the artifact file's bytes."""
 
-PROTECTIONS = ("none", "ranger")
-"""Protections a campaign can run the faulty models with."""
+PROTECTIONS = ("stored", "none", "ranger")
+"""Protections a campaign can run the faulty models with (see the module docstring)."""
+
+SDC_TRIALS = 1000
+"""Single-flip trials of :func:`sdc_probability` (0 of 1,000: a 95 % upper bound of 0.3 %)."""
+
+SDC_THRESHOLD = 0.1
+"""A metric drop above this is a silent data corruption for :func:`sdc_probability`."""
 
 Scorer = Callable[[np.ndarray], float]
 """Test-split probabilities (examples, classes) -> the metric's drop from the clean model
@@ -66,7 +82,7 @@ class Campaign:
     trials: int = 100
     seed: int = 0
     threshold: float = 0.1
-    protect: str = "none"
+    protect: str = "stored"
 
     def __post_init__(self) -> None:
         if self.protect not in PROTECTIONS:
@@ -90,7 +106,8 @@ class Campaign:
 @dataclass(frozen=True)
 class FlipResult:
     """The trials with ``flips`` bits flipped: every drop, and how often outputs were
-    non-finite or (``where="file"``) the file was refused or repaired at load."""
+    non-finite, the inference raised (``failed``) or (``where="file"``) the file was refused
+    or repaired at load."""
 
     flips: int
     drops: tuple[float, ...]
@@ -99,11 +116,13 @@ class FlipResult:
     repaired_trials: int = 0
     clipped_values: int = 0
     hit_tensors: tuple[tuple[str, ...], ...] = field(default=(), repr=False)
+    failed_trials: int = 0
 
     def summary(self, threshold: float) -> dict[str, float | int]:
-        """Mean and sd of the drop, P(drop > threshold), rates of non-finite and refused."""
+        """Mean and sd of the drop, P(drop > threshold), rates of non-finite, failed and
+        refused."""
         drops = np.asarray(self.drops, dtype=np.float64)
-        trials = len(self.drops) + self.refused_trials
+        trials = len(self.drops) + self.refused_trials + self.failed_trials
         return {
             "flips": self.flips,
             "trials": trials,
@@ -111,6 +130,7 @@ class FlipResult:
             "sd_drop": float(drops.std(ddof=1)) if len(drops) > 1 else 0.0,
             "p_drop_over_threshold": float((drops > threshold).sum() / trials),
             "non_finite_rate": self.non_finite_trials / trials,
+            "failed_rate": self.failed_trials / trials,
             "refused_rate": self.refused_trials / trials,
             "repaired_rate": self.repaired_trials / trials,
             "clipped_values": self.clipped_values,
@@ -128,8 +148,8 @@ class CampaignResult:
         return [result.summary(self.campaign.threshold) for result in self.results]
 
     def layer_rows(self) -> list[dict[str, float | int | str]]:
-        """Per resident tensor, over the single-flip trials that hit only it: trials and
-        P(drop > threshold), most vulnerable first (empty without a 1-flip weights run)."""
+        """Per resident array, over the single-flip trials that hit only it and ran: trials
+        and P(drop > threshold), most vulnerable first (empty without a 1-flip weights run)."""
         single = [r for r in self.results if r.flips == 1 and r.hit_tensors]
         if not single:
             return []
@@ -159,21 +179,19 @@ def fault_probabilities(logits: np.ndarray) -> tuple[np.ndarray, bool]:
     return probabilities, bool(bad.any())
 
 
-def _eligible(tensors: dict[str, np.ndarray], bits: str) -> list[str]:
-    """The tensors ``bits`` can hit, each made a writable array of its own (as RAM is)."""
-    names = sorted(name for name, array in tensors.items() if array.size)
+def _eligible(memory: dict[str, np.ndarray], bits: str) -> list[str]:
+    """The resident arrays ``bits`` can hit."""
+    names = sorted(name for name, array in memory.items() if array.size)
     if BIT_CLASSES[bits] is not None:
-        names = [name for name in names if tensors[name].dtype == np.float32]
+        names = [name for name in names if memory[name].dtype == np.float32]
     if not names:
-        raise ValueError(f"The artifact keeps no resident tensor that bits={bits!r} can hit.")
-    for name in names:
-        tensors[name] = np.ascontiguousarray(tensors[name]).copy()
+        raise ValueError(f"The artifact keeps no resident array that bits={bits!r} can hit.")
     return names
 
 
 def _flip_weights(tensors: dict[str, np.ndarray], names: Sequence[str], bits: str, count: int,
                   rng: np.random.Generator) -> tuple[list[tuple[str, int, int]], tuple[str, ...]]:
-    """Flip ``count`` random bits in place; return (tensor, byte, bit) of each to undo them."""
+    """Flip ``count`` random bits in place; return (array, byte, bit) of each to undo them."""
     positions = BIT_CLASSES[bits]
     sizes = np.array([tensors[name].size if positions else tensors[name].nbytes * 8
                       for name in names], dtype=np.int64)
@@ -199,21 +217,25 @@ def _undo(tensors: dict[str, np.ndarray], flipped: list[tuple[str, int, int]]) -
 
 def _weights_trials(runtime: Runtime, x: np.ndarray, score: Scorer, campaign: Campaign,
                     flips: int, rng: np.random.Generator) -> FlipResult:
-    tensors = runtime.resident_tensors
-    names = _eligible(tensors, campaign.bits)
-    drops, hits, non_finite = [], [], 0
+    memory = runtime.resident_memory
+    names = _eligible(memory, campaign.bits)
+    drops, hits, non_finite, failed = [], [], 0, 0
     for _ in range(campaign.trials):
-        flipped, hit = _flip_weights(tensors, names, campaign.bits, flips, rng)
+        flipped, hit = _flip_weights(memory, names, campaign.bits, flips, rng)
         try:
             with np.errstate(all="ignore"):
-                probabilities, bad = fault_probabilities(runtime.run(x))
+                logits = runtime.run(x)
+        except ArtifactError:  # a GraphError: detected, not silent
+            failed += 1
+            continue
         finally:
-            _undo(tensors, flipped)
+            _undo(memory, flipped)
+        probabilities, bad = fault_probabilities(logits)
         drops.append(score(probabilities))
         hits.append(hit)
         non_finite += bad
     return FlipResult(flips, tuple(drops), non_finite, clipped_values=runtime.clipped_values,
-                      hit_tensors=tuple(hits))
+                      hit_tensors=tuple(hits), failed_trials=failed)
 
 
 def _file_trials(content: bytes, x: np.ndarray, score: Scorer, campaign: Campaign, flips: int,
@@ -226,12 +248,13 @@ def _file_trials(content: bytes, x: np.ndarray, score: Scorer, campaign: Campaig
             damaged[draw // 8] ^= np.uint8(1 << int(draw % 8))
         try:
             artifact = decode_artifact(damaged.tobytes())
-            runtime = Runtime(artifact)
+            runtime = Runtime(artifact, protect=campaign.protect == "stored")
         except ArtifactError:
             refused += 1  # detected: the file is not used
             continue
         repaired += artifact.corrected_bytes > 0
-        runtime.restrict_activations(bounds)
+        if bounds is not None:
+            runtime.restrict_activations(bounds)
         with np.errstate(all="ignore"):
             probabilities, bad = fault_probabilities(runtime.run(x))
         drops.append(score(probabilities))
@@ -240,42 +263,111 @@ def _file_trials(content: bytes, x: np.ndarray, score: Scorer, campaign: Campaig
     return FlipResult(flips, tuple(drops), non_finite, refused, repaired, clipped)
 
 
+def _one_blas_thread() -> contextlib.AbstractContextManager:
+    """BLAS limited to one thread: a trial's products are small, and multi-threaded OpenBLAS
+    made a flares campaign ten times slower on a loaded 2-core machine."""
+    try:
+        from threadpoolctl import threadpool_limits  # a scikit-learn dependency
+    except ImportError:  # pragma: no cover
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _ranger_bounds(content: bytes, protect: str, calibration_x: np.ndarray | None
+                   ) -> dict[str, tuple[float, float]] | None:
+    """The layer outputs' ranges over ``calibration_x`` for ``protect="ranger"``, else None."""
+    if protect not in PROTECTIONS:
+        raise ValueError(f"protect must be one of {', '.join(PROTECTIONS)}, got {protect!r}.")
+    if protect != "ranger":
+        return None
+    if calibration_x is None:
+        raise ValueError("protect='ranger' needs calibration inputs (the training split).")
+    return Runtime(decode_artifact(content), protect=False).activation_ranges(calibration_x)
+
+
+def _runtime(content: bytes, campaign: Campaign,
+             bounds: Mapping[str, tuple[float, float]] | None) -> Runtime:
+    """The artifact loaded as ``campaign.protect`` says, scrubbing off (see the module)."""
+    runtime = Runtime(decode_artifact(content), protect=campaign.protect == "stored",
+                      source=content)
+    if bounds is not None:
+        runtime.restrict_activations(bounds)
+    runtime.scrub_every = 0
+    return runtime
+
+
 def run_campaign(content: bytes, x: np.ndarray, score: Scorer, campaign: Campaign,
                  calibration_x: np.ndarray | None = None) -> CampaignResult:
     """Run ``campaign`` on the artifact ``content`` with test inputs ``x``.
 
     ``score(probabilities)`` returns the metric's drop from the clean artifact on ``x``
-    (positive: worse); see :func:`satcompress.cli.inject.task_scorer` for the task's.
-    ``calibration_x`` (the training inputs) calibrates the bounds of ``protect="ranger"``.
+    (positive: worse); see :func:`task_scorer` for the task's. ``calibration_x`` (the
+    training inputs) calibrates the bounds of ``protect="ranger"``.
     """
-    bounds = None
-    if campaign.protect == "ranger":
-        if calibration_x is None:
-            raise ValueError("protect='ranger' needs calibration inputs (the training split).")
-        bounds = Runtime(decode_artifact(content)).activation_ranges(calibration_x)
+    bounds = _ranger_bounds(content, campaign.protect, calibration_x)
     rng = np.random.default_rng(campaign.seed)
     results = []
-    for flips in campaign.flips:
-        if campaign.where == "weights":
-            runtime = Runtime(decode_artifact(content))  # a fresh copy per flip count
-            runtime.restrict_activations(bounds)
-            results.append(_weights_trials(runtime, x, score, campaign, flips, rng))
-        else:
-            results.append(_file_trials(content, x, score, campaign, flips, rng, bounds))
+    with _one_blas_thread():
+        for flips in campaign.flips:
+            if campaign.where == "weights":  # a fresh copy per flip count
+                runtime = _runtime(content, campaign, bounds)
+                results.append(_weights_trials(runtime, x, score, campaign, flips, rng))
+            else:
+                results.append(_file_trials(content, x, score, campaign, flips, rng, bounds))
     return CampaignResult(campaign, tuple(results))
 
 
-def protection_overhead(content: bytes, calibration_x: np.ndarray, example: np.ndarray,
-                        repeats: int = 500) -> float:
-    """Batch-1 latency with Ranger bounds over latency without, medians of ``repeats``
-    interleaved runs of one ``example`` (so both see the same machine load)."""
-    runtime = Runtime(decode_artifact(content))
-    bounds = runtime.activation_ranges(calibration_x)
+def protection_overhead(content: bytes, example: np.ndarray, protect: str = "stored",
+                        calibration_x: np.ndarray | None = None, repeats: int = 40,
+                        block: int = 100) -> float:
+    """Batch-1 latency with protection ``protect`` (see :class:`Campaign`) over latency
+    without: the ratio of the medians of ``repeats`` interleaved blocks of ``block`` runs of
+    one ``example`` (so both see the same machine load, and a block holds the scrubs its
+    runs are due), timed in CPU time (single-threaded runs; other load on a shared machine
+    does not count)."""
+    bounds = _ranger_bounds(content, protect, calibration_x)
+    runtimes = {False: Runtime(decode_artifact(content), protect=False),
+                True: Runtime(decode_artifact(content), protect=protect == "stored",
+                              source=content)}
+    if bounds is not None:
+        runtimes[True].restrict_activations(bounds)
     times: dict[bool, list[float]] = {False: [], True: []}
     for _ in range(repeats):
-        for protected in (False, True):
-            runtime.restrict_activations(bounds if protected else None)
-            started = time.perf_counter()
-            runtime.run(example)
-            times[protected].append(time.perf_counter() - started)
+        for protected, runtime in runtimes.items():
+            started = time.process_time()
+            for _ in range(block):
+                runtime.run(example)
+            times[protected].append(time.process_time() - started)
     return float(np.median(times[True]) / np.median(times[False]))
+
+
+def task_scorer(task: Any, data: Any, clean_logits_val: np.ndarray,
+                clean_logits_test: np.ndarray) -> Scorer:
+    """``probabilities -> drop`` of ``task``'s primary metric on ``data``'s test split,
+    thresholds tuned on the clean validation outputs (as the deployed model's were);
+    ``task`` a :class:`satcompress.tasks.registry.Task`, ``data`` its ``TaskData``."""
+    val, _ = fault_probabilities(clean_logits_val)
+    clean = task.score(val, data.val.y, fault_probabilities(clean_logits_test)[0],
+                       data.test.y)[task.primary_metric]
+    sign = 1.0 if task.higher_is_better else -1.0
+
+    def score(probabilities: np.ndarray) -> float:
+        faulty = task.score(val, data.val.y, probabilities, data.test.y)[task.primary_metric]
+        return sign * (clean - faulty)
+
+    return score
+
+
+def sdc_probability(content: bytes, task: Any, data: Any, trials: int = SDC_TRIALS,
+                    seed: int = 0, threshold: float = SDC_THRESHOLD) -> float:
+    """P(one random bit flip in the resident memory moves ``task``'s primary metric on the
+    test split by more than ``threshold``), the artifact running with its stored
+    protection: the share of ``trials`` seeded single-flip trials (a trial whose inference
+    raises is detected, not silent, and counts as none). What a budget's
+    ``max_sdc_probability`` limits."""
+    clean = Runtime(decode_artifact(content))
+    with _one_blas_thread():  # the clean outputs summed as the trials' are
+        score = task_scorer(task, data, clean.run(data.val.x), clean.run(data.test.x))
+    campaign = Campaign(flips=(1,), trials=trials, seed=seed, threshold=threshold)
+    return float(run_campaign(content, data.test.x, score, campaign).summary_rows()[0]
+                 ["p_drop_over_threshold"])

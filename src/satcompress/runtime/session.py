@@ -10,6 +10,11 @@ stored order (after the load-time fusions of :mod:`satcompress.runtime.fuse`), f
 value after its last reader (or at once if nothing reads it), in chunks of at most
 :data:`CHUNK_EXAMPLES` examples (every example is computed independently of the others).
 
+What the artifact's metadata asks for against upsets in RAM (range restriction of layer
+outputs, triplicated tables, compact weights, scrubbing: :mod:`satcompress.runtime.protect`)
+is applied at load, without recalibration; :meth:`Runtime.classify` reports non-finite logits
+as faults, never as a class.
+
 Loading is bounded by :class:`~satcompress.artifact.LoadLimits`: before a node runs at load
 (folded or in the dry run), the largest array its kernel may allocate
 (:attr:`~satcompress.runtime.kernels.Kernel.allocates`, at :data:`_ITEM_BYTES` bytes per
@@ -24,6 +29,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,6 +41,15 @@ from satcompress.runtime.fuse import fuse_program
 from satcompress.runtime.graph import GraphError, Node, check_graph, check_input
 from satcompress.runtime.kernels import ACCUMULATOR_LIMIT, KERNELS, integer_accumulator_bound
 from satcompress.runtime.plan import BufferPlan, Lifetime, plan_buffers
+from satcompress.runtime.protect import (
+    LAYER_OPS,
+    Classification,
+    Protection,
+    RangeCheck,
+    ResidentMemory,
+    classify_logits,
+    layer_steps,
+)
 
 __all__ = ["CHUNK_EXAMPLES", "InputError", "Runtime", "load"]
 
@@ -50,6 +65,13 @@ limits are checked before allocating, so running out of memory is the machine's 
 _SHOWN_ERROR = 300
 """Characters of a kernel's own error message quoted in a GraphError."""
 _T = TypeVar("_T")
+_minimum, _maximum = np.minimum.reduce, np.maximum.reduce
+_FRESH_OUTPUTS = LAYER_OPS | {"Relu"}
+"""Operators whose kernels return a new array: their output is clipped in place."""
+_GATHERED_ELEMENTS = 1 << 16
+"""Largest chunk x bounded values (plus their bounds) whose range check is gathered into one
+arena (:class:`~satcompress.runtime.protect.RangeCheck`); a larger chunk checks each value
+where it is written."""
 
 
 class InputError(ValueError):
@@ -143,14 +165,25 @@ class Runtime:
     Build one with :func:`load`. Attributes: ``metadata`` (task, class names, preprocessing
     constants...), ``operators`` (the graph's operator names), ``checksum`` (the file's
     SHA-256), ``size_bytes``, ``input_shape`` (of one example), ``plan`` (the batch-1
-    :class:`~satcompress.runtime.plan.BufferPlan`) and ``peak_buffer_bytes`` (its peak: what
-    a budget's ``max_ram_bytes`` counts). ``fuse=False`` runs the stored operators one by one
-    instead of the load-time fusions of :mod:`satcompress.runtime.fuse` (same results; for
-    checking them). ``limits`` bound what loading may allocate (see the module docstring).
+    :class:`~satcompress.runtime.plan.BufferPlan`, its resident bytes those of
+    :attr:`resident_memory`) and ``peak_buffer_bytes`` (its peak: what a budget's
+    ``max_ram_bytes`` counts). ``fuse=False`` runs the stored operators one by one instead of
+    the load-time fusions of :mod:`satcompress.runtime.fuse` (same results; for checking
+    them). ``limits`` bound what loading may allocate (see the module docstring).
+
+    ``protection`` is what the artifact records (:class:`~satcompress.runtime.protect.
+    Protection`), applied at load; ``protect=False`` loads without it (for comparison).
+    ``source`` (the artifact's path or bytes) is where :meth:`scrub` reloads a corrupted
+    block from. Counters since load: ``clipped_values``, ``faults`` (rows :meth:`classify`
+    reported as faults), ``repairs`` (by :meth:`scrub`); ``scrub_every`` examples between
+    scrubs (0: on demand only) may be changed. A protected runtime shares buffers between
+    inferences (its range check arena, the compact weights' decoding scratch): run one
+    inference at a time on it, a runtime per thread.
     """
 
     def __init__(self, artifact: Artifact, fuse: bool = True,
-                 limits: LoadLimits = LoadLimits()) -> None:
+                 limits: LoadLimits = LoadLimits(), *, protect: bool = True,
+                 source: bytes | str | os.PathLike | None = None) -> None:
         graph = artifact.graph
         nodes = check_graph(graph, artifact.tensors, limits)
         self.operators: tuple[str, ...] = tuple(sorted({node.op for node in nodes}))
@@ -158,9 +191,9 @@ class Runtime:
         self.class_names: tuple[str, ...] = _class_names(artifact.metadata)
         self.checksum: str = artifact.sha256
         self.size_bytes: int = artifact.size_bytes
-        (source,), (target,) = graph["inputs"], graph["outputs"]
-        self._input_name, self._output_name = source["name"], target["name"]
-        self.input_shape, self.input_dtype = check_input(source, limits)
+        (entry,), (exit_,) = graph["inputs"], graph["outputs"]
+        self._input_name, self._output_name = entry["name"], exit_["name"]
+        self.input_shape, self.input_dtype = check_input(entry, limits)
         with np.errstate(all="ignore"):
             self._constants, self._program = _fold_constants(nodes, artifact.tensors,
                                                              {self._output_name}, limits)
@@ -173,10 +206,22 @@ class Runtime:
         for name, step in {**written, **self._last_reader}.items():  # a value unread: at once
             if name != self._output_name:
                 self._freed_after[step].append(name)
+        self._dtypes: dict[str, np.dtype] = {}
+        self._shapes: dict[str, tuple[int, ...]] = {}
         self.plan: BufferPlan = self._dry_run(limits)
-        self._bounds: dict[str, tuple[np.floating, np.floating]] = {}
-        self.clipped_values = 0
-        """Values clipped by :meth:`restrict_activations` since it was turned on."""
+        self._layers = layer_steps(self._program, self._constants, self._dtypes)
+        self._written = written
+        self._fuse, self._limits, self._source = fuse, limits, source
+        self.protection: Protection = (Protection.from_metadata(artifact.metadata) if protect
+                                       else Protection())
+        try:
+            self._lay_out(self._constants, self._widened(self.protection.ranges))
+        except ValueError as error:
+            raise ArtifactError(f"The artifact's protection record does not fit its graph: "
+                                f"{error}") from None
+        self.scrub_every: int = self.protection.scrub_every
+        self.clipped_values = self.faults = self.repairs = 0
+        self._since_scrub = 0
 
     @property
     def peak_buffer_bytes(self) -> int:
@@ -185,10 +230,24 @@ class Runtime:
 
     @property
     def resident_tensors(self) -> dict[str, np.ndarray]:
-        """The arrays kept in memory between inferences (weights after load-time folding),
-        by name: what a single-event upset in RAM hits. The runtime's own mapping, read at
-        every run (the fault injector, :mod:`satcompress.radiation`, flips bits in it)."""
-        return self._constants
+        """The stored tensors after load-time folding, by name, as the program reads them (a
+        compact weight decoded into a new array): what the C generator emits."""
+        return self._memory.values()
+
+    @property
+    def resident_memory(self) -> dict[str, np.ndarray]:
+        """The arrays kept in RAM between inferences, in the protection's layout, by name
+        (a triplicated table as ``name#copy``, a compact weight as ``name:indices`` and
+        ``name:codebook``, range bounds as ``bounds:low``/``bounds:high``): what a single-event
+        upset hits. Each owns its bytes and is read by the next inference (the fault
+        injector, :mod:`satcompress.radiation`, flips bits in them in place)."""
+        return self._memory.arrays
+
+    @property
+    def layer_outputs(self) -> tuple[str, ...]:
+        """The values layers write (:data:`~satcompress.runtime.protect.LAYER_OPS` nodes with a
+        stored weight), in program order: what :meth:`activation_ranges` calibrates."""
+        return tuple(self._layers.values())
 
     @property
     def program(self) -> tuple[Node, ...]:
@@ -236,6 +295,7 @@ class Runtime:
                     lifetimes.append(Lifetime(f"workspace:{step}", int(workspace), step, step))
                 for name, value in zip(node.outputs, outputs):
                     values[name], born[name], sizes[name] = value, step, int(value.nbytes)
+                    self._dtypes[name], self._shapes[name] = value.dtype, value.shape
                     held += value.nbytes
                 for name in self._freed_after[step]:
                     held -= sizes[name]
@@ -278,58 +338,149 @@ class Runtime:
 
     def restrict_activations(self, bounds: Mapping[str, tuple[float, float]] | None) -> None:
         """Clip each named float value to its ``(low, high)`` after the node that writes it
-        (Ranger: Chen et al., DSN 2021), NaN becoming ``low``; ``None`` turns it off.
+        (Ranger: Chen et al., DSN 2021), NaN becoming ``low``; ``None`` or ``{}`` turns it
+        off. The artifact's stored ranges are set so at load.
 
-        Calibrate the bounds with :meth:`activation_ranges` on training inputs. A value in its
-        bounds costs two reductions; one out of them is replaced by a clipped copy (never
-        written in place: it may be a view of a resident tensor) and counted in
+        Calibrate the bounds with :meth:`activation_ranges` on training inputs. The bounds
+        are widened by one float32 step, so a value at a bound after clipping is one that was
+        out of range (or NaN). A chunk small enough (a batch-1 inference) copies its bounded
+        values into one arena checked once at the end (:class:`~satcompress.runtime.protect.
+        RangeCheck`); a larger one, or one whose check fails, checks each value's minimum and
+        maximum where it is written and clips one out of range (in place for a layer's
+        output, whose kernel made it), counting the values clipped in
         :attr:`clipped_values`.
+
+        Raises
+        ------
+        ValueError
+            If a name is not a float value the program writes.
         """
-        self._bounds = {name: (np.float32(low), np.float32(high))
-                        for name, (low, high) in (bounds or {}).items()}
+        self._lay_out(self._memory.values(), self._widened(bounds or {}))
+
+    def _widened(self, bounds: Mapping[str, tuple[float, float]]
+                 ) -> dict[str, tuple[np.float32, np.float32]]:
+        """``bounds`` checked, as float32 one step wider on each side."""
+        ranges = {}
+        for name, (low, high) in bounds.items():
+            if name not in self._written or self._dtypes[name].kind != "f":
+                raise ValueError(f"{shown(name)} is not a float value the program writes; "
+                                 "range restriction clips the values activation_ranges "
+                                 f"calibrates ({', '.join(self.layer_outputs[:12])}).")
+            ranges[name] = (np.nextafter(np.float32(low), np.float32(-np.inf)),
+                            np.nextafter(np.float32(high), np.float32(np.inf)))
+        return ranges
+
+    def _lay_out(self, constants: Mapping[str, np.ndarray],
+                 ranges: Mapping[str, tuple[np.float32, np.float32]]) -> None:
+        """Hold ``constants`` and the bounds ``ranges`` in resident memory as
+        :attr:`protection` says, and clip the values ``ranges`` names."""
+        self._memory = ResidentMemory(constants, self._program, ranges, self.protection)
+        self._constants = self._memory.constants
+        self._gathers: dict[int, RangeCheck | None] = {}
+        gathered = self._gather(1)
+        self.plan = replace(self.plan, resident_bytes=self._memory.nbytes
+                            + (gathered.nbytes if gathered else 0))
+        self._checks: list[Callable[[np.ndarray], np.ndarray] | None] = [None] * len(
+            self._program)
+        for index, (name, (low, _)) in enumerate(ranges.items()):
+            node = self._program[self._written[name]]
+            rectified = node.op == "Relu" or node.attributes.get("activation") == "Relu"
+            self._checks[self._written[name]] = self._range_check(
+                index, node.op in _FRESH_OUTPUTS, rectified and low < 0)
         self.clipped_values = 0
 
     def activation_ranges(self, x: np.ndarray) -> dict[str, tuple[float, float]]:
-        """The smallest and largest value of every float value the program writes, over the
-        inputs ``x`` (e.g. the training split): the bounds of :meth:`restrict_activations`."""
+        """The smallest and largest value of every layer's output (:attr:`layer_outputs`)
+        over the inputs ``x`` (e.g. the training split): the bounds of
+        :meth:`restrict_activations`."""
         ranges: dict[str, tuple[float, float]] = {}
 
-        def observe(name: str, value: np.ndarray) -> np.ndarray:
-            if value.size and value.dtype.kind == "f":
+        def observe(step: int, value: np.ndarray) -> None:
+            name = self._layers.get(step)
+            if name is not None and value.size:
                 low, high = ranges.get(name, (math.inf, -math.inf))
                 ranges[name] = (min(low, float(value.min())), max(high, float(value.max())))
-            return value
 
         x = self.check_input(x)
         for start in range(0, len(x), CHUNK_EXAMPLES):
             self._run_chunk(x[start : start + CHUNK_EXAMPLES], observe)
         return ranges
 
-    def _restricted(self, name: str, value: np.ndarray) -> np.ndarray:
-        bounds = self._bounds.get(name)
-        if bounds is None or not value.size:
+    def _gather(self, batch: int) -> RangeCheck | None:
+        """The one-pass range check of a chunk of ``batch`` examples (built once per batch
+        size), or None where the chunk is too large or a value's shape does not scale with
+        the batch (then each value is checked where it is written)."""
+        if batch not in self._gathers:
+            ranges = self._memory.ranges
+            shapes = {name: self._shapes[name] for name in ranges}
+            elements = sum(math.prod(shape) for shape in shapes.values())
+            fits = (0 < elements * (batch + 2) <= _GATHERED_ELEMENTS
+                    and all(shape[:1] == (1,) and self._dtypes[name] == np.float32
+                            for name, shape in shapes.items()))
+            self._gathers[batch] = RangeCheck(len(self._program), {
+                self._written[name]: ((batch, *shapes[name][1:]), low, high)
+                for name, (low, high) in ranges.items()}) if fits else None
+        return self._gathers[batch]
+
+    def _range_check(self, index: int, in_place: bool, nonnegative: bool
+                     ) -> Callable[[np.ndarray], np.ndarray]:
+        """``check(value)``: ``value`` itself when it lies within bounds ``index``, else
+        clipped (in place when the kernel made it) and counted. A ``nonnegative`` value (a
+        rectifier's, whose low bound is below 0) has only its maximum checked."""
+        lows, highs = self._memory.low, self._memory.high  # read at every check: voted
+
+        def check(value: np.ndarray) -> np.ndarray:
+            if ((nonnegative or lows[index] <= _minimum(value, None))
+                    and _maximum(value, None) <= highs[index]):  # NaN fails the comparisons
+                return value
+            low, high = lows[index], highs[index]
+            value = value if in_place else value.copy()  # another op's output may be a view
+            np.fmax(value, low, out=value)
+            np.fmin(value, high, out=value)
+            self.clipped_values += int(np.count_nonzero(value == low)
+                                       + np.count_nonzero(value == high))
             return value
-        low, high = bounds
-        if low <= value.min() and value.max() <= high:  # NaN fails both comparisons
-            return value
-        self.clipped_values += int(np.count_nonzero(~((value >= low) & (value <= high))))
-        return np.fmin(np.fmax(value, low), high)
+
+        return check
 
     def _run_chunk(self, x: np.ndarray,
-                   observe: Callable[[str, np.ndarray], np.ndarray] | None = None) -> np.ndarray:
-        observe = observe or (self._restricted if self._bounds else None)
+                   observe: Callable[[int, np.ndarray], None] | None = None,
+                   gathered: bool = True) -> np.ndarray:
+        """The chunk's logits. With bounds, the values are first copied into the chunk's
+        :class:`RangeCheck` and checked once at the end; only if one is out of range (or
+        ``gathered`` is False, or there is no such check) is each checked, and clipped, where
+        it is written: the same logits either way."""
+        memory, checks = self._memory, self._checks
+        gather = (self._gather(len(x)) if gathered and observe is None and memory.ranges
+                  else None)
+        memory.vote()
         values = {**self._constants, self._input_name: x}
         for step, node in enumerate(self._program):
-            outputs = _execute(step, node, _inputs_of(node, values))
+            arguments = _inputs_of(node, values)
+            for position, codebook, indices, decoded in memory.decoders[step]:
+                arguments[position] = np.take(codebook, indices, out=decoded, mode="wrap")
+            outputs = _execute(step, node, arguments)
             if observe is not None:
-                outputs = [observe(name, value) for name, value in zip(node.outputs, outputs)]
+                observe(step, outputs[0])
+            elif gather is not None:
+                slot = gather.slots[step]
+                if slot is not None:
+                    if slot.shape != outputs[0].shape:  # the value does not scale with batch
+                        self._gathers[len(x)] = None
+                        return self._run_chunk(x, gathered=False)
+                    slot[...] = outputs[0]
+            elif checks[step] is not None:
+                outputs[0] = checks[step](outputs[0])
             values.update(zip(node.outputs, outputs))
             for name in self._freed_after[step]:
                 del values[name]
+        if gather is not None and not gather.within():
+            return self._run_chunk(x, gathered=False)
         return values[self._output_name]
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        """Logits (batch, n_classes), float32, for inputs ``x`` of shape (batch, *input_shape).
+        """Logits (batch, n_classes), float32, for inputs ``x`` of shape (batch, *input_shape),
+        after a :meth:`scrub` when ``scrub_every`` examples have run since the last.
 
         Raises
         ------
@@ -337,20 +488,65 @@ class Runtime:
             If ``x`` is not an array of the model's input shape and dtype, or holds NaN/inf.
         """
         x = self.check_input(x)
+        if self.scrub_every and self._since_scrub >= self.scrub_every:
+            self.scrub()
+        self._since_scrub += len(x)
         return np.concatenate([self._run_chunk(x[start : start + CHUNK_EXAMPLES])
                                for start in range(0, len(x), CHUNK_EXAMPLES)])
 
+    def classify(self, x: np.ndarray) -> Classification:
+        """:meth:`run` then :func:`~satcompress.runtime.protect.classify_logits`: a row whose
+        logits are not all finite is a fault (predicted ``FAULT``), never a class; the faults
+        are added to :attr:`faults`."""
+        result = classify_logits(self.run(x))
+        self.faults += result.fault_count
+        return result
+
+    def scrub(self) -> int:
+        """Check the resident memory now: vote the triplicated tables and rewrite a copy that
+        differs, compare every other block's CRC32 with its value at load, and reload what
+        fails from ``source`` (FEC corrects the file as it is read). Returns the repairs made
+        (also added to :attr:`repairs`).
+
+        Raises
+        ------
+        ArtifactError
+            If a block must be reloaded but the runtime has no ``source`` (or it no longer
+            holds this artifact).
+        """
+        repaired = self._memory.scrub(self._reload)
+        self.repairs += repaired
+        self._since_scrub = 0
+        return repaired
+
+    def _reload(self) -> dict[str, np.ndarray]:
+        """The artifact's constants after load-time folding, decoded afresh from ``source``."""
+        if self._source is None:
+            raise ArtifactError("A resident block fails its check but this runtime has no "
+                                "source to reload it from; load the artifact with "
+                                "satcompress.runtime.load(path or bytes).")
+        if isinstance(self._source, (bytes, bytearray, memoryview)):
+            artifact = decode_artifact(self._source, limits=self._limits)
+        else:
+            artifact = read_artifact(Path(self._source), limits=self._limits)
+        if artifact.sha256 != self.checksum:
+            raise ArtifactError(f"The source {shown(str(self._source))} no longer holds the "
+                                "artifact this runtime loaded (its SHA-256 differs); load the "
+                                "new artifact instead.")
+        return Runtime(artifact, self._fuse, self._limits, protect=False).resident_tensors
+
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """Class probabilities: softmax of :meth:`run`'s logits, computed in float64."""
-        logits = self.run(x).astype(np.float64)
-        exponentials = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return exponentials / exponentials.sum(axis=1, keepdims=True)
+        """Class probabilities: softmax of :meth:`run`'s logits, computed in float64; NaN in
+        a row that is a fault (:meth:`classify` says which)."""
+        return classify_logits(self.run(x)).probabilities
 
 
 def load(source: str | os.PathLike | bytes, fuse: bool = True, *,
-         limits: LoadLimits = LoadLimits(), backend: str = "numpy") -> Runtime:
-    """Verify and load a flight artifact from a path or from its bytes (``fuse``: see
-    :class:`Runtime`), allocating no more than ``limits`` allow.
+         limits: LoadLimits = LoadLimits(), backend: str = "numpy",
+         protect: bool = True) -> Runtime:
+    """Verify and load a flight artifact from a path or from its bytes (``fuse``, ``protect``:
+    see :class:`Runtime`; the path or bytes are its ``source``), allocating no more than
+    ``limits`` allow.
 
     ``backend="c"`` runs the artifact's generated C code compiled for this machine
     (:mod:`satcompress.firmware.host`; the NumPy runtime stays the reference, and is returned,
@@ -370,9 +566,12 @@ def load(source: str | os.PathLike | bytes, fuse: bool = True, *,
         raise ValueError(f"Unknown backend {backend!r}; use 'numpy' (the reference) or 'c' "
                          "(the generated C code, compiled for this machine).")
     if isinstance(source, (bytes, bytearray, memoryview)):
-        flight = Runtime(decode_artifact(source, limits=limits), fuse, limits)
+        source = bytes(source)
+        flight = Runtime(decode_artifact(source, limits=limits), fuse, limits, protect=protect,
+                         source=source)
     else:
-        flight = Runtime(read_artifact(Path(source), limits=limits), fuse, limits)
+        flight = Runtime(read_artifact(Path(source), limits=limits), fuse, limits,
+                         protect=protect, source=Path(source))
     if backend == "c":
         from satcompress.firmware.host import load_c  # the C backend builds on this runtime
 
