@@ -2,7 +2,13 @@
 trained in plain PyTorch here and compressed through the public API or the CLI.
 
     export SATCOMPRESS_DATA_DIR=/work/shared/data
-    .venv/bin/python benchmarks/your_own_model.py [--quick] [--seeds 0 1] [--only resnet18_1d]
+    .venv/bin/python benchmarks/your_own_model.py --seeds 0 1 --resnet-seeds 0 1 2 3 4 \
+        --alternatives                      # the README's numbers
+    .venv/bin/python benchmarks/your_own_model.py --quick          # a smoke run, minutes
+
+``--only MODEL ...`` runs some models (``--merge`` keeps the others' rows from the results
+file), ``--recipe MODEL=RECIPE`` tries another recipe, ``--alternatives`` also compresses the
+seed-0 ResNet with the other recipes of :data:`ALTERNATIVES`.
 
 For each model, as a user would: build the data, train (Adam, class-weighted cross-entropy,
 early stopping on the validation loss with the best weights kept, seeds fixed), save the state

@@ -32,7 +32,7 @@ from benchmarks import zoo  # noqa: E402  (user code, not part of the satcompres
 
 RECIPE = """
 name = "zoo-test"
-description = "Tiny: one epoch of Hinton KD to a half-width student, then 8 shared values per layer."
+description = "Tiny: one epoch of Hinton KD to a half-width student, then 8 values per layer."
 
 [[stage]]
 stage = "hinton_kd"
@@ -44,7 +44,7 @@ epochs = 1
 stage = "weight_cluster"
 n_clusters = 8
 """
-LENGTH, CHANNELS = 12, 4
+LENGTH, CHANNELS = 8, 4
 
 # Known, reported limitations (not failures of these tests): a GRU's `_flat_weights` and a
 # TransformerEncoderLayer's activation function cannot be checkpointed (the stage is recomputed
@@ -55,8 +55,8 @@ TRACING_GRU = pytest.mark.filterwarnings("ignore:Maximum recursive depth reached
 OWN_PARAMETER = pytest.mark.filterwarnings("ignore:build_student. no reset_parameters:UserWarning")
 
 
-def sequences(n: int = 300, n_classes: int = 5, seed: int = 0):
-    """Light-curve-like ``(n, 12, 4)`` inputs: class ``c`` brightens channel ``c % 4`` with a
+def sequences(n: int = 200, n_classes: int = 5, seed: int = 0):
+    """Light-curve-like ``(n, 8, 4)`` inputs: class ``c`` brightens channel ``c % 4`` with a
     rise of class-dependent slope, under noise; split 60/20/20."""
     rng = np.random.default_rng(seed)
     y = rng.permutation(np.arange(n) % n_classes)
@@ -66,7 +66,7 @@ def sequences(n: int = 300, n_classes: int = 5, seed: int = 0):
     return split(x.astype(np.float32), y)
 
 
-def images(n: int = 300, seed: int = 0):
+def images(n: int = 200, seed: int = 0):
     """``(n, 1, 16, 16)`` images: a blob, horizontal stripes or vertical stripes, with noise."""
     rng = np.random.default_rng(seed)
     y = rng.permutation(np.arange(n) % 3)
