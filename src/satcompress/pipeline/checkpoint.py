@@ -19,6 +19,7 @@ was given (:func:`foreign_classes`) -- matched by name, never imported on the fi
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import io
 import math
@@ -30,7 +31,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 __all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "checkpoint_bytes", "foreign_classes",
-           "model_from_checkpoint"]
+           "model_from_checkpoint", "weights_sha256"]
 
 CHECKPOINT_FORMAT = "satcompress-checkpoint/1"
 _ALLOWED_PACKAGES = ("torch.nn.modules.", "satcompress.")
@@ -45,6 +46,16 @@ class CheckpointError(ValueError):
 
 def _class_name(cls: type) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def weights_sha256(model: nn.Module) -> str:
+    """SHA-256 of ``model``'s state dict (names and bytes, in order): the identity of its
+    weights in task names and student keys."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def foreign_classes(model: nn.Module) -> tuple[type[nn.Module], ...]:

@@ -42,7 +42,6 @@ Example
 from __future__ import annotations
 
 import copy
-import hashlib
 import importlib
 import re
 import sys
@@ -57,6 +56,7 @@ from torch import nn
 
 from satcompress.networks import standardized
 from satcompress.onnx_export import OnnxExportError
+from satcompress.pipeline.checkpoint import weights_sha256
 from satcompress.pipeline.flight import flight_graph
 from satcompress.networks.architectures import ARCHITECTURES, check_weights, model_from_state_dict
 from satcompress.pipeline.base_model import (
@@ -305,14 +305,6 @@ def _check_fits_data(model: nn.Module, data: TaskData, where: str) -> None:
                              "data are the ones it was trained with.")
 
 
-def _weights_sha256(model: nn.Module) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
 def prepare_user_model(
     model: nn.Module,
     data: TaskData,
@@ -342,7 +334,7 @@ def prepare_user_model(
         flight_graph(model, torch.from_numpy(data.val.x[:1]))
     except OnnxExportError as error:
         raise ModelFileError(f"The model cannot become a flight artifact: {error}") from None
-    identity = _weights_sha256(model)[:8] + str(data.preprocessing.get("sha256", ""))[:8]
+    identity = weights_sha256(model)[:8] + str(data.preprocessing.get("sha256", ""))[:8]
     task = user.user_task(data, metric, name=f"user-{identity}", description=description)
     return TrainedModel(task, model, data, task.evaluate(model, data), path)
 

@@ -24,17 +24,10 @@ from satcompress.pipeline.checkpoint import (
     checkpoint_bytes,
     foreign_classes,
     model_from_checkpoint,
+    weights_sha256,
 )
 
 __all__ = ["StudentStore"]
-
-
-def _weights_sha256(model: nn.Module) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 class StudentStore(MutableMapping):
@@ -51,7 +44,7 @@ class StudentStore(MutableMapping):
 
     def __init__(self, teacher: nn.Module, folder: str | Path | None = None) -> None:
         self.folder = None if folder is None else Path(folder)
-        self.teacher_sha256 = _weights_sha256(teacher)
+        self.teacher_sha256 = weights_sha256(teacher)
         self.trusted = foreign_classes(teacher)
         self.memory: dict[stages.StageConfig, nn.Module] = {}
 
