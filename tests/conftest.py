@@ -109,3 +109,14 @@ def tiny_case(request):
     if request.param == "mlp":
         return tiny_mlp(), make_blobs()
     return tiny_t2(), make_sequences()
+
+
+def register_blob_task(monkeypatch):
+    """The blobs problem as a user task judged by accuracy, registered under the name
+    ``blobs`` so commands given ``--task blobs`` find it (undone after the test)."""
+    from satcompress.tasks import registry
+
+    blobs = registry.Task("blobs", "tiny", "satcompress.tasks.user", metric="accuracy",
+                          data=make_blobs())
+    monkeypatch.setitem(registry.TASKS, "blobs", blobs)
+    return blobs

@@ -10,22 +10,15 @@ from satcompress.cli import app
 
 
 def test_cli_inject_reports_the_drop_per_flip_count(tmp_path, monkeypatch):
-    from conftest import make_blobs, tiny_mlp
+    from conftest import make_blobs, register_blob_task, tiny_mlp
 
     from satcompress import stages
     from satcompress.pipeline.base_model import TrainedModel
     from satcompress.pipeline.budget import Budget
     from satcompress.pipeline.recipe import Recipe
     from satcompress.pipeline.runner import run_recipe
-    from satcompress.tasks import registry
 
-    blobs = registry.Task("blobs", "tiny", "satcompress.tasks.user", "unused:unused", {})
-    monkeypatch.setitem(registry.TASKS, "blobs", blobs)
-    monkeypatch.setattr(type(blobs), "load", lambda self, seed=0, **options: make_blobs())
-    monkeypatch.setattr(type(blobs), "score", lambda self, pv, yv, pt, yt: {
-        "accuracy": float((pt.argmax(1) == yt).mean())})
-    monkeypatch.setattr(type(blobs), "primary_metric", property(lambda self: "accuracy"))
-    monkeypatch.setattr(type(blobs), "higher_is_better", property(lambda self: True))
+    blobs = register_blob_task(monkeypatch)
     recipe = Recipe("ptq", (stages.config_type("post_training_quantize")(
         quantize_activations=False),))
     trained = TrainedModel(blobs, tiny_mlp(), make_blobs(), {})

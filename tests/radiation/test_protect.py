@@ -160,19 +160,12 @@ def test_sdc_probability_is_seeded_and_lower_with_protection(tmp_path):
 
 
 def run_blobs(tmp_path, monkeypatch, recipe, budget):
-    from conftest import make_blobs, tiny_mlp
+    from conftest import make_blobs, register_blob_task, tiny_mlp
 
     from satcompress.pipeline.base_model import TrainedModel
     from satcompress.pipeline.runner import run_recipe
-    from satcompress.tasks import registry
 
-    blobs = registry.Task("blobs", "tiny", "satcompress.tasks.user", "unused:unused", {})
-    monkeypatch.setitem(registry.TASKS, "blobs", blobs)
-    monkeypatch.setattr(type(blobs), "load", lambda self, seed=0, **options: make_blobs())
-    monkeypatch.setattr(type(blobs), "score", lambda self, pv, yv, pt, yt: {
-        "accuracy": float((pt.argmax(1) == yt).mean())})
-    monkeypatch.setattr(type(blobs), "primary_metric", property(lambda self: "accuracy"))
-    monkeypatch.setattr(type(blobs), "higher_is_better", property(lambda self: True))
+    blobs = register_blob_task(monkeypatch)
     trained = TrainedModel(blobs, tiny_mlp(), make_blobs(), {})
     return run_recipe(trained, recipe, budget, tmp_path / "run", latency_repeats=3)
 
