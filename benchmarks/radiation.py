@@ -13,6 +13,15 @@ campaigns in resident memory as it runs with that protection
 (:func:`satcompress.radiation.run_campaign`, campaign seed 0 for every variant): 1 random bit
 flip, 1 flip of a float32's top exponent bit, 100 random flips (``--trials`` of each). Writes
 ``benchmarks/results/radiation_<task>.json`` and prints a Markdown table.
+
+With ``--c`` it measures the generated C instead (:mod:`satcompress.codegen.protect`): the
+artifact and a copy protected with :data:`C_PROTECT`, side by side in this one run: the
+host build's batch-1 latency (the bare ``predict`` through ctypes, dense weights as the host
+target builds them; CPU time of blocks of :data:`C_CALLS` calls, scrubs included, the
+median of :data:`C_ROUNDS` interleaved rounds, three times) and the ``samv71`` (Cortex-M7)
+firmware's flash (code and constants), static RAM and, with QEMU, instructions per inference
+on the first 32 test examples (an estimate; no scrub falls among 32), weights decoded where
+read (flash only) and with RAM tables. Writes ``benchmarks/results/radiation_c_<task>.json``.
 """
 
 from __future__ import annotations
@@ -22,14 +31,23 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before NumPy loads its BLAS
 
 import argparse  # noqa: E402
+import ctypes  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
+import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import numpy as np  # noqa: E402
+
 from satcompress.artifact import read_artifact  # noqa: E402
+from satcompress.codegen import generate_c  # noqa: E402
 from satcompress.fileio import atomic_write_text  # noqa: E402
+from satcompress.firmware import TARGETS  # noqa: E402
+from satcompress.firmware.export import export_c  # noqa: E402
+from satcompress.firmware.host import build_host_library  # noqa: E402
 from satcompress.radiation import (  # noqa: E402
     Campaign,
     protect_artifact,
@@ -48,6 +66,10 @@ VARIANTS = {"none": (), "ranges": ("ranges",),
 CAMPAIGNS = (("any", 1), ("exponent_top", 1), ("any", 100))
 """(bits, flips) of each campaign."""
 LATENCY_RUNS = 3
+C_PROTECT = ("ranges", "tables", "scrub")
+"""The protection measured in the generated C (``compact`` changes nothing there)."""
+C_CALLS = 100
+C_ROUNDS = 400
 
 
 def measure(path: Path, task, data, bare_bytes: int, bare_ram: int,
@@ -76,6 +98,83 @@ def measure(path: Path, task, data, bare_bytes: int, bare_ram: int,
     return row
 
 
+def bare_predict(path: Path) -> Callable[[np.ndarray], object]:
+    """The host build's ``predict`` of the artifact at ``path`` (its protection applied),
+    called through ctypes on one example."""
+    source = generate_c(load(path), compressed=TARGETS["host"].compressed_weights)
+    library = ctypes.CDLL(str(build_host_library(source)))
+    getattr(library, f"{source.prefix}init")()
+    predict = getattr(library, f"{source.prefix}predict")
+    predict.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    output = np.empty(source.output_size, np.float32)
+    return lambda x: predict(x.ctypes.data, output.ctypes.data)
+
+
+def c_latency_ratio(bare: Path, protected: Path, x: np.ndarray) -> tuple[float, float]:
+    """(median µs per call unprotected, protected / unprotected) of the host builds' bare
+    ``predict``, in interleaved rounds of :data:`C_CALLS` calls over the examples ``x``."""
+    engines = {"bare": bare_predict(bare), "protected": bare_predict(protected)}
+    rows = [np.ascontiguousarray(x[i % len(x)]) for i in range(C_CALLS)]
+    times: dict[str, list[float]] = {name: [] for name in engines}
+    for _ in range(C_ROUNDS):
+        for name, predict in engines.items():
+            started = time.process_time()
+            for row in rows:
+                predict(row)
+            times[name].append((time.process_time() - started) / C_CALLS)
+    bare_s = statistics.median(times["bare"])
+    return bare_s * 1e6, statistics.median(times["protected"]) / bare_s
+
+
+def c_rows(bare: Path, protected: Path, x: np.ndarray, folder: Path) -> dict:
+    """The generated C of ``bare`` and ``protected`` side by side (see the module docstring)."""
+    rows: dict = {"latency": [c_latency_ratio(bare, protected, x[:50]) for _ in range(3)]}
+    for name, path in (("none", bare), ("protected", protected)):
+        flight = load(path)
+        for tables in (False, True):
+            report = export_c(flight, TARGETS["samv71"], folder / f"{name}-{tables}",
+                              examples=x[:32], ram_tables=tables)
+            rows[f"{name}, {'RAM tables' if tables else 'flash only'}"] = {
+                **{key: report.firmware.get(key) for key in (
+                    "flash_bytes", "static_ram_bytes", "stack_bytes",
+                    "instructions_per_inference", "bit_identical_to_host_build",
+                    "differing_predictions_vs_numpy")},
+                "ram_table_bytes": report.source["ram_table_bytes"],
+                "triplicated_bytes": report.source["triplicated_bytes"],
+                "skipped": report.skipped}
+            print(f"  {name}, RAM tables {tables}: {rows[list(rows)[-1]]}", flush=True)
+    return rows
+
+
+def main_c(artifact: Path, task, data) -> None:
+    """``--c``: the generated C with and without :data:`C_PROTECT`."""
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        protected = folder / "protected.sca"
+        shutil.copyfile(artifact, protected)
+        protect_artifact(protected, C_PROTECT, data.train.x)
+        rows = c_rows(artifact, protected, data.test.x, folder)
+    record = {"artifact": str(artifact), "sha256": read_artifact(artifact).sha256,
+              "task": task.name, "protect": list(C_PROTECT), **rows}
+    out = RESULTS / f"radiation_c_{task.name}.json"
+    atomic_write_text(out, json.dumps(record, indent=2, default=str) + "\n")
+    table = []
+    for key, row in rows.items():
+        if key == "latency":
+            continue
+        table.append({"build": key, "flash": row["flash_bytes"],
+                      "static RAM": row["static_ram_bytes"], "stack": row["stack_bytes"],
+                      "triplicated tables": row["triplicated_bytes"],
+                      "RAM weight tables": row["ram_table_bytes"],
+                      "instructions / inference": row["instructions_per_inference"],
+                      "= host build": row["bit_identical_to_host_build"],
+                      "differing from NumPy": row["differing_predictions_vs_numpy"]})
+    print(markdown_table(table))
+    print("host C batch-1 (µs unprotected, protected / unprotected): "
+          + ", ".join(f"{us:.2f} µs x{ratio:.3f}" for us, ratio in rows["latency"]))
+    print(f"wrote {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("artifact", type=Path, help="an artifact built without protection")
@@ -83,6 +182,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="the data split's seed")
     parser.add_argument("--trials", default="1000,500,200",
                         help="trials of the 1-flip, top-exponent and 100-flip campaigns")
+    parser.add_argument("--c", action="store_true",
+                        help="measure the generated C (flash, RAM, latency, instructions)")
     arguments = parser.parse_args()
     trials = tuple(int(part) for part in arguments.trials.split(","))
     task = get_task(arguments.task)
@@ -91,6 +192,9 @@ def main() -> None:
     if "protection" in bare.metadata:
         raise SystemExit(f"{arguments.artifact} already records a protection; give the "
                          "artifact compress wrote without one.")
+    if arguments.c:
+        main_c(arguments.artifact, task, data)
+        return
     bare_ram = load(arguments.artifact).peak_buffer_bytes
     rows = {}
     with tempfile.TemporaryDirectory() as folder:

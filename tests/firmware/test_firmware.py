@@ -17,6 +17,7 @@ from satcompress.firmware import TARGETS, CRuntime, get_target, missing_tools
 from satcompress.firmware.emulate import run_firmware
 from satcompress.firmware.export import ram_for_tables
 from satcompress.firmware.host import build_host_library
+from satcompress.radiation import protect_artifact
 from satcompress.runtime import GRAPH_FORMAT
 
 WIDTH = 24
@@ -169,3 +170,46 @@ def test_the_firmware_runs_on_qemu_with_the_host_builds_outputs(artifact, tmp_pa
     np.testing.assert_array_equal(decoded.logits.view(np.uint32), report.logits.view(np.uint32))
     assert decoded.static_ram_bytes >= report.static_ram_bytes + ram.ram_table_bytes
     assert decoded.instructions < report.instructions and decoded.init_instructions > 0
+
+
+def _protected(artifact, folder):
+    """The artifact with ranges, triplicated tables and scrubbing (ranges calibrated on the
+    test inputs' distribution)."""
+    path = folder / "protected.sca"
+    shutil.copyfile(artifact, path)
+    protect_artifact(path, ("ranges", "tables", "scrub"), _inputs(64))
+    return path
+
+
+def test_export_c_carries_the_artifacts_protection_into_the_c(artifact, tmp_path):
+    path = _protected(artifact, tmp_path)
+    for flag, names in (("--protection", ["ranges", "tables", "scrub"]), ("--no-protection", [])):
+        out = tmp_path / str(bool(names))
+        result = CliRunner().invoke(app, ["export-c", str(path), "--target", "host",
+                                          "--out", str(out), flag])
+        assert result.exit_code == 0, result.output
+        report = json.loads((out / "firmware.json").read_text())
+        assert report["source"]["protection"] == names
+        header = (out / "model.h").read_text()
+        assert ("uint32_t scm_scrub(void);" in header) == bool(names)
+        assert ("protection" in result.output) == bool(names)
+
+
+def test_a_protected_build_runs_on_qemu_with_the_host_builds_outputs(artifact, tmp_path):
+    """One protected cross-built run (Cortex-M7): ranges, tables voted in RAM, scrubs, with
+    weights decoded into RAM; bit for bit the host build, the runtime's predictions."""
+    samv71 = TARGETS["samv71"]
+    lacking = missing_tools(samv71, emulate=True)
+    if lacking:
+        pytest.skip(f"cross toolchain or emulator missing: install the Debian packages "
+                    f"{', '.join(lacking)}")
+    _needs_cc()
+    flight = runtime.load(_protected(artifact, tmp_path))
+    source = generate_c(flight, compressed=True, ram_bytes=ram_for_tables(flight, samv71))
+    assert source.protection == ("ranges", "tables", "scrub") and source.ram_tables
+    x = _inputs()
+    report = run_firmware(source, samv71, x, tmp_path / "fw")
+    host = CRuntime(flight, source, build_host_library(source)).run(x)
+    np.testing.assert_array_equal(report.logits.view(np.uint32), host.view(np.uint32))
+    np.testing.assert_array_equal(report.logits.argmax(1), flight.run(x).argmax(1))
+    assert report.static_ram_bytes >= source.arena_bytes + source.triplicated_bytes

@@ -28,6 +28,10 @@ def export_c(
                                     "left after the arena (at init) instead of at every read."),
     ram_limit: str = typer.Option("", help="RAM the firmware may take in all, e.g. 64KiB "
                                   "(default: the target's RAM); limits the RAM tables."),
+    protection: bool = typer.Option(True, "--protection/--no-protection", help="Apply in the "
+                                    "C the protection against upsets the artifact records "
+                                    "(ranges, triplicated tables, scrubbing; model.h says "
+                                    "what it adds), or generate the unprotected code."),
 ) -> None:
     """Generate ARTIFACT's C99 library (one predict function, static arena, const weights)
     for a target; build and measure its firmware where the cross toolchain is installed."""
@@ -43,7 +47,7 @@ def export_c(
     try:
         profile = get_target(target)
         limit = parse_bytes(ram_limit) if ram_limit else None
-        flight = runtime.load(artifact)
+        flight = runtime.load(artifact, protect=protection)
         with console.status(f"generating C for {profile.name}"):
             report = export(flight, profile, out, prefix=prefix, emulate=emulate,
                             ram_tables=ram_tables, ram_limit=limit)

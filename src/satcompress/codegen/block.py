@@ -10,8 +10,10 @@ from itertools import count
 
 import numpy as np
 
-from satcompress.codegen.emit import ConstantArray, c_type, constant_array
+from satcompress.codegen.emit import ConstantArray, TablePart, c_type, constant_array
 from satcompress.codegen.program import StaticProgram, Value
+from satcompress.codegen.protect import Tables
+from satcompress.runtime.protect import TABLE_MAX_ELEMENTS
 
 __all__ = ["Constants", "Block", "HELPERS"]
 
@@ -49,14 +51,34 @@ function name); each is written once, only when used."""
 
 class Constants:
     """The constant arrays the generated code reads, each declared once, named by prefix;
-    the compressed arrays whose slots are in ``ram`` get a RAM table (decoded at init)."""
+    the compressed arrays whose slots are in ``ram`` get a RAM table (decoded at init).
+
+    With ``tables`` (:class:`~satcompress.codegen.protect.Tables`: an artifact protected
+    with ``tables``), the critical tables are read from its triplicated RAM: every codebook
+    and every dense array, except one of more than
+    :data:`~satcompress.runtime.protect.TABLE_MAX_ELEMENTS` elements of a tensor in
+    ``weights`` (a layer's weight), which stays in flash -- the runtime's choice.
+    """
 
     def __init__(self, prefix: str, compressed: bool,
-                 ram: frozenset[tuple[str, str]] = frozenset()) -> None:
+                 ram: frozenset[tuple[str, str]] = frozenset(), tables: Tables | None = None,
+                 weights: frozenset[str] = frozenset()) -> None:
         self.prefix, self.compressed, self.ram = prefix, compressed, ram
+        self.tables, self.weights = tables, weights
         self.arrays: dict[tuple[str, str], ConstantArray] = {}
         """(tensor, layout variant) -> its array."""
         self.helpers: dict[str, str] = {}
+
+    def _table(self, tables: Tables, key: str) -> TablePart:
+        """What of the array of ``key`` (a tensor, or ``tensor:layout``) ``tables`` hold."""
+        tensor = key if key in self.weights else key.rsplit(":", 1)[0]
+
+        def take(name: str, values: np.ndarray, codebook: bool) -> str | None:
+            if codebook or values.size <= TABLE_MAX_ELEMENTS or tensor not in self.weights:
+                return tables.add(name, values)
+            return None
+
+        return take
 
     def helper(self, key: str) -> str:
         """The prefixed name of the helper function ``key`` of :data:`HELPERS` (written once)."""
@@ -70,7 +92,9 @@ class Constants:
         slot = (key, variant + ("d" if dense else ""))
         if slot not in self.arrays:
             name = f"{self.prefix}k{len(self.arrays)}"
-            array = constant_array(name, values, self.compressed and not dense)
+            table = (self._table(self.tables, key)
+                     if self.tables is not None and slot not in self.ram else None)
+            array = constant_array(name, values, self.compressed and not dense, table)
             self.arrays[slot] = array.in_ram() if slot in self.ram else array
         return self.arrays[slot]
 

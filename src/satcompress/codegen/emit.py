@@ -15,13 +15,13 @@ Torch-free: part of the flight path.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-__all__ = ["C_TYPES", "c_type", "literal", "ConstantArray", "constant_array", "strides",
-           "index", "broadcast_strides"]
+__all__ = ["C_TYPES", "c_type", "literal", "array_text", "ConstantArray", "TablePart",
+           "constant_array", "strides", "index", "broadcast_strides"]
 
 C_TYPES = {"float32": "float", "float64": "double", "int8": "int8_t", "uint8": "uint8_t",
            "int16": "int16_t", "uint16": "uint16_t", "int32": "int32_t", "uint32": "uint32_t",
@@ -69,7 +69,8 @@ def literal(value: float | int, dtype: np.dtype) -> str:
     return text + suffix
 
 
-def _array_text(name: str, values: np.ndarray, dtype: np.dtype) -> str:
+def array_text(name: str, values: np.ndarray, dtype: np.dtype) -> str:
+    """The declaration of the ``static const`` array ``name`` holding ``values`` as ``dtype``."""
     items = [literal(v, dtype) for v in values.reshape(-1).tolist()] or ["0"]
     rows = [", ".join(items[i : i + _PER_LINE]) for i in range(0, len(items), _PER_LINE)]
     body = ",\n    ".join(rows)
@@ -137,27 +138,41 @@ def _nibbles(indices: np.ndarray) -> np.ndarray:
     return (flat[0::2] | (flat[1::2] << 4)).astype(np.uint8)
 
 
-def constant_array(name: str, values: np.ndarray, compressed: bool) -> ConstantArray:
-    """``values`` as a C constant named ``name`` (see the module docstring for the forms)."""
+TablePart = Callable[[str, np.ndarray, bool], str | None]
+"""``table(name, values, codebook)``: the declarations of the part ``name`` of a constant
+(its ``values``; ``codebook``: a compressed array's codebook, else the whole dense array) held
+in RAM as a protected table, or None to keep it in flash (:mod:`satcompress.codegen.protect`)."""
+
+
+def constant_array(name: str, values: np.ndarray, compressed: bool,
+                   table: TablePart | None = None) -> ConstantArray:
+    """``values`` as a C constant named ``name`` (see the module docstring for the forms);
+    ``table`` may take its dense values or codebook into protected RAM tables."""
+    def part(part_name: str, part_values: np.ndarray, codebook: bool) -> str:
+        taken = table(part_name, part_values, codebook) if table is not None else None
+        return taken if taken is not None else array_text(part_name, part_values,
+                                                          part_values.dtype)
+
     values = np.ascontiguousarray(values)
     dtype = values.dtype
     if compressed and values.size >= _MIN_COMPRESSED:
         if dtype.kind == "f":
-            table, indices = np.unique(values.reshape(-1), return_inverse=True)
-            exact = len(table) <= 256 and np.array_equal(table[indices], values.reshape(-1))
-            form = "codebook4" if len(table) <= 16 else "codebook8"
+            codebook, indices = np.unique(values.reshape(-1), return_inverse=True)
+            exact = (len(codebook) <= 256
+                     and np.array_equal(codebook[indices], values.reshape(-1)))
+            form = "codebook4" if len(codebook) <= 16 else "codebook8"
             packed = (_nibbles(indices) if form == "codebook4" else indices.astype(np.uint8))
-            if exact and table.nbytes + packed.nbytes < values.nbytes:
-                text = (_array_text(f"{name}_cb", table, dtype)
-                        + _array_text(f"{name}_ix", packed, np.dtype(np.uint8)))
-                return ConstantArray(name, form, text, table.nbytes + packed.nbytes,
+            if exact and codebook.nbytes + packed.nbytes < values.nbytes:
+                text = (part(f"{name}_cb", codebook, True)
+                        + array_text(f"{name}_ix", packed, np.dtype(np.uint8)))
+                return ConstantArray(name, form, text, codebook.nbytes + packed.nbytes,
                                      c_type(dtype), values.size)
         elif dtype == np.int8 and values.min() >= -8 and values.max() <= 7:
             packed = _nibbles(values.astype(np.int16) + 8)
-            return ConstantArray(name, "int4", _array_text(f"{name}_ix", packed,
+            return ConstantArray(name, "int4", array_text(f"{name}_ix", packed,
                                                            np.dtype(np.uint8)), packed.nbytes,
                                  "int8_t", values.size)
-    return ConstantArray(name, "dense", _array_text(name, values, dtype), values.nbytes,
+    return ConstantArray(name, "dense", part(name, values, False), values.nbytes,
                          c_type(dtype), values.size)
 
 

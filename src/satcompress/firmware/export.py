@@ -76,6 +76,10 @@ class ExportReport:
                       "value": f"{source['ram_table_bytes']:,} ({tensors})"},
                      {"quantity": "expected speedup from them (instruction model)",
                       "value": f"{source['expected_speedup']:.2f}x"}]
+        if source.get("protection"):
+            rows.append({"quantity": "protection (in the C)",
+                         "value": f"{', '.join(source['protection'])}; triplicated tables "
+                                  f"{source['triplicated_bytes']:,} B of RAM"})
         if source.get("quantized_input"):
             rows.append({"quantity": "quantized entry point",
                          "value": f"predict_{source['quantized_input']}"})
