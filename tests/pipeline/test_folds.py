@@ -1,8 +1,6 @@
 """Verdicts over grouped folds: every group tested once, a base model per fold and seed, the
-metric drop judged on the mean over runs and resources on the worst run (issue 16).
-
-This module is also the tiny task the runs use (``load``, ``score``, ``build``): 120 groups of
-three rows of the blobs problem, so a fold never splits a group.
+metric drop judged on the mean over runs and resources on the worst run (issue 16). The tiny
+task the runs use (120 groups of three rows of the blobs) is ``tests/fold_task.py``.
 """
 
 from __future__ import annotations
@@ -12,54 +10,19 @@ import json
 
 import numpy as np
 import pytest
-from conftest import make_blobs, tiny_mlp
+from fold_task import PRIMARY_METRIC, RECIPE, tiny_task as registered_tiny_task
 
-from satcompress import stages
+from satcompress.measure.uncertainty import paired_t_interval
 from satcompress.pipeline import base_model
 from satcompress.pipeline.budget import Budget
 from satcompress.pipeline.folds import FoldsBudgetNotMet, run_folds
-from satcompress.pipeline.recipe import Recipe
-from satcompress.tasks import registry
-from satcompress.tasks.base import (
-    Split,
-    TaskData,
-    grouped_fold_split,
-    grouped_folds,
-    stratified_group_split,
-)
-
-PRIMARY_METRIC = "accuracy"
-HIGHER_IS_BETTER = True
-RECIPE = Recipe("prune", (stages.load_builtin_stages()["magnitude_prune"](sparsity=0.8,
-                                                                          finetune_epochs=0),))
-
-
-def load(seed: int = 0, fold: int | None = None, n_folds: int = 5) -> TaskData:
-    """The tiny task's data: three rows per group, split by group."""
-    blobs = make_blobs(n_per_class=40)
-    x = np.concatenate([blobs.train.x, blobs.val.x, blobs.test.x])
-    y = np.concatenate([blobs.train.y, blobs.val.y, blobs.test.y])
-    groups = np.arange(len(y)) // 3  # three consecutive rows (one class) per group
-    parts = (stratified_group_split(y, groups, seed) if fold is None
-             else grouped_fold_split(y, groups, fold, n_folds, seed))
-    return TaskData(*(Split(x[rows], y[rows], groups[rows]) for rows in parts),
-                    class_names=blobs.class_names)
-
-
-def score(val_probabilities, val_labels, test_probabilities, test_labels) -> dict[str, float]:
-    return {"accuracy": float(np.mean(np.argmax(test_probabilities, 1) == test_labels))}
-
-
-def build(input_shape, n_classes, width_multiplier, depth_multiplier):
-    return tiny_mlp()
+from satcompress.report.tables import format_value
+from satcompress.tasks.base import grouped_fold_split, grouped_folds, stratified_group_split
 
 
 @pytest.fixture(scope="module")
 def tiny_task():
-    task = registry.Task("tiny", "blobs in groups of three", __name__, f"{__name__}:build",
-                         {"max_epochs": 2, "batch_size": 32, "patience_epochs": 2})
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(registry.TASKS, "tiny", task)
+    with registered_tiny_task() as task:
         yield task
 
 
@@ -148,6 +111,42 @@ def test_every_fold_runs_into_its_own_folder_and_the_drop_gets_a_paired_interval
     summary = (out / "summary.md").read_text()
     assert "Evaluation: mean over 3 folds × 1 seed" in summary
     assert three_folds.interval.describe() in summary
+
+
+def test_every_stage_is_recorded_on_every_run_as_in_the_runs_own_stages_json(three_folds):
+    written = json.loads((three_folds.out_dir / "folds.json").read_text())
+    assert [stage["stage"] for stage in written["stages"]] == [
+        "base", "1:magnitude_prune", "artifact"] == list(three_folds.stages)
+    for run in written["runs"]:
+        own = json.loads((three_folds.out_dir / run["folder"] / "stages.json").read_text())
+        measured = [*own["stages"], own["artifact"]["measurement"]]
+        assert [(stage[PRIMARY_METRIC], stage["bytes"]) for stage in run["stages"]] == [
+            (m["metrics"][PRIMARY_METRIC], m["theoretical_bytes"]) for m in measured]
+        assert run["stages"][-1]["bytes"] == run["artifact_bytes"] == (
+            own["artifact"]["verification"]["size_bytes"])
+    for position, stage in enumerate(written["stages"]):
+        values = [run["stages"][position][PRIMARY_METRIC] for run in written["runs"]]
+        sizes = [run["stages"][position]["bytes"] for run in written["runs"]]
+        assert stage[PRIMARY_METRIC]["mean"] == pytest.approx(np.mean(values))
+        assert stage[PRIMARY_METRIC]["sd"] == pytest.approx(np.std(values, ddof=1))
+        assert stage["bytes"]["mean"] == pytest.approx(np.mean(sizes))
+        if position == 0:
+            assert stage["drop_interval"] is None
+            continue
+        base = [run["stages"][0][PRIMARY_METRIC] for run in written["runs"]]
+        oracle = paired_t_interval(base, values, metric=PRIMARY_METRIC, higher_is_better=True,
+                                   test_train_ratio=_ratio(written))
+        assert stage["drop_interval"] == pytest.approx(oracle.to_dict())
+    assert written["stages"][-1]["drop_interval"] == written["drop_interval"]
+    summary = (three_folds.out_dir / "summary.md").read_text()
+    for row in three_folds.stage_table(PRIMARY_METRIC):  # per run, in the summary's table
+        assert "| " + " | ".join(format_value(value) for value in row.values()) + " |" in summary
+
+
+def _ratio(written: dict) -> float:
+    """The mean test over the mean training examples of the runs (Nadeau & Bengio's ratio)."""
+    return (np.mean([run["test_examples"] for run in written["runs"]])
+            / np.mean([run["train_examples"] for run in written["runs"]]))
 
 
 @pytest.fixture

@@ -17,9 +17,9 @@ from satcompress.pipeline.runner import BudgetNotMet, run_recipe
 from satcompress.tasks.registry import Task
 
 REGISTERED = stages.load_builtin_stages()
-SECTIONS = ["Budget", "Bytes and metric per stage", "Base vs compressed on the test set",
-            "Layers of the final model", "Latency distribution", "Stages", "Recipe",
-            "Flight artifact"]
+SECTIONS = ["Budget", "Evaluation", "Bytes and metric per stage",
+            "Base vs compressed on the test set", "Layers of the final model",
+            "Latency distribution", "Stages", "Recipe", "Flight artifact"]
 FIGURES = ["waterfall", "confusion", "reliability", "latency"]
 RECIPE = Recipe("report-test", (
     REGISTERED["low_rank"](rank_by="layer_ranks", layer_ranks=(("blocks.0.fc1", 3),),

@@ -142,8 +142,9 @@ def compress(
     folds: int = typer.Option(None, min=3, help="Judge the recipe over K grouped folds (by "
                               "active region / object), each with its own base model, into "
                               "OUT/fold{k}of{K}-seed{s}/: the metric-drop limit on the mean "
-                              "drop, resources on the worst run (OUT/folds.json). Reference "
-                              "tasks only. Default: one split."),
+                              "drop, resources on the worst run; every stage on every run "
+                              "(OUT/folds.json, OUT/report.html). Reference tasks only. "
+                              "Default: one split."),
     seeds: int = typer.Option(1, min=1, help="With --folds: seeds per fold (--seed, --seed+1, "
                               "...), each reshuffling the folds and retraining."),
 ) -> None:
@@ -223,8 +224,8 @@ def _compress_folds(task: str | None, recipe: Recipe, limits: Budget, out: Path,
         console.print(rich_table(failure.result.rows(), title=failure.result.mode))
         fail(str(failure))
     console.print(rich_table(result.rows(), title=f"{task}: {recipe.name}, {result.mode}"))
-    console.print(f"all limits met; {result.interval.describe()}; wrote {out / FOLDS_FILE} and "
-                  f"{out / 'summary.md'}")
+    console.print(f"all limits met; {result.interval.describe()}; wrote {out / FOLDS_FILE}, "
+                  f"{out / 'summary.md'} and {out / 'report.html'}")
 
 
 def _print_firmware(firmware: dict | None) -> None:

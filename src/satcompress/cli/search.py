@@ -30,6 +30,12 @@ def search(
     target: str = typer.Option(None, help="Target profile (samv71, cortex-m4, host): its flash "
                                "and RAM as max_bytes/max_ram_bytes unless the budget gives "
                                "them; the chosen model is judged on its built firmware."),
+    folds: int = typer.Option(None, min=3, help="Judge the delivered recipe over K grouped "
+                              "folds too, as compress --folds judges a recipe (each fold with "
+                              "its own base model; the metric-drop limit on the mean drop), "
+                              "into OUT/folds/. Reference tasks only. Default: one split."),
+    seeds: int = typer.Option(1, min=1, help="With --folds: seeds per fold (--seed, --seed+1, "
+                              "...), each reshuffling the folds and retraining."),
     model: str = user_options.MODEL,
     weights: Path = user_options.WEIGHTS,
     data: Path = user_options.DATA,
@@ -48,18 +54,22 @@ def search(
     """Search per-layer pruning ratios, bit widths, cluster counts and ranks under a budget.
 
     Writes the Pareto front (front.md, front.png), the chosen model's run (model/) and the
-    recipe that reproduces it (recipe.toml) into OUT.
+    recipe that reproduces it (recipe.toml) into OUT; with --folds, that recipe over the
+    folds (folds/).
     """
     mine = user_options.from_arguments(task, locals())
     if task is not None:
         check_task(task)
     from satcompress.data import DataFileError
+    from satcompress.pipeline.folds import FOLDS_FILE, FoldsBudgetNotMet
     from satcompress.pipeline.result import BudgetNotMet
     from satcompress.report import rich_table
     from satcompress.search import EmptyFront, SearchSettings, front_rows, run_search
 
     if trials < 1 or workers < 1:
         fail("--trials and --workers must be at least 1.")
+    if folds is None and seeds > 1:
+        fail("--seeds repeats the evaluation over grouped folds; give --folds K too (e.g. 5).")
     try:
         profile = None
         if target is not None:
@@ -74,7 +84,11 @@ def search(
         with console.status(f"searching ({trials} trials, {workers} worker(s))"):
             result = run_search(subject, budget, trials, out, workers=workers, storage=storage,
                                 study_name=study_name, strategy=strategy, seed=seed,
-                                settings=SearchSettings(seed=seed, fec=fec), target=profile)
+                                settings=SearchSettings(seed=seed, fec=fec), target=profile,
+                                folds=folds, seeds=range(seed, seed + seeds))
+    except FoldsBudgetNotMet as failure:
+        console.print(rich_table(failure.result.rows(), title=failure.result.mode))
+        fail(f"{failure} (the search: {out / 'front.md'})")
     except (EmptyFront, BudgetNotMet) as failure:
         fail(f"{failure} (trials and front: {out / 'front.md'})")
     except (DataFileError, ValueError, RuntimeError) as error:
@@ -90,3 +104,7 @@ def search(
         f"{final.metrics[metric]:.4f} (base {result.run.measurements[0].metrics[metric]:.4f}); "
         f"recipe {out / 'recipe.toml'}, model run {out / 'model'}, front {out / 'front.md'}"
     )
+    if result.folds is not None:
+        console.print(rich_table(result.folds.rows(), title=f"chosen recipe, {result.folds.mode}"))
+        console.print(f"over folds: all limits met; {result.folds.interval.describe()}; wrote "
+                      f"{result.folds.out_dir / FOLDS_FILE}")

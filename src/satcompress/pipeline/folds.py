@@ -11,10 +11,12 @@ own artifact, checkpoints, report and bootstrap interval; a re-run resumes it).
 
 The budget is judged over all runs: a metric-drop limit on the *mean* drop, bytes, RAM and
 latency on every run's artifact (the worst run). Each run therefore checks its resource limits
-only. The verdict, the per-run values, mean and sd, and the paired interval of the primary
-metric's drop (:func:`~satcompress.measure.uncertainty.paired_t_interval`, corrected for the
-training data the folds share) go to ``OUT/folds.json`` and ``OUT/summary.md``
-(:mod:`satcompress.report.folds`). The runs judge the recipe: no ``OUT/model.sca`` is written.
+only. The base model and every stage are evaluated on every run: each stage's primary metric
+and bytes per run, their mean and sd, and the paired interval of each stage's drop from the
+base (:func:`~satcompress.measure.uncertainty.paired_t_interval`, corrected for the training
+data the folds share) go, with the verdict, to ``OUT/folds.json``, ``OUT/summary.md`` and
+``OUT/report.html`` (:mod:`satcompress.report.folds`). The runs judge the recipe: no
+``OUT/model.sca`` is written.
 
 A user's model cannot be retrained per fold: its one-split run reports a paired bootstrap
 interval over test groups instead (``stages.json``, ``drop_interval``).
@@ -32,18 +34,22 @@ import numpy as np
 
 from satcompress.fileio import atomic_write_text
 from satcompress.firmware.targets import Target
+from satcompress.measure import Measurement
 from satcompress.measure.uncertainty import DropInterval, paired_t_interval
 from satcompress.pipeline.base_model import cached_base_model
 from satcompress.pipeline.budget import Budget, Violation
 from satcompress.pipeline.recipe import Recipe
 from satcompress.pipeline.result import BudgetNotMet, RunResult
 from satcompress.pipeline.runner import run_recipe
-from satcompress.report.folds import write_folds_summary
+from satcompress.report.folds import write_folds_report, write_folds_summary
 from satcompress.tasks.registry import get_task
 
-__all__ = ["FOLDS_FILE", "FoldRun", "FoldsResult", "FoldsBudgetNotMet", "run_folds"]
+__all__ = ["ARTIFACT_STAGE", "FOLDS_FILE", "FoldRun", "FoldsResult", "FoldsBudgetNotMet",
+           "check_folds", "run_folds"]
 
 FOLDS_FILE = "folds.json"
+ARTIFACT_STAGE = "artifact"
+"""The name the flight artifact's measurement goes by among a fold run's stages."""
 
 
 def _on_the_mean(limit: str) -> bool:
@@ -76,9 +82,20 @@ class FoldRun:
     test_examples: int
     bootstrap: dict | None
 
+    def measured(self) -> tuple[Measurement, ...]:
+        """The base model, every stage and the artifact, each measured on this run's test split."""
+        return (*self.result.measurements, self.result.flight)
+
     def values(self, metric: str) -> tuple[float, float]:
         """The base model's and the artifact's ``metric`` on this run's test split."""
         return self.result.measurements[0].metrics[metric], self.result.flight.metrics[metric]
+
+    def stage_rows(self, metric: str) -> list[dict]:
+        """One row per stage (the base first, the artifact last): its ``metric`` and bytes."""
+        names = (*(m.stage for m in self.result.measurements), ARTIFACT_STAGE)
+        return [{"stage": name, metric: measurement.metrics[metric],
+                 "bytes": measurement.theoretical_bytes}
+                for name, measurement in zip(names, self.measured())]
 
     def usage(self, budget: Budget) -> list[Violation]:
         """The artifact's value for every limit of ``budget`` (metric drops included)."""
@@ -87,10 +104,12 @@ class FoldRun:
 
 @dataclass(frozen=True)
 class FoldsResult:
-    """Every run over the folds and seeds, the interval of the drop and the budget verdict.
+    """Every run over the folds and seeds, the intervals of the drops and the budget verdict.
 
-    ``usage`` holds one entry per limit of ``budget``: the mean over runs for a metric drop,
-    the worst run for the others; the verdict is ``violations``.
+    ``stage_intervals`` holds the paired interval of every stage's drop from the base, in the
+    recipe's order, the artifact's last (:attr:`interval`). ``usage`` holds one entry per
+    limit of ``budget``: the mean over runs for a metric drop, the worst run for the others;
+    the verdict is ``violations``.
     """
 
     task: str
@@ -100,9 +119,19 @@ class FoldsResult:
     seeds: tuple[int, ...]
     runs: tuple[FoldRun, ...]
     metric: str
-    interval: DropInterval
+    stage_intervals: tuple[DropInterval, ...]
     usage: tuple[Violation, ...]
     out_dir: Path
+
+    @property
+    def interval(self) -> DropInterval:
+        """The paired interval of the artifact's drop from the base (the budget's)."""
+        return self.stage_intervals[-1]
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """The base model, the recipe's stages and the artifact, in order."""
+        return tuple(row["stage"] for row in self.runs[0].stage_rows(self.metric))
 
     @property
     def mode(self) -> str:
@@ -144,6 +173,32 @@ class FoldsResult:
                          "artifact bytes": round(sizes[name])})
         return rows
 
+    def stage_table(self, quantity: str) -> list[dict]:
+        """One row per stage, one column per run, then the mean and sd: ``quantity`` is the
+        primary metric or ``"bytes"``."""
+        values = [[row[quantity] for row in run.stage_rows(self.metric)] for run in self.runs]
+        return [{"stage": stage,
+                 **{f"fold {run.fold}, seed {run.seed}": per_run[position]
+                    for run, per_run in zip(self.runs, values)},
+                 **_mean_sd([per_run[position] for per_run in values])}
+                for position, stage in enumerate(self.stages)]
+
+    def stage_summary(self) -> list[dict]:
+        """One row per stage: mean and sd of the metric and bytes over the runs, and the mean
+        drop from the base with its paired 95 % interval (none for the base itself)."""
+        metrics, sizes = self.stage_table(self.metric), self.stage_table("bytes")
+        rows = []
+        for metric, size, interval in zip(metrics, sizes, (None, *self.stage_intervals)):
+            row = {"stage": metric["stage"], f"mean {self.metric}": metric["mean"],
+                   f"sd {self.metric}": metric["sd"], "mean bytes": round(size["mean"]),
+                   "sd bytes": round(size["sd"])}
+            if interval is not None:
+                row.update({"mean drop": interval.drop, "95% low": interval.low,
+                            "95% high": interval.high,
+                            "excludes 0": "yes" if interval.distinguishable else "no"})
+            rows.append(row)
+        return rows
+
     def limits(self) -> list[dict]:
         """One row per limit: allowed, the value over the runs, how it is judged, broken."""
         return [{"limit": usage.limit, "allowed": usage.allowed, "value": usage.actual,
@@ -168,12 +223,19 @@ class FoldsResult:
                  "base": base, "artifact": artifact, "drop": drop,
                  "artifact_bytes": run.result.flight.theoretical_bytes,
                  "resource_violations": [str(v) for v in run.result.flight_violations],
-                 "bootstrap": run.bootstrap}
+                 "bootstrap": run.bootstrap, "stages": run.stage_rows(self.metric)}
                 for run, (base, artifact), drop in zip(self.runs, per_run, self.drops())
             ],
             "summary": {"base": _mean_sd([base for base, _ in per_run]),
                         "artifact": _mean_sd([artifact for _, artifact in per_run]),
                         "drop": _mean_sd(self.drops())},
+            "stages": [{"stage": metric["stage"],
+                        self.metric: {key: metric[key] for key in ("mean", "sd")},
+                        "bytes": {key: size[key] for key in ("mean", "sd")},
+                        "drop_interval": None if interval is None else interval.to_dict()}
+                       for metric, size, interval in zip(
+                           self.stage_table(self.metric), self.stage_table("bytes"),
+                           (None, *self.stage_intervals))],
             "drop_interval": self.interval.to_dict(),
             "budget_usage": self.limits(),
             "fits_budget": self.fits_budget,
@@ -198,6 +260,23 @@ def _aggregate_usage(budget: Budget, runs: Sequence[FoldRun]) -> tuple[Violation
     return tuple(aggregated)
 
 
+def check_folds(folds: int, seeds: Sequence[int]) -> tuple[int, ...]:
+    """``seeds`` as a tuple, once ``folds`` and ``seeds`` are known to be possible.
+
+    Raises
+    ------
+    ValueError
+        For fewer than 3 folds, no seed or a repeated one.
+    """
+    seeds = tuple(seeds)
+    if isinstance(folds, bool) or not (isinstance(folds, int) and folds >= 3):
+        raise ValueError(f"--folds must be an integer >= 3 (test, validation and training "
+                         f"folds), got {folds!r}.")
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"Give one or more distinct seeds, got {list(seeds)}.")
+    return seeds
+
+
 def run_folds(
     task: str,
     recipe: Recipe,
@@ -215,7 +294,7 @@ def run_folds(
 
     ``on_stage(text)`` is called before each stage, the text naming the run. ``progress``
     shows the base models' training. Returns the :class:`FoldsResult` (also written as
-    ``OUT/folds.json`` and ``OUT/summary.md``).
+    ``OUT/folds.json``, ``OUT/summary.md`` and ``OUT/report.html``).
 
     Raises
     ------
@@ -226,12 +305,7 @@ def run_folds(
         When the mean metric drop or the worst run's resources break the budget.
     """
     reference = get_task(task)
-    seeds = tuple(seeds)
-    if not (isinstance(folds, int) and folds >= 3):
-        raise ValueError(f"--folds must be an integer >= 3 (test, validation and training "
-                         f"folds), got {folds!r}.")
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"Give one or more distinct seeds, got {list(seeds)}.")
+    seeds = check_folds(folds, seeds)
     out_dir = Path(out_dir)
     resources = dataclasses.replace(budget, max_metric_drop=())
     runs = []
@@ -251,14 +325,18 @@ def run_folds(
             runs.append(FoldRun(fold, seed, result, len(trained.data.train),
                                 len(trained.data.test), bootstrap))
     metric = reference.primary_metric
-    base, artifact = zip(*(run.values(metric) for run in runs))
-    interval = paired_t_interval(
-        base, artifact, metric=metric, higher_is_better=reference.higher_is_better,
-        test_train_ratio=float(np.mean([run.test_examples for run in runs])
-                               / np.mean([run.train_examples for run in runs])))
+    ratio = float(np.mean([run.test_examples for run in runs])
+                  / np.mean([run.train_examples for run in runs]))
+    measured = [[m.metrics[metric] for m in run.measured()] for run in runs]
+    intervals = tuple(
+        paired_t_interval([values[0] for values in measured],
+                          [values[position] for values in measured], metric=metric,
+                          higher_is_better=reference.higher_is_better, test_train_ratio=ratio)
+        for position in range(1, len(measured[0])))
     result = FoldsResult(reference.name, recipe, budget, folds, seeds, tuple(runs), metric,
-                         interval, _aggregate_usage(budget, runs), out_dir)
+                         intervals, _aggregate_usage(budget, runs), out_dir)
     write_folds_summary(out_dir, result)
+    write_folds_report(out_dir, result)
     atomic_write_text(out_dir / FOLDS_FILE, json.dumps(result.to_dict(), indent=2) + "\n")
     if not result.fits_budget:
         raise FoldsBudgetNotMet(

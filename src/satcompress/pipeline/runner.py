@@ -366,7 +366,8 @@ def run_recipe(
             f"recipe; every stage's numbers are in {out_dir / 'stages.json'}; the artifact "
             f"that breaks the budget is kept as {out_dir / REJECTED_ARTIFACT}."
         )
-    write_report(out_dir, result, metric=trained.task.primary_metric, failure=failure)
+    write_report(out_dir, result, metric=trained.task.primary_metric, failure=failure,
+                 interval=interval)
     _commit_run(out_dir, run, artifact_file)
     if failure is not None:
         raise BudgetNotMet(failure, result)

@@ -4,10 +4,12 @@ The report is assembled once as sections of blocks (paragraphs, tables, figures,
 rendered twice: as one HTML file with inline CSS and the figures embedded as base64 PNG data
 URIs (no script, no external asset: it opens offline and can be mailed as one file), and as
 Markdown with the figures written to ``figures/``. Sections: the verdict, the budget with
-pass/fail per limit, bytes and metric per stage, base vs compressed on the test set
+pass/fail per limit, the evaluation (one split, with the paired bootstrap interval of the
+metric drop over test groups), bytes and metric per stage, base vs compressed on the test set
 (confusion matrices, reliability diagram), the final model's layers, the latency
 distribution, the stage table and recipe, and the flight artifact's verification and forward
-error correction.
+error correction. :func:`render_report` renders any such list of sections (the report of a
+recipe judged over folds, :mod:`satcompress.report.folds`, is another).
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ from satcompress.report.layers import layer_rows
 from satcompress.report.tables import html_table, markdown_table
 
 if TYPE_CHECKING:
+    from satcompress.measure.uncertainty import DropInterval
     from satcompress.pipeline.flight import VerifyReport
     from satcompress.pipeline.result import RunResult
 
-__all__ = ["HTML_FILE", "MARKDOWN_FILE", "FIGURES_DIR", "write_report"]
+__all__ = ["HTML_FILE", "MARKDOWN_FILE", "FIGURES_DIR", "Block", "Code", "Figure",
+           "Paragraph", "Section", "Table", "interval_row", "render_report", "write_report"]
 
 HTML_FILE = "report.html"
 MARKDOWN_FILE = "report.md"
@@ -66,30 +70,40 @@ _STATUS_CLASSES = {"pass": "pass", "FAIL": "fail"}
 
 
 @dataclass(frozen=True)
-class _Paragraph:
+class Paragraph:
+    """A paragraph; ``css`` (e.g. ``verdict-pass``) styles it in HTML and bolds it in Markdown."""
+
     text: str
     css: str = ""
 
 
 @dataclass(frozen=True)
-class _Table:
+class Table:
+    """A table: one row per dict, one column per key seen."""
+
     rows: list[dict[str, Any]]
 
 
 @dataclass(frozen=True)
-class _Figure:
+class Figure:
+    """A PNG figure: embedded in HTML, written as ``figures/NAME.png`` beside the Markdown."""
+
     name: str
     png: bytes
     caption: str
 
 
 @dataclass(frozen=True)
-class _Code:
+class Code:
+    """A verbatim block (a recipe, a budget)."""
+
     text: str
     language: str = ""
 
 
-_Block = _Paragraph | _Table | _Figure | _Code
+Block = Paragraph | Table | Figure | Code
+Section = tuple[str, list[Block]]
+"""A heading and its blocks."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -114,18 +128,18 @@ def _quantity(limit: str, value: float) -> str:
     return f"{value + 0.0:+.4g}"  # + 0.0: no "-0" for an unchanged metric
 
 
-def _budget_section(result: "RunResult", failure: str | None) -> list[_Block]:
+def _budget_section(result: "RunResult", failure: str | None) -> list[Block]:
     candidate, broken, what = _candidate(result)
     base = result.measurements[0]
     usage = result.budget.usage(candidate, base)
     if failure:
-        verdict = _Paragraph(f"Budget NOT met. {failure}", "verdict-fail")
+        verdict = Paragraph(f"Budget NOT met. {failure}", "verdict-fail")
     elif broken:
-        verdict = _Paragraph("Budget NOT met: " + "; ".join(map(str, broken)), "verdict-fail")
+        verdict = Paragraph("Budget NOT met: " + "; ".join(map(str, broken)), "verdict-fail")
     else:
-        verdict = _Paragraph("Every limit met.", "verdict-pass")
+        verdict = Paragraph("Every limit met.", "verdict-pass")
     if not usage:
-        return [verdict, _Paragraph("The budget sets no limit.")]
+        return [verdict, Paragraph("The budget sets no limit.")]
     rows = [{
         "limit": item.limit,
         "value": _quantity(item.limit, item.actual),
@@ -135,10 +149,31 @@ def _budget_section(result: "RunResult", failure: str | None) -> list[_Block]:
                               if item.allowed else ""),
         "status": "FAIL" if item.broken else "pass",
     } for item in usage]
-    explanation = _Paragraph(
+    explanation = Paragraph(
         f"Judged on {what}: {candidate.stage}. Metric drops are measured in the metric's own "
         "direction relative to the base model; a positive margin is headroom.")
-    return [verdict, explanation, _Table(rows)]
+    return [verdict, explanation, Table(rows)]
+
+
+def interval_row(interval: "DropInterval") -> dict[str, Any]:
+    """A table row of a metric drop's paired interval: the values, the ends, the verdict."""
+    return {"metric": interval.metric, "base": interval.base, "compressed": interval.compressed,
+            "drop": interval.drop + 0.0, f"{interval.confidence:.0%} low": interval.low,
+            f"{interval.confidence:.0%} high": interval.high,
+            "excludes 0": "yes" if interval.distinguishable else "no",
+            "method": interval.method}
+
+
+def _evaluation_section(interval: "DropInterval | None") -> list[Block]:
+    """One split: the primary metric's drop to the artifact with its bootstrap interval."""
+    mode = Paragraph("Evaluation: one split. The base model and every stage are measured on "
+                     "one test split; the budget's metric-drop limit is judged on that split "
+                     "alone (compress --folds K judges the mean over K grouped folds).")
+    if interval is None:
+        return [mode, Paragraph("No interval of the metric drop was computed (the task's "
+                                "evaluation does not score its primary metric).", "notice")]
+    return [mode, Paragraph(f"Artifact against base: {interval.describe()}."),
+            Table([interval_row(interval)])]
 
 
 def _metric_limit(budget: Budget, metric: str, base: float) -> float | None:
@@ -148,7 +183,7 @@ def _metric_limit(budget: Budget, metric: str, base: float) -> float | None:
     return base - drops[metric] if metric_direction(metric) else base + drops[metric]
 
 
-def _waterfall_section(result: "RunResult", metric: str) -> list[_Block]:
+def _waterfall_section(result: "RunResult", metric: str) -> list[Block]:
     candidates = list(result.measurements)
     if result.flight is not None:
         candidates.append(result.flight)
@@ -159,16 +194,16 @@ def _waterfall_section(result: "RunResult", metric: str) -> list[_Block]:
         _metric_limit(result.budget, metric, base.metrics[metric]),
         artifact_stages=int(result.flight is not None),
     )
-    return [_Figure("waterfall", png, (
+    return [Figure("waterfall", png, (
         "Top: bytes stored after each stage (stored bit widths; the green bar is the artifact "
         "file on disk), log scale, with the compression ratio against the base. Bottom: test "
         f"{metric} after each stage. Dotted: the base model; dashed red: the budget."))]
 
 
-def _test_set_section(result: "RunResult") -> list[_Block]:
+def _test_set_section(result: "RunResult") -> list[Block]:
     comparison = result.comparison
     if comparison is None:
-        return [_Paragraph("This run recorded no test-set outputs of the two models.", "notice")]
+        return [Paragraph("This run recorded no test-set outputs of the two models.", "notice")]
     rows = [{
         "model": name,
         "test_examples": len(comparison.labels),
@@ -178,23 +213,23 @@ def _test_set_section(result: "RunResult") -> list[_Block]:
     } for name, probabilities in (("base", comparison.base_probabilities),
                                   ("compressed", comparison.final_probabilities))]
     return [
-        _Table(rows),
-        _Figure("confusion", plots.confusion_png(
+        Table(rows),
+        Figure("confusion", plots.confusion_png(
             comparison.labels, comparison.base_probabilities, comparison.final_probabilities,
             comparison.class_names),
             "Confusion matrices of the base and the compressed model on the test split "
             "(argmax predictions; each cell: count and fraction of its true class)."),
-        _Figure("reliability", plots.reliability_png(
+        Figure("reliability", plots.reliability_png(
             comparison.labels, comparison.base_probabilities, comparison.final_probabilities),
             "Reliability diagram: accuracy of the test examples in each top-label confidence "
             "bin against their mean confidence; ECE as in Guo et al. (2017)."),
     ]
 
 
-def _latency_section(result: "RunResult") -> list[_Block]:
+def _latency_section(result: "RunResult") -> list[Block]:
     comparison = result.comparison
     if comparison is None:
-        return [_Paragraph("This run recorded no latency samples.", "notice")]
+        return [Paragraph("This run recorded no latency samples.", "notice")]
     rows = [{
         "model": name, "samples": len(samples),
         "p50_ms": float(np.percentile(samples, 50)), "p95_ms": float(np.percentile(samples, 95)),
@@ -202,17 +237,17 @@ def _latency_section(result: "RunResult") -> list[_Block]:
         "max_ms": float(samples.max()),
     } for name, samples in (("base", comparison.base_latency_ms),
                             ("compressed", comparison.final_latency_ms))]
-    return [_Table(rows), _Figure(
+    return [Table(rows), Figure(
         "latency", plots.latency_png(comparison.base_latency_ms, comparison.final_latency_ms),
         "Batch-1 forward passes of the first test example, timed one by one after the stages "
         "ran (PyTorch, one thread, garbage collector paused); the stage table's percentiles "
         "are from each stage's own measurement.")]
 
 
-def _artifact_section(result: "RunResult") -> list[_Block]:
+def _artifact_section(result: "RunResult") -> list[Block]:
     verification = result.verification
     if verification is None:
-        return [_Paragraph("No flight artifact was written for this run: the sections above "
+        return [Paragraph("No flight artifact was written for this run: the sections above "
                            "describe the in-framework model only.", "notice")]
     report = verification.to_dict()
     scalars = [{"check": key, "value": value} for key, value in report.items()
@@ -222,38 +257,38 @@ def _artifact_section(result: "RunResult") -> list[_Block]:
                for name, value in report["metrics"].items()]
     status = ("The artifact agrees with the in-framework model." if verification.passed else
               "The artifact does NOT agree with the in-framework model.")
-    return [_Paragraph(status, "verdict-pass" if verification.passed else "verdict-fail"),
-            *_fec_blocks(verification), _Table(scalars), _Table(metrics)]
+    return [Paragraph(status, "verdict-pass" if verification.passed else "verdict-fail"),
+            *_fec_blocks(verification), Table(scalars), Table(metrics)]
 
 
-def _firmware_section(firmware: dict) -> list[_Block]:
+def _firmware_section(firmware: dict) -> list[Block]:
     """The artifact's C built for the run's target: flash, RAM, instructions (estimates)."""
     from satcompress.firmware.export import ExportReport
 
     report = ExportReport(**firmware)
-    return [_Paragraph(f"The artifact's C library for {report.target['name']} "
+    return [Paragraph(f"The artifact's C library for {report.target['name']} "
                        f"({report.target['description']}), in {report.folder}; with a target "
                        "the budget's bytes and RAM are the firmware's. Instructions are counted "
-                       "by QEMU (-icount, SysTick): an estimate."), _Table(report.rows())]
+                       "by QEMU (-icount, SysTick): an estimate."), Table(report.rows())]
 
 
-def _fec_blocks(verification: "VerifyReport") -> list[_Block]:
+def _fec_blocks(verification: "VerifyReport") -> list[Block]:
     """Whether the artifact carries forward error correction, what it costs, what it fixed."""
     if not verification.fec_parity:
-        return [_Paragraph(
+        return [Paragraph(
             "Forward error correction: OFF. A flipped bit anywhere in the file makes a loader "
             "refuse it (CRC32 and SHA-256): detected, not repaired. Set fec = true in the "
             "recipe (or compress --fec) for an artifact that travels to or is stored in "
             "flight.", "notice")]
     parity, size = verification.fec_parity, verification.size_bytes
-    blocks = [_Paragraph(
+    blocks = [Paragraph(
         f"Forward error correction: ON. Reed-Solomon RS({CODEWORD_BYTES}, "
         f"{CODEWORD_BYTES - parity}): "
         f"{verification.fec_bytes:,} of the file's {size:,} bytes are parity "
         f"({100 * verification.fec_bytes / size:.1f} %, counted in max_bytes); a loader "
         f"corrects up to {parity // 2} wrong bytes in every {CODEWORD_BYTES}-byte codeword.")]
     if verification.corrected_bytes:
-        blocks.append(_Paragraph(
+        blocks.append(Paragraph(
             f"Loading corrected {verification.corrected_bytes} damaged byte(s) of the file: "
             "replace it with a clean copy before more errors add up.", "notice"))
     return blocks
@@ -267,22 +302,24 @@ def _by_stage(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for key in quantities]
 
 
-def _sections(result: "RunResult", metric: str, failure: str | None) -> list[tuple[str, list]]:
+def _sections(result: "RunResult", metric: str, failure: str | None,
+              interval: "DropInterval | None") -> list[Section]:
     return [
         ("Budget", _budget_section(result, failure)),
+        ("Evaluation", _evaluation_section(interval)),
         ("Bytes and metric per stage", _waterfall_section(result, metric)),
         ("Base vs compressed on the test set", _test_set_section(result)),
         ("Layers of the final model", [
-            _Paragraph("Every module owning parameters; bits are the stored width of its "
+            Paragraph("Every module owning parameters; bits are the stored width of its "
                        "weight, clusters its codebook size, rank that of its low-rank factors."),
-            _Table(layer_rows(result.model))]),
+            Table(layer_rows(result.model))]),
         ("Latency distribution", _latency_section(result)),
-        ("Stages", [_Paragraph("Every stage's measurement (one column per stage; the last is "
+        ("Stages", [Paragraph("Every stage's measurement (one column per stage; the last is "
                                "the artifact where one was written)."),
-                    _Table(_by_stage(result.rows()))]),
-        ("Recipe", [_Paragraph(result.recipe.description or result.recipe.name),
-                    _Code(result.recipe.to_toml(), "toml"),
-                    _Paragraph("Budget:"), _Code(json.dumps(result.budget.to_dict()), "json")]),
+                    Table(_by_stage(result.rows()))]),
+        ("Recipe", [Paragraph(result.recipe.description or result.recipe.name),
+                    Code(result.recipe.to_toml(), "toml"),
+                    Paragraph("Budget:"), Code(json.dumps(result.budget.to_dict()), "json")]),
         ("Flight artifact", _artifact_section(result)),
         *([("Firmware", _firmware_section(result.firmware))] if result.firmware else []),
     ]
@@ -297,13 +334,13 @@ def _slug(title: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
 
 
-def _html_block(block: _Block) -> str:
-    if isinstance(block, _Paragraph):
+def _html_block(block: Block) -> str:
+    if isinstance(block, Paragraph):
         css = f' class="{block.css}"' if block.css else ""
         return f"<p{css}>{html.escape(block.text)}</p>"
-    if isinstance(block, _Table):
+    if isinstance(block, Table):
         return f'<div class="scroll">{html_table(block.rows, _STATUS_CLASSES)}</div>'
-    if isinstance(block, _Figure):
+    if isinstance(block, Figure):
         data = base64.b64encode(block.png).decode("ascii")
         caption = html.escape(block.caption)
         return (f'<figure><img src="data:image/png;base64,{data}" alt="{caption}">'
@@ -311,52 +348,23 @@ def _html_block(block: _Block) -> str:
     return f"<pre><code>{html.escape(block.text)}</code></pre>"
 
 
-def _markdown_block(block: _Block) -> str:
-    if isinstance(block, _Paragraph):
+def _markdown_block(block: Block) -> str:
+    if isinstance(block, Paragraph):
         return f"**{block.text}**" if block.css else block.text
-    if isinstance(block, _Table):
+    if isinstance(block, Table):
         return markdown_table(block.rows).rstrip("\n")
-    if isinstance(block, _Figure):
+    if isinstance(block, Figure):
         return f"![{block.caption}]({FIGURES_DIR}/{block.name}.png)\n\n*{block.caption}*"
     return f"```{block.language}\n{block.text.rstrip()}\n```"
 
 
-def write_report(
-    out_dir: str | Path,
-    result: "RunResult",
-    *,
-    metric: str | None = None,
-    failure: str | None = None,
-) -> tuple[Path, Path]:
-    """Write ``report.html``, ``report.md`` and ``figures/*.png`` into ``out_dir`` atomically.
-
-    Parameters
-    ----------
-    out_dir : path
-        The run's output folder.
-    result : RunResult
-        The run (a failed run's ``BudgetNotMet.result`` too).
-    metric : str, optional
-        The task metric plotted per stage; where not given or not measured, the first limited
-        metric of the budget, else the first metric measured.
-    failure : str, optional
-        Why the run failed (the runner's message naming the closest candidate and the limits it
-        missed); shown at the top of the budget section.
-
-    Returns
-    -------
-    tuple of Path
-        The HTML and the Markdown report.
-    """
+def render_report(out_dir: str | Path, title: str, sections: list[Section]) -> tuple[Path, Path]:
+    """Write ``sections`` as ``report.html``, ``report.md`` and ``figures/*.png`` into
+    ``out_dir`` atomically; returns the HTML and the Markdown report."""
     out_dir = Path(out_dir)
-    base_metrics = result.measurements[0].metrics
-    if metric not in base_metrics:
-        metric = next(iter(dict(result.budget.max_metric_drop)), None) or next(iter(base_metrics))
-    sections = _sections(result, metric, failure)
-    title = f"satcompress report: {result.task}, recipe {result.recipe.name}"
     for _, blocks in sections:
         for block in blocks:
-            if isinstance(block, _Figure):
+            if isinstance(block, Figure):
                 atomic_write_bytes(out_dir / FIGURES_DIR / f"{block.name}.png", block.png)
     body = "\n".join(
         f'<section id="{_slug(heading)}"><h2>{html.escape(heading)}</h2>\n'
@@ -372,3 +380,41 @@ def write_report(
     ) + "\n"
     return (atomic_write_text(out_dir / HTML_FILE, page),
             atomic_write_text(out_dir / MARKDOWN_FILE, markdown))
+
+
+def write_report(
+    out_dir: str | Path,
+    result: "RunResult",
+    *,
+    metric: str | None = None,
+    failure: str | None = None,
+    interval: "DropInterval | None" = None,
+) -> tuple[Path, Path]:
+    """Write ``report.html``, ``report.md`` and ``figures/*.png`` into ``out_dir`` atomically.
+
+    Parameters
+    ----------
+    out_dir : path
+        The run's output folder.
+    result : RunResult
+        The run (a failed run's ``BudgetNotMet.result`` too).
+    metric : str, optional
+        The task metric plotted per stage; where not given or not measured, the first limited
+        metric of the budget, else the first metric measured.
+    failure : str, optional
+        Why the run failed (the runner's message naming the closest candidate and the limits it
+        missed); shown at the top of the budget section.
+    interval : DropInterval, optional
+        The primary metric's drop from the base to the artifact on the run's one test split,
+        with its paired bootstrap interval (``stages.json``'s ``drop_interval``).
+
+    Returns
+    -------
+    tuple of Path
+        The HTML and the Markdown report.
+    """
+    base_metrics = result.measurements[0].metrics
+    if metric not in base_metrics:
+        metric = next(iter(dict(result.budget.max_metric_drop)), None) or next(iter(base_metrics))
+    return render_report(out_dir, f"satcompress report: {result.task}, recipe {result.recipe.name}",
+                         _sections(result, metric, failure, interval))

@@ -27,6 +27,7 @@ __all__ = [
     "confusion_png",
     "reliability_png",
     "latency_png",
+    "folds_png",
 ]
 
 BASE_COLOUR = "#7f7f7f"
@@ -196,4 +197,48 @@ def latency_png(base_ms: np.ndarray, final_ms: np.ndarray) -> bytes:
     axes.set_ylabel("forward passes")
     axes.legend(fontsize=8)
     axes.set_title("Latency distribution (PyTorch, one thread)")
+    return _png(figure)
+
+
+def folds_png(
+    runs: Sequence[str],
+    base_values: Sequence[float],
+    artifact_values: Sequence[float],
+    stages: Sequence[str],
+    drops: Sequence[float],
+    lows: Sequence[float],
+    highs: Sequence[float],
+    metric: str,
+    max_drop: float | None = None,
+) -> bytes:
+    """A recipe over folds: the base and the artifact per run (left), and each stage's mean
+    drop from the base with its paired interval (right), with the budget's drop limit."""
+    figure = Figure(figsize=(11, 4.5))
+    left, right = figure.subplots(1, 2, width_ratios=[3, 2])
+    positions = np.arange(len(runs))
+    left.vlines(positions, np.minimum(base_values, artifact_values),
+                np.maximum(base_values, artifact_values), color="#bbbbbb")
+    left.plot(positions, base_values, "s", color=BASE_COLOUR, label="base")
+    left.plot(positions, artifact_values, "o", color=_ARTIFACT_COLOUR, label="artifact")
+    for values, colour, name in ((base_values, BASE_COLOUR, "base"),
+                                 (artifact_values, _ARTIFACT_COLOUR, "artifact")):
+        left.axhline(float(np.mean(values)), color=colour, linestyle=":",
+                     label=f"{name} mean {np.mean(values):.4g}")
+    left.set_xticks(positions, runs, rotation=30, ha="right", fontsize=8)
+    left.set_ylabel(f"test {metric}")
+    left.legend(fontsize=8, loc="best")
+    left.set_title("Base and artifact on each run's test fold")
+    rows = np.arange(len(stages))[::-1]
+    drops, lows, highs = (np.asarray(values, dtype=np.float64) for values in (drops, lows, highs))
+    right.errorbar(drops, rows, xerr=[drops - lows, highs - drops], fmt="o", capsize=4,
+                   color=FINAL_COLOUR)
+    right.axvline(0.0, color=BASE_COLOUR, linestyle=":")
+    if max_drop is not None:
+        right.axvline(max_drop, color=_BUDGET_COLOUR, linestyle="--",
+                      label="budget max drop (on the mean)")
+        right.legend(fontsize=8, loc="best")
+    right.set_yticks(rows, stages, fontsize=8)
+    right.set_ylim(-0.6, len(stages) - 0.4)
+    right.set_xlabel(f"{metric} drop from the base (positive: worse)")
+    right.set_title("Mean drop per stage, paired 95 % interval")
     return _png(figure)

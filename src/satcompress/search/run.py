@@ -16,6 +16,14 @@ the search does not pay bytes for differences within the noise of one small vali
 Only the chosen model's final run touches the test split. If it breaks the budget after all
 (the test split, or a latency measured with more repeats), the next candidates (best
 validation metric first) are tried, up to ``verify_candidates``.
+
+With ``folds`` (``search --folds K``) the delivered recipe is then judged over K grouped
+folds exactly as ``compress --folds K`` judges a hand recipe
+(:func:`satcompress.pipeline.folds.run_folds`: the recipe re-run on every fold and seed with a
+base model trained for it, the metric-drop limit on the mean drop) into ``folds/``, so a
+search result and a hand recipe compare on the same folds. Only the delivered model is run on
+them: a fold verdict against it does not send the search to its next candidate (that would
+choose on the test folds).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import dataclasses
 import json
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +42,13 @@ from satcompress.measure import Measurement
 from satcompress.pipeline.base_model import TrainedModel, cached_base_model
 from satcompress.pipeline.budget import Budget
 from satcompress.pipeline.firmware import target_budget
+from satcompress.pipeline.folds import (
+    FOLDS_FILE,
+    FoldsBudgetNotMet,
+    FoldsResult,
+    check_folds,
+    run_folds,
+)
 from satcompress.pipeline.recipe import Recipe
 from satcompress.pipeline.result import BudgetNotMet, RunResult
 from satcompress.pipeline.runner import run_recipe
@@ -54,7 +70,10 @@ from satcompress.search.space import derive_space
 from satcompress.search.students import StudentStore
 from satcompress.search.study import StudyJob, check_storage, open_storage, run_study
 
-__all__ = ["STRATEGIES", "SearchResult", "run_search", "default_storage"]
+__all__ = ["FOLDS_DIR", "STRATEGIES", "SearchResult", "run_search", "default_storage"]
+
+FOLDS_DIR = "folds"
+"""The folder, in the search's output folder, of the delivered recipe's runs over folds."""
 
 STRATEGIES = ("whole", "divide")
 """``whole``: one NSGA-II study over every decision; ``divide``: per-block sub-problems
@@ -63,7 +82,8 @@ whose fronts are combined (:mod:`satcompress.search.divide`)."""
 
 @dataclasses.dataclass(frozen=True)
 class SearchResult:
-    """A finished search: every trial, the front, the chosen trial and its verified run."""
+    """A finished search: every trial, the front, the chosen trial and its verified run, and
+    with ``folds`` the chosen recipe judged over grouped folds."""
 
     task: str
     strategy: str
@@ -76,6 +96,7 @@ class SearchResult:
     run: RunResult
     out_dir: Path
     seconds: float
+    folds: FoldsResult | None = None
 
 
 def default_storage(out_dir: str | Path) -> str:
@@ -106,6 +127,8 @@ def run_search(
     latency_repeats: int = 200,
     verify_candidates: int = 3,
     target: Target | None = None,
+    folds: int | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> SearchResult:
     """Search per-layer compression decisions of a task's base model under ``budget``.
 
@@ -140,19 +163,35 @@ def run_search(
         ``max_bytes`` / ``max_ram_bytes`` where the budget sets none; trials are judged on
         their artifacts, the final run on the built firmware
         (:func:`satcompress.pipeline.runner.run_recipe`).
+    folds : int, optional
+        Judge the delivered recipe over this many grouped folds too (a reference task only;
+        see the module docstring), into ``out_dir/folds``.
+    seeds : sequence of int, optional
+        With ``folds``: the seeds of the runs over folds (default ``(seed,)``).
 
     Raises
     ------
+    ValueError
+        For impossible settings, before any trial (``folds`` for a trained model of your own).
     EmptyFront
         No trial meets the budget; the message names the closest one and what it missed.
     BudgetNotMet
         The best candidates met the budget on validation but not in the final run.
+    FoldsBudgetNotMet
+        With ``folds``: the delivered recipe breaks the budget over the folds (the mean
+        metric drop, or the worst run's resources); the search's files are written.
     """
     started = time.perf_counter()
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         raise ValueError(f"trials must be an integer >= 1, got {trials!r}.")
     if strategy not in STRATEGIES:
         raise ValueError(f"Unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}.")
+    if folds is not None:
+        if isinstance(task, TrainedModel):
+            raise ValueError("--folds retrains the base model on every fold, which only a "
+                             "reference task can (--task); a model of your own is judged on "
+                             "its one test split.")
+        seeds = check_folds(folds, (seed,) if seeds is None else seeds)
     budget = Budget.parse(budget) if isinstance(budget, str) else budget
     if target is not None:
         budget = target_budget(budget, target)
@@ -196,10 +235,21 @@ def run_search(
             failure = error
             report.rejected.append({"trial": chosen.label, "why": str(error)})
             continue
+        over_folds, failure_over_folds = None, None
+        if folds is not None:
+            try:
+                over_folds = run_folds(trained.task.name, recipe, budget, out / FOLDS_DIR,
+                                       folds=folds, seeds=seeds,
+                                       latency_repeats=latency_repeats, target=target)
+            except FoldsBudgetNotMet as error:
+                over_folds, failure_over_folds = error.result, error
         seconds = time.perf_counter() - started
-        report.write_summary(chosen, result, None, seconds)
+        report.write_summary(chosen, result, None, seconds, over_folds)
+        if failure_over_folds is not None:
+            raise failure_over_folds
         return SearchResult(trained.task.name, strategy, storage, tuple(names), base,
-                            tuple(records), tuple(front), chosen, result, out, seconds)
+                            tuple(records), tuple(front), chosen, result, out, seconds,
+                            over_folds)
     report.write_summary(None, None, str(failure), time.perf_counter() - started)
     raise BudgetNotMet(
         f"The {len(report.rejected)} best candidates of the search met the budget on the "
@@ -235,7 +285,8 @@ class _Report:
                    self.budget.max_bytes)
 
     def write_summary(self, chosen: TrialRecord | None, result: RunResult | None,
-                      failure: str | None, seconds: float) -> None:
+                      failure: str | None, seconds: float,
+                      folds: FoldsResult | None = None) -> None:
         base_bytes = self.base.theoretical_bytes
         delivered = None if result is None else (result.flight or result.final)  # the artifact
         counts = Counter(f"{r.state.lower()} ({r.evaluation})" for r in self.records)
@@ -252,6 +303,11 @@ class _Report:
                 "test": delivered.metrics,
                 "latency_ms_p50": delivered.latency_ms_p50,
                 "base_test": result.measurements[0].metrics},
+            "folds": None if folds is None else {
+                "folder": FOLDS_DIR, "evaluation": folds.mode,
+                "artifact": folds.to_dict()["summary"]["artifact"],
+                "drop_interval": folds.interval.to_dict(), "fits_budget": folds.fits_budget,
+                "violations": [str(v) for v in folds.violations]},
             "rejected": self.rejected, "failure": failure, "seconds": round(seconds, 1),
         }
         atomic_write_text(self.out / "search.json", json.dumps(summary, indent=2) + "\n")
@@ -273,6 +329,18 @@ class _Report:
                       + f" (base {result.measurements[0].metrics[self.metric]:.4f}). "
                       f"Reproduce with `satcompress compress --task {self.trained.task.name} "
                       f"--recipe {self.out / 'recipe.toml'}`.", ""]
+        if folds is not None:
+            verdict = ("all limits met" if folds.fits_budget else "budget NOT met: "
+                       + "; ".join(str(v) for v in folds.violations))
+            lines += ["## Chosen recipe over folds", "",
+                      f"The chosen recipe re-run on every fold with a base model per fold "
+                      f"({folds.mode}), as `compress --folds` judges a recipe: {verdict}; "
+                      f"{folds.interval.describe()}. The search chose it on the validation "
+                      "part of its base model's default split, whose groups the runs over "
+                      f"folds also train or test on. Every run: [{FOLDS_DIR}/{FOLDS_FILE}]"
+                      f"({FOLDS_DIR}/{FOLDS_FILE}), [{FOLDS_DIR}/report.html]"
+                      f"({FOLDS_DIR}/report.html).", "",
+                      markdown_table(folds.rows()), ""]
         if failure:
             lines += ["## No model delivered", "", failure, ""]
         lines += ["## Search space", "", markdown_table(self.space_rows), ""]
