@@ -47,6 +47,35 @@ def test_an_alert_gets_the_same_probabilities_alone_and_in_any_batch(bundled, ti
         assert np.array_equal(alone[columns].to_numpy(), batch.loc[[row], columns].to_numpy())
 
 
+def test_an_alert_whose_logits_are_not_finite_is_a_fault_never_a_class(bundled, tiny_artifact,
+                                                                        faulty_artifact):
+    clean = classify_alerts(bundled, tiny_artifact, NO_AGE_CUT)
+    results = classify_alerts(bundled, faulty_artifact, NO_AGE_CUT)
+    columns = [broker.probability_column(c) for c in transients.CLASS_NAMES]
+    faulted = (results["reason"] == broker.FAULT_REASON).to_numpy()
+    classified = results["reason"].isna().to_numpy()
+    assert 0 < faulted.sum() < (faulted | classified).sum() == 78
+    assert (results.loc[faulted, "predicted_class"] == broker.FAULT).all()
+    assert results.loc[faulted, columns].isna().all().all()
+    assert results.loc[classified, "predicted_class"].isin(transients.CLASS_NAMES).all()
+    assert reason_counts(results)[broker.FAULT_REASON] == faulted.sum()
+    # the oracle: the faulted alerts are exactly those whose logits from the runtime are not
+    # all finite; the cuts and the other alerts' reasons are those of the sound model
+    model = load_classifier(faulty_artifact).runtime
+    prepared = preprocess_alerts(bundled.table, load_classifier(faulty_artifact).config,
+                                 NO_AGE_CUT)
+    with np.errstate(all="ignore"):
+        finite = np.isfinite(model.run(prepared.x)).all(axis=1)
+    assert np.array_equal(faulted[prepared.rows], ~finite)
+    sound = ~faulted & ~classified
+    assert results.loc[sound, "reason"].equals(clean.loc[sound, "reason"])
+
+
+def test_an_artifact_of_the_lsst_variant_is_accepted(tiny_artifact):
+    metadata = dict(load_classifier(tiny_artifact).runtime.metadata, task="transients-lsst")
+    assert broker.preprocessing_config(metadata) == transients.PreprocessingConfig()
+
+
 def test_the_artifact_is_loaded_once_per_process_by_content(tiny_artifact):
     assert load_classifier(tiny_artifact) is load_classifier(tiny_artifact.read_bytes())
 

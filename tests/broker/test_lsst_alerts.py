@@ -24,22 +24,6 @@ from satcompress.broker.lsst import (
 from satcompress.cli import app
 from satcompress.tasks import lightcurves, transients
 
-N_ALERTS = 40
-ELASTICC_FILE = "transients/elasticc_sim/classId=111/part-0-0.parquet"
-
-
-@pytest.fixture(scope="module")
-def elasticc(real_data_dir, tmp_path_factory):
-    """The first :data:`N_ALERTS` alerts of a real ELAsTiCC file (SN Ia), written to a small
-    Parquet file in a ``classId=111`` folder (as the task reads them): (path, raw records)."""
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(real_data_dir / ELASTICC_FILE).slice(0, N_ALERTS)
-    folder = tmp_path_factory.mktemp("elasticc") / "classId=111"
-    folder.mkdir()
-    pq.write_table(table, folder / "part.parquet")
-    return folder / "part.parquet", table.select(["diaSource", "prvDiaSources"]).to_pylist()
-
 
 @pytest.fixture(scope="module")
 def rubin_schema():
@@ -92,7 +76,7 @@ def test_elasticc_alerts_flatten_to_history_then_the_alert(elasticc):
     path, records = elasticc
     alerts = read_alerts([path])
     table = alerts.table
-    assert alerts.survey == "lsst" and alerts.problems == () and len(table) == N_ALERTS
+    assert alerts.survey == "lsst" and alerts.problems == () and len(table) == len(records)
     assert tuple(table.columns) == LSST_ALERT_COLUMNS and table_survey(table) == "lsst"
     for row, record in zip(table.itertuples(), records):
         source, history = record["diaSource"], record["prvDiaSources"] or []
@@ -249,18 +233,34 @@ def test_lsst_alerts_are_classified_in_process_and_bad_ones_listed(elasticc, tin
     out = tmp_path / "scores.parquet"
     arguments = ["classify-alerts", str(tmp_path / "alerts.parquet"), "--artifact",
                  str(tiny_artifact), "--out", str(out)]
-    refused = CliRunner().invoke(app, [*arguments, "--spark"])  # Spark takes ZTF alerts only
-    assert refused.exit_code == 2 and "add --no-spark" in " ".join(refused.output.split())
     result = CliRunner().invoke(app, [*arguments, "--no-spark", "--survey", "lsst"])
     assert result.exit_code == 0, result.output
     assert "Traceback" not in result.output and "filterName is 'q'" in result.output
+    assert "LSST alerts, but the artifact's model was trained on ZTF" in result.output
     scores = pd.read_parquet(out)
-    assert len(scores) == N_ALERTS and (scores["reason"] == "unparseable").sum() == 1
+    assert len(scores) == len(records) and (scores["reason"] == "unparseable").sum() == 1
     summary = json.loads(out.with_suffix(".json").read_text())
-    assert summary["survey"] == "lsst"
+    assert summary["survey"] == "lsst" and summary["artifact_trained_on"] == "ztf"
     assert summary["problems"][0]["candid"] == records[1]["diaSource"]["diaSourceId"]
     results = classify_alerts(read_alerts([path]), tiny_artifact)
     counts = reason_counts(results)
-    assert counts["classified"] > 0 and sum(counts.values()) == N_ALERTS
+    assert counts["classified"] > 0 and sum(counts.values()) == len(records)
     assert set(counts) <= {"classified", "older_than_90_days", "fewer_than_2_points_in_g",
                            "fewer_than_2_points_in_r", "fewer_than_2_points_in_g_and_r"}
+
+
+@pytest.mark.filterwarnings("ignore:The copy keyword is deprecated")  # PySpark 4.0's toPandas
+def test_lsst_alerts_through_spark_give_exactly_the_in_process_results(
+        spark, elasticc, rubin_schema, tiny_artifact, tmp_path):
+    from satcompress.broker import classify_alerts_spark
+
+    path, records = elasticc
+    alerts = [_rubin_alert(rubin_schema, record, first_seen=60000.0) for record in records[:8]]
+    rubin = read_alerts([_write_rubin(rubin_schema, tmp_path / "rubin.avro", alerts)])
+    cuts = SelectionCuts(max_age_days=None)
+    for table in (read_alerts([path]).table, rubin.table):  # ELAsTiCC Parquet, Rubin Avro
+        in_process = classify_alerts(table, tiny_artifact, cuts)
+        on_spark = classify_alerts_spark(spark, table, tiny_artifact, cuts,
+                                         partitions=3)
+        pdt.assert_frame_equal(on_spark, in_process, check_exact=True)
+        assert reason_counts(on_spark).get("classified", 0) > 0

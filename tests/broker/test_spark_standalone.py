@@ -1,5 +1,6 @@
 """``classify-alerts`` on a real Spark standalone cluster (a master and a worker on 127.0.0.1)
-writes exactly the in-process results; left to itself it picks the engine and says which."""
+writes exactly the in-process results, for ZTF and LSST alerts; left to itself it picks the
+engine and says which."""
 
 from __future__ import annotations
 
@@ -28,26 +29,36 @@ COMMAND = "import sys; from satcompress.cli import main; sys.argv[0] = 'satcompr
 
 
 @needs_java
-def test_the_cluster_path_writes_exactly_the_in_process_results(real_data_dir, tiny_artifact,
-                                                                tmp_path, monkeypatch):
-    arguments = ["classify-alerts", *map(str, bundled_alert_paths()), "--artifact",
-                 str(tiny_artifact), "--max-age-days", "0"]  # 78 of the 175 classified
-    result = CliRunner().invoke(app, [*arguments, "--out", str(tmp_path / "local.parquet"),
-                                      "--no-spark"])
-    assert result.exit_code == 0, result.output
+def test_the_cluster_path_writes_exactly_the_in_process_results(real_data_dir, elasticc,
+                                                                tiny_artifact, tmp_path,
+                                                                monkeypatch):
+    inputs = {"ztf": list(map(str, bundled_alert_paths())),  # 78 of the 175 classified
+              "lsst": [str(elasticc[0])]}  # 40 ELAsTiCC alerts, six passbands
+    options = ["--artifact", str(tiny_artifact), "--max-age-days", "0"]
+    for survey, files in inputs.items():
+        result = CliRunner().invoke(app, ["classify-alerts", *files, *options, "--out",
+                                          str(tmp_path / f"{survey}-local.parquet"),
+                                          "--no-spark"])
+        assert result.exit_code == 0, result.output
     monkeypatch.setenv("JAVA_TOOL_OPTIONS", QUICK_JVMS)
     with standalone_cluster(tmp_path / "cluster", workers=1) as master:
-        run = subprocess.run([sys.executable, "-c", COMMAND, *arguments, "--master", master,
-                              "--out", str(tmp_path / "cluster.parquet")],
-                             capture_output=True, text=True, timeout=240, check=False)
-        assert run.returncode == 0, run.stdout + run.stderr[-3000:]
-    summary = json.loads((tmp_path / "cluster.json").read_text())
-    assert summary["engine"] == f"spark {master}" and summary["engine_reason"] == "--master"
-    assert list((tmp_path / "cluster" / "worker-0").glob("app-*/*/stderr")), \
-        "no executor ran on the worker"
-    pdt.assert_frame_equal(pd.read_parquet(tmp_path / "cluster.parquet"),
-                           pd.read_parquet(tmp_path / "local.parquet"), check_exact=True)
-    assert summary["counts"]["classified"] == 78
+        for survey, files in inputs.items():
+            run = subprocess.run([sys.executable, "-c", COMMAND, "classify-alerts", *files,
+                                  *options, "--master", master, "--out",
+                                  str(tmp_path / f"{survey}-cluster.parquet")],
+                                 capture_output=True, text=True, timeout=240, check=False)
+            assert run.returncode == 0, run.stdout + run.stderr[-3000:]
+    executors = (tmp_path / "cluster" / "worker-0").glob("app-*/*/stderr")
+    assert len({path.parent.parent for path in executors}) == 2, "an app ran no executor there"
+    for survey in inputs:
+        summary = json.loads((tmp_path / f"{survey}-cluster.json").read_text())
+        assert summary["engine"] == f"spark {master}" and summary["engine_reason"] == "--master"
+        assert summary["survey"] == survey
+        pdt.assert_frame_equal(pd.read_parquet(tmp_path / f"{survey}-cluster.parquet"),
+                               pd.read_parquet(tmp_path / f"{survey}-local.parquet"),
+                               check_exact=True)
+    assert json.loads((tmp_path / "ztf-cluster.json").read_text())["counts"]["classified"] == 78
+    assert json.loads((tmp_path / "lsst-cluster.json").read_text())["counts"]["classified"] > 0
 
 
 def test_left_to_itself_the_command_classifies_few_alerts_in_process(real_data_dir,

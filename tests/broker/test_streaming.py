@@ -18,6 +18,7 @@ from satcompress.broker import (
     classify_alerts,
     classify_stream,
     default_checkpoint,
+    read_alerts,
 )
 from satcompress.cli import app
 
@@ -68,6 +69,20 @@ def test_every_alert_is_written_once_across_rounds_and_a_crash(spark, bundled, t
                            check_dtype=False)  # nullable ints and strings from Parquet
     summary = json.loads((out / "_batches" / "batch-00000002.json").read_text())
     assert summary["unreadable_files"] == 1 and summary["alerts_read"] == 57
+
+
+def test_lsst_alert_files_stream_as_they_classify_in_process(spark, elasticc, tiny_artifact,
+                                                             tmp_path):
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    inbox.mkdir()
+    _land(elasticc[0], inbox, "elasticc.parquet")
+    assert _run(spark, inbox, out, tiny_artifact, survey="auto") == [0]
+    results = pd.read_parquet(out).sort_values(IDS).reset_index(drop=True)
+    expected = classify_alerts(read_alerts([elasticc[0]]), tiny_artifact, CUTS)
+    pdt.assert_frame_equal(results, expected.sort_values(IDS).reset_index(drop=True),
+                           check_exact=True, check_dtype=False)
+    summary = json.loads((out / "_batches" / "batch-00000000.json").read_text())
+    assert summary["survey"] == "lsst" and summary["counts"].get("classified", 0) > 0
 
 
 def test_the_stream_command_and_its_refusal_to_write_alerts_twice(spark, real_data_dir,

@@ -1,4 +1,5 @@
-"""Live classification of raw ZTF alerts with a flight artifact, as an alert broker runs it.
+"""Live classification of raw ZTF and LSST alerts with a flight artifact, as an alert broker
+runs it.
 
 The compressed t2 classifier of Allam & McEwen (2022) runs inside the Fink broker (Möller et
 al. 2021) as Spark pandas UDFs over the ZTF alert stream. This package does the same with a
@@ -6,8 +7,10 @@ satcompress artifact and the NumPy runtime (no PyTorch):
 
 * :mod:`~satcompress.broker.alerts`: read ZTF alert packets (Avro with fastavro, or Fink's
   Parquet form), flatten them, build light curves, the selection cuts (with numbers);
+  :mod:`~satcompress.broker.lsst` the same for Rubin (LSST) and ELAsTiCC alerts;
 * :mod:`~satcompress.broker.classify`: cuts + the transient task's GP preprocessing + the
-  runtime, one code path for every engine; the in-process path (pandas, no Spark);
+  runtime (a row whose logits are not finite is a fault, never a class), one code path for
+  every engine; the in-process path (pandas, no Spark);
 * :mod:`~satcompress.broker.spark`: the pandas UDF, a local or cluster SparkSession, a
   standalone cluster on this machine;
 * :mod:`~satcompress.broker.streaming`: a Structured Streaming job classifying alert files as
@@ -39,6 +42,8 @@ from satcompress.broker.alerts import (
     read_alerts,
 )
 from satcompress.broker.classify import (
+    FAULT,
+    FAULT_REASON,
     ID_COLUMNS,
     PREDICTED_CLASS,
     REASON,
@@ -46,6 +51,7 @@ from satcompress.broker.classify import (
     Classifier,
     PreprocessedAlerts,
     classify_alerts,
+    classify_examples,
     classify_table,
     load_classifier,
     predict_probabilities,
@@ -91,6 +97,8 @@ __all__ = [
     "flatten_alert",
     "light_curves",
     "read_alerts",
+    "FAULT",
+    "FAULT_REASON",
     "ID_COLUMNS",
     "PREDICTED_CLASS",
     "REASON",
@@ -98,6 +106,7 @@ __all__ = [
     "Classifier",
     "PreprocessedAlerts",
     "classify_alerts",
+    "classify_examples",
     "classify_table",
     "load_classifier",
     "predict_probabilities",

@@ -17,6 +17,11 @@ each Arrow batch, so both give the same probabilities bit for bit:
   bits, which would make an alert's probabilities depend on how Spark split the stream.
   :func:`predict_probabilities` pads such a chunk with a row of zeros and drops its output.
 
+An alert whose logits are not all finite (a fault: an upset in memory, a damaged weight) is
+never given a class: the logits go through
+:func:`satcompress.runtime.protect.classify_logits` (any backend's), and such a row comes out
+with null probabilities, predicted class :data:`FAULT` and reason :data:`FAULT_REASON`.
+
 The artifact is loaded once per process (an executor's Python worker) and kept in a cache
 keyed by the artifact's SHA-256 (:func:`load_classifier`).
 """
@@ -38,6 +43,10 @@ import pandas as pd
 from satcompress import runtime
 from satcompress.broker.alerts import AlertProblem, Alerts, SelectionCuts, cut_reasons, light_curves
 from satcompress.broker.lsst import lsst_cut_reasons, lsst_light_curves, table_survey
+from satcompress.predict import FAULT_LABEL
+from satcompress.runtime.protect import Classification, classify_logits
+from satcompress.tasks import transients
+from satcompress.tasks.registry import TASKS
 from satcompress.tasks.lightcurves import (
     N_GP_CHANNELS,
     PREPROCESSING_VERSION,
@@ -49,6 +58,8 @@ from satcompress.tasks.lightcurves import (
 
 __all__ = [
     "ALERT_HYPERPARAMETER_SEARCH",
+    "FAULT",
+    "FAULT_REASON",
     "ID_COLUMNS",
     "PREDICTED_CLASS",
     "REASON",
@@ -56,6 +67,7 @@ __all__ = [
     "Classifier",
     "PreprocessedAlerts",
     "classify_alerts",
+    "classify_examples",
     "classify_table",
     "load_classifier",
     "predict_probabilities",
@@ -72,7 +84,11 @@ PREDICTED_CLASS = "predicted_class"
 REASON = "reason"
 """Null for a classified alert; otherwise why it has no probabilities."""
 UNPARSEABLE = "unparseable"
-_TRANSIENTS = "transients"
+FAULT = FAULT_LABEL
+"""The predicted class of an alert whose logits are not all finite (as ``satcompress
+predict`` writes it): a fault, never a class."""
+FAULT_REASON = "fault_non_finite_logits"
+"""The reason of a faulted alert (its probabilities are null)."""
 _SURVEY_READERS = {"ztf": (cut_reasons, light_curves),
                    "lsst": (lsst_cut_reasons, lsst_light_curves)}  # fmt: skip
 """Per survey (:func:`~satcompress.broker.lsst.table_survey`): its cuts and light curves."""
@@ -96,13 +112,17 @@ def preprocessing_config(metadata: Mapping[str, Any]) -> PreprocessingConfig:
     Raises
     ------
     ValueError
-        If the artifact is not a ``transients`` one, or its preprocessing version or settings
-        do not match this version of the task's code.
+        If the artifact is not one of the transient task (``transients`` or its LSST variant
+        ``transients-lsst``), or its preprocessing version or settings do not match this
+        version of the task's code.
     """
     task = metadata.get("task")
-    if task != _TRANSIENTS:
-        raise ValueError(f"The artifact was built for task {task!r}; alerts are classified by a "
-                         f"'{_TRANSIENTS}' artifact (satcompress compress --task transients).")
+    transient_tasks = [name for name, registered in TASKS.items()
+                       if registered.module == transients.__name__]  # fmt: skip
+    if task not in transient_tasks:
+        raise ValueError(f"The artifact was built for task {task!r}; alerts are classified by an "
+                         f"artifact of {' or '.join(transient_tasks)} (satcompress compress "
+                         "--task transients).")
     version = metadata.get("preprocessing_version")
     if version != PREPROCESSING_VERSION:
         raise ValueError(f"The artifact's model saw transient preprocessing version {version!r} "
@@ -170,13 +190,22 @@ def load_classifier(source: str | os.PathLike | bytes, backend: str = "numpy") -
     return _CLASSIFIERS[sha256, backend]
 
 
+def classify_examples(model: runtime.Runtime, x: np.ndarray) -> Classification:
+    """``model``'s logits (any backend) for ``x`` classified by
+    :func:`~satcompress.runtime.protect.classify_logits` (a row with a non-finite logit is a
+    fault, never a class), never run on a one-example chunk (see the module docstring), so an
+    example's result does not depend on the batch it came in. Overflows inside the model are
+    not warned about: the rows they reach are reported as faults."""
+    lone = len(x) % runtime.CHUNK_EXAMPLES == 1
+    padded = np.concatenate([x, np.zeros_like(x[:1])]) if lone else x
+    with np.errstate(over="ignore", invalid="ignore"):
+        logits = model.run(padded)[: len(x)]
+    return classify_logits(logits)
+
+
 def predict_probabilities(model: runtime.Runtime, x: np.ndarray) -> np.ndarray:
-    """``model.predict_proba(x)``, never with a one-example chunk (see the module docstring),
-    so an example's probabilities do not depend on the batch it came in."""
-    if len(x) % runtime.CHUNK_EXAMPLES != 1:
-        return model.predict_proba(x)
-    padded = np.concatenate([x, np.zeros_like(x[:1])])
-    return model.predict_proba(padded)[:-1]
+    """:func:`classify_examples`' probabilities (NaN in a faulted row)."""
+    return classify_examples(model, x).probabilities
 
 
 class PreprocessedAlerts(NamedTuple):
@@ -228,18 +257,22 @@ def classify_table(
 
     Returns one row per input row, in order, with :func:`result_columns`: the probabilities
     and predicted class of the alerts that pass every cut, and for the others null
-    probabilities and the ``reason``.
+    probabilities and the ``reason`` (a fault: predicted class :data:`FAULT`, reason
+    :data:`FAULT_REASON`).
     """
     prepared = preprocess_alerts(table, classifier.config, cuts)
     probabilities = np.full((len(table), len(classifier.class_names)), np.nan)
     predicted = np.full(len(table), None, dtype=object)
+    reasons = prepared.reasons
     if len(prepared.rows):
-        kept = predict_probabilities(classifier.runtime, prepared.x)
-        probabilities[prepared.rows] = kept
-        predicted[prepared.rows] = np.asarray(classifier.class_names, dtype=object)[kept.argmax(1)]
+        result = classify_examples(classifier.runtime, prepared.x)
+        names = np.asarray([*classifier.class_names, FAULT], dtype=object)  # FAULT (-1): last
+        probabilities[prepared.rows] = result.probabilities
+        predicted[prepared.rows] = names[result.predicted]
+        reasons[prepared.rows[result.faults]] = FAULT_REASON
     columns = dict(zip(result_columns(classifier.class_names), probabilities.T))
     columns[PREDICTED_CLASS] = predicted
-    columns[REASON] = prepared.reasons
+    columns[REASON] = reasons
     return pd.DataFrame(columns, columns=list(result_columns(classifier.class_names)))
 
 

@@ -4,8 +4,12 @@ Fink (Möller et al. 2021, MNRAS 501, 3272) applies each science module to the a
 as a pandas UDF over Spark DataFrames; its t2 module (fink-science ``t2/processor.py``) takes
 the ``concat_col`` arrays ``cjd, cfid, cmagpsf, csigmapsf`` and returns one value per alert.
 :func:`classification_udf` does the same with a flight artifact and returns the class
-probabilities, the predicted class and, for the alerts that fail a cut, the reason
-(:func:`satcompress.broker.classify.classify_table`, the code of the in-process path too).
+probabilities, the predicted class and, for the alerts that fail a cut (or whose logits are
+not finite: a fault), the reason (:func:`satcompress.broker.classify.classify_table`, the code
+of the in-process path too). It takes the alert columns of either survey, ZTF
+(:data:`~satcompress.broker.alerts.ALERT_COLUMNS`) or LSST
+(:data:`~satcompress.broker.lsst.LSST_ALERT_COLUMNS`, six passbands), as one struct column,
+which reaches the UDF as a pandas DataFrame with the in-process table's columns.
 
 The artifact's bytes travel to the executors in a broadcast variable (no shared file system
 is needed on a cluster) and each executor's Python worker loads it once
@@ -42,7 +46,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import pandas as pd
 
-from satcompress.broker.alerts import ALERT_COLUMNS, SelectionCuts
+from satcompress.broker.alerts import ALERT_COLUMNS, SURVEYS, SelectionCuts
 from satcompress.broker.classify import (
     ID_COLUMNS,
     PREDICTED_CLASS,
@@ -51,6 +55,7 @@ from satcompress.broker.classify import (
     load_classifier,
     result_columns,
 )
+from satcompress.broker.lsst import LSST_ALERT_COLUMNS, table_survey
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, SparkSession
@@ -72,7 +77,7 @@ __all__ = [
 
 DEFAULT_MASTER = "local[*]"
 _ROW = "_row"
-_INPUT_COLUMNS = ALERT_COLUMNS[2:]  # the UDF needs no ids
+_SURVEY_COLUMNS = {"ztf": ALERT_COLUMNS, "lsst": LSST_ALERT_COLUMNS}
 
 
 @contextlib.contextmanager
@@ -231,8 +236,11 @@ class EngineCosts(NamedTuple):
     per_alert_s: float = 4.0e-5
     """Selection cuts and bookkeeping per alert, on one core."""
     per_candidate_s: float = 5.8e-4
-    """Light curve + GP + model per alert that passes the age and solar-system cuts, on one
-    core."""
+    """Light curve + GP + model per ZTF alert that passes the age and solar-system cuts, on
+    one core."""
+    lsst_per_candidate_s: float = 1.75e-3
+    """The same per LSST alert (six passbands: larger GPs), ``benchmarks/lsst_alerts.py``
+    (benchmarks/README.md, "LSST alerts")."""
     spark_driver_per_alert_s: float = 1.0e-4
     """Spark's work per alert on the driver (the table to Arrow and to the executors, the
     results back), which the cores do not share."""
@@ -265,26 +273,48 @@ def local_cores(master: str) -> int:
 
 
 def choose_engine(alerts: int, candidates: int, cores: int,
-                  costs: EngineCosts = EngineCosts()) -> EngineChoice:  # noqa: B008 (immutable)
-    """The faster engine for ``alerts`` alerts of which ``candidates`` pass the age and
-    solar-system cuts: one core in process, or Spark on ``cores`` cores (start-up, the
+                  costs: EngineCosts = EngineCosts(),  # noqa: B008 (immutable)
+                  survey: str = "ztf") -> EngineChoice:
+    """The faster engine for ``alerts`` alerts of ``survey`` of which ``candidates`` pass the
+    age and solar-system cuts: one core in process, or Spark on ``cores`` cores (start-up, the
     driver's share, then the executors' share and the classification divided among the
     cores)."""
-    in_process = alerts * costs.per_alert_s + candidates * costs.per_candidate_s
+    per_candidate = costs.lsst_per_candidate_s if survey == "lsst" else costs.per_candidate_s
+    in_process = alerts * costs.per_alert_s + candidates * per_candidate
     shared = in_process + alerts * costs.spark_executor_per_alert_s
     on_spark = (costs.spark_start_s + alerts * costs.spark_driver_per_alert_s
                 + shared / max(cores, 1))
     return EngineChoice(on_spark < in_process, in_process, on_spark)
 
 
-def alert_schema() -> StructType:
-    """Spark schema of a table of :data:`~satcompress.broker.alerts.ALERT_COLUMNS`."""
+def alert_schema(survey: str = "ztf") -> StructType:
+    """Spark schema of a table of :data:`~satcompress.broker.alerts.ALERT_COLUMNS` (``ztf``)
+    or :data:`~satcompress.broker.lsst.LSST_ALERT_COLUMNS` (``lsst``).
+
+    Raises
+    ------
+    ValueError
+        If ``survey`` is not one of :data:`~satcompress.broker.alerts.SURVEYS`.
+    """
     from pyspark.sql import types as T  # noqa: PLC0415
 
+    if survey not in SURVEYS:
+        raise ValueError(f"Unknown survey {survey!r}; choose one of {list(SURVEYS)}.")
     double_array = T.ArrayType(T.DoubleType())
+    ids = [T.StructField("objectId", T.StringType()), T.StructField("candid", T.LongType())]
+    if survey == "lsst":
+        return T.StructType([
+            *ids,
+            T.StructField("midpointMjdTai", T.DoubleType()),
+            T.StructField("firstDiaSourceMjdTai", T.DoubleType()),
+            T.StructField("ssObjectId", T.LongType()),
+            T.StructField("cmidpointMjdTai", double_array),
+            T.StructField("cband", T.ArrayType(T.StringType())),
+            T.StructField("cpsfFlux", double_array),
+            T.StructField("cpsfFluxErr", double_array),
+        ])  # fmt: skip
     return T.StructType([
-        T.StructField("objectId", T.StringType()),
-        T.StructField("candid", T.LongType()),
+        *ids,
         *(T.StructField(name, T.DoubleType()) for name in ALERT_COLUMNS[2:6]),
         T.StructField("cjd", double_array),
         T.StructField("cfid", T.ArrayType(T.LongType())),
@@ -312,9 +342,11 @@ def classification_udf(
     backend: str = "numpy",
 ) -> Callable[..., Column]:
     """A pandas UDF classifying alerts with ``artifact`` (a path or its bytes) on the runtime
-    ``backend`` (``numpy`` or ``c``: compiled on each executor's host): call it on the columns
-    ``jd, jdstarthist, ssdistnr, ssmagnr, cjd, cfid, cmagpsf, csigmapsf``; it returns a struct of
-    :func:`result_schema`.
+    ``backend`` (``numpy`` or ``c``: compiled on each executor's host): call it on one struct
+    of an alert table's columns after the ids (ZTF ``jd, jdstarthist, ssdistnr, ssmagnr, cjd,
+    cfid, cmagpsf, csigmapsf``, or those of
+    :data:`~satcompress.broker.lsst.LSST_ALERT_COLUMNS`: the survey is recognised from them);
+    it returns a struct of :func:`result_schema`.
 
     The artifact is checked on the driver first, so a wrong file fails here, not in a task.
     """
@@ -324,11 +356,8 @@ def classification_udf(
     classifier = load_classifier(content)
     shared = spark.sparkContext.broadcast(content)
 
-    def classify(jd: pd.Series, jdstarthist: pd.Series, ssdistnr: pd.Series, ssmagnr: pd.Series,
-                 cjd: pd.Series, cfid: pd.Series, cmagpsf: pd.Series,
-                 csigmapsf: pd.Series) -> pd.DataFrame:  # fmt: skip
-        columns = (jd, jdstarthist, ssdistnr, ssmagnr, cjd, cfid, cmagpsf, csigmapsf)
-        table = pd.DataFrame(dict(zip(_INPUT_COLUMNS, (c.reset_index(drop=True) for c in columns))))
+    def classify(alerts: pd.DataFrame) -> pd.DataFrame:
+        table = alerts.reset_index(drop=True)
         return classify_table(table, load_classifier(shared.value, backend), cuts)
 
     return pandas_udf(classify, returnType=result_schema(classifier.class_names))
@@ -342,18 +371,24 @@ def classify_alerts_spark(
     partitions: int | None = None,
     backend: str = "numpy",
 ) -> pd.DataFrame:
-    """Classify a table of :data:`~satcompress.broker.alerts.ALERT_COLUMNS` with Spark.
+    """Classify a table of ZTF (:data:`~satcompress.broker.alerts.ALERT_COLUMNS`) or LSST
+    (:data:`~satcompress.broker.lsst.LSST_ALERT_COLUMNS`) alerts with Spark.
 
     The alerts are spread over ``partitions`` partitions (default: Spark's default
     parallelism) and the results collected to the driver in the input order, with the same
     columns as :func:`satcompress.broker.classify.classify_alerts`.
     """
-    rows = table[list(ALERT_COLUMNS)].reset_index(drop=True)
+    from pyspark.sql.functions import struct  # noqa: PLC0415
+
+    survey = table_survey(table)
+    columns = _SURVEY_COLUMNS[survey]
+    rows = table[list(columns)].reset_index(drop=True)
     with _without_pandas_version_notice():
         udf = classification_udf(spark, artifact, cuts, backend)
         frame = spark.createDataFrame(rows.assign(**{_ROW: range(len(rows))}),
-                                      alert_schema().add(_ROW, "long"))  # fmt: skip
+                                      alert_schema(survey).add(_ROW, "long"))  # fmt: skip
         frame = frame.repartition(partitions or spark.sparkContext.defaultParallelism)
-        scored = frame.select(_ROW, *ID_COLUMNS, udf(*_INPUT_COLUMNS).alias("result"))
+        alerts = struct(*columns[len(ID_COLUMNS):])  # the UDF needs no ids
+        scored = frame.select(_ROW, *ID_COLUMNS, udf(alerts).alias("result"))
         result = scored.select(_ROW, *ID_COLUMNS, "result.*").toPandas()
     return result.sort_values(_ROW).drop(columns=_ROW).reset_index(drop=True)

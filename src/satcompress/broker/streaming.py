@@ -35,7 +35,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from satcompress.broker.alerts import AlertProblem, SelectionCuts, read_alerts
+from satcompress.broker.alerts import AUTO, SURVEYS, AlertProblem, SelectionCuts, read_alerts
 from satcompress.broker.classify import (
     PREDICTED_CLASS,
     REASON,
@@ -132,6 +132,7 @@ def classify_stream(
     max_files_per_batch: int | None = None,
     backend: str = "numpy",
     on_batch: Callable[[dict[str, Any]], None] | None = None,
+    survey: str = "ztf",
 ) -> list[dict[str, Any]]:
     """Classify the alert files (:data:`ALERT_FILE_GLOB`) landing in ``source`` into ``out``
     (see the module docstring) until done (``once``) or interrupted; the summaries of the
@@ -143,17 +144,22 @@ def classify_stream(
     start).
     ``checkpoint`` (default :func:`default_checkpoint`) holds the stream's progress: keep it
     with ``out``. ``on_batch`` is called with each batch's summary once its results are written.
+    ``survey``: of the alert files (``ztf``, ``lsst``, or ``auto``: that of each batch's first
+    alert; see :func:`~satcompress.broker.alerts.read_alerts`).
 
     Raises
     ------
     FileNotFoundError, ValueError
         See :func:`check_stream`; ValueError also if the artifact is not a transient
-        classifier (:func:`~satcompress.broker.classify.load_classifier`).
+        classifier (:func:`~satcompress.broker.classify.load_classifier`) or ``survey`` is
+        unknown.
     StreamBatchError
         If a batch failed (e.g. ``out`` could not be written): the stream stopped there.
     """
     from pyspark.errors import StreamingQueryException  # noqa: PLC0415
 
+    if survey not in (*SURVEYS, AUTO):
+        raise ValueError(f"Unknown survey {survey!r}; choose one of {[*SURVEYS, AUTO]}.")
     source, out = Path(source), Path(out)
     checkpoint = check_stream(source, out, checkpoint)
     content = Path(artifact).read_bytes()
@@ -175,7 +181,7 @@ def classify_stream(
         started = time.perf_counter()
         paths = sorted({_local_path(row.path) for row in batch.collect()})
         present = [path for path in paths if path.is_file()]
-        alerts = read_alerts(present, "ztf")  # the UDF's columns; other surveys: problems
+        alerts = read_alerts(present, survey)  # files of another survey: problems
         removed = [AlertProblem(str(path), None, None, None, "removed before it was read")
                    for path in paths if path not in present]
         problems = [*alerts.problems, *removed]
@@ -192,6 +198,7 @@ def classify_stream(
             "batch_id": batch_id,
             "files": [str(path) for path in paths],
             "artifact_sha256": classifier.sha256,
+            "survey": alerts.survey,
             "alerts_read": len(alerts.table),
             "counts": reason_counts(results),
             "problems": [problem._asdict() for problem in problems],

@@ -1,5 +1,5 @@
-"""``satcompress classify-alerts``: class probabilities for raw ZTF alerts, with Spark or pandas,
-from files or as a stream of files landing in a folder."""
+"""``satcompress classify-alerts``: class probabilities for raw ZTF or LSST alerts, with Spark or
+pandas, from files or as a stream of files landing in a folder."""
 
 from __future__ import annotations
 
@@ -68,7 +68,8 @@ def classify_alerts(
                   "Rubin associated); 0: no cut."),
     survey: str = typer.Option(
         "auto", help="Survey of the alerts: ztf, lsst (Rubin or ELAsTiCC: all six bands inform "
-                     "the GP; classified in process), or auto (recognised from their fields)."),
+                     "the GP), or auto (recognised from their fields; with --stream, per "
+                     "batch)."),
 ) -> None:
     """Classify ALERTS (or the files landing in --stream FOLDER) with a transient flight
     artifact: class probabilities for the alerts that pass the selection cuts, the reason for
@@ -88,8 +89,6 @@ def classify_alerts(
              "drop one of them.")
     if stream is None and (checkpoint is not None or once or max_files_per_batch is not None):
         fail("--checkpoint, --once and --max-files-per-batch go with --stream FOLDER.")
-    if stream is not None and survey == "lsst":
-        fail("--stream reads ZTF alerts only for now; classify LSST alert files with --no-spark.")
     try:
         cuts = SelectionCuts(max_age_days=max_age_days or None,
                              sso_max_distance_arcsec=sso_max_distance_arcsec or None)
@@ -103,7 +102,7 @@ def classify_alerts(
         if out is None:
             fail("--stream needs --out FOLDER: one results file per batch goes there.")
         _classify_stream(stream, artifact, out, master, backend, checkpoint, once, poll_seconds,
-                         max_files_per_batch, cuts)
+                         max_files_per_batch, cuts, survey)
     else:
         _classify_files(alerts, artifact, out or Path("scores.parquet"), master, spark, backend,
                         cuts, survey)
@@ -120,10 +119,11 @@ def _spark_session(master: str) -> Any:
              "(JAVA_HOME) and a reachable master; or run with --no-spark.")
 
 
-def _engine(alerts: int, candidates: int, master: str | None,
-            spark: bool | None) -> tuple[bool, str]:
+def _engine(alerts: int, candidates: int, master: str | None, spark: bool | None,
+            survey: str) -> tuple[bool, str]:
     """Whether to run Spark, and why: as told (--spark, --no-spark, --master), else the engine
-    :func:`~satcompress.broker.choose_engine` predicts faster on ``local[*]``."""
+    :func:`~satcompress.broker.choose_engine` predicts faster on ``local[*]`` for alerts of
+    ``survey``."""
     from satcompress.broker import DEFAULT_MASTER, choose_engine, local_cores
 
     if spark is not None:
@@ -131,7 +131,7 @@ def _engine(alerts: int, candidates: int, master: str | None,
     if master is not None:
         return True, "--master"
     cores = local_cores(DEFAULT_MASTER)
-    choice = choose_engine(alerts, candidates, cores)
+    choice = choose_engine(alerts, candidates, cores, survey=survey)
     return choice.spark, (f"auto: {candidates} of {alerts} alerts pass the cuts; predicted "
                           f"{choice.in_process_s:.1f} s in process, {choice.spark_s:.1f} s "
                           f"with Spark on {cores} cores")
@@ -168,12 +168,10 @@ def _classify_files(alerts: list[Path], artifact: Path, out: Path, master: str |
         fail(f"No alert could be read from {len(alerts)} path(s); first problem: "
              f"{read.problems[0].source}: {read.problems[0].message}.")
     candidates = int(np.sum(pd.isna(survey_cut_reasons(read.table, cuts))))
-    use_spark, reason = _engine(len(read.table), candidates, master, spark)
-    if use_spark and read.survey != "ztf":
-        if spark or master is not None:
-            fail(f"{read.survey.upper()} alerts are classified in process only for now; add "
-                 "--no-spark.")
-        use_spark, reason = False, f"{read.survey.upper()} alerts: in process only for now"
+    use_spark, reason = _engine(len(read.table), candidates, master, spark, read.survey)
+    if _trained_on(classifier) != read.survey:
+        console.print(f"note: {read.survey.upper()} alerts, but the artifact's model was trained "
+                      f"on {_trained_on(classifier).upper()} light curves", highlight=False)
     master = master or DEFAULT_MASTER
     engine = f"spark {master}" if use_spark else "pandas (in process)"
     console.print(f"engine: {engine} ({reason})", highlight=False)
@@ -198,6 +196,7 @@ def _classify_files(alerts: list[Path], artifact: Path, out: Path, master: str |
         "engine": engine,
         "engine_reason": reason,
         "survey": read.survey,
+        "artifact_trained_on": _trained_on(classifier),
         "backend": backend,
         "cuts": asdict(cuts),
         "alerts_read": len(read.table),
@@ -219,9 +218,16 @@ def _classify_files(alerts: list[Path], artifact: Path, out: Path, master: str |
     console.print(f"wrote {out} and {summary_path(out)}")
 
 
+def _trained_on(classifier: Any) -> str:
+    """The survey the artifact's model was trained on (its metadata's ``preprocessing.survey``;
+    ``ztf`` for artifacts made before it was recorded)."""
+    return str((classifier.runtime.metadata.get("preprocessing") or {}).get("survey", "ztf"))
+
+
 def _classify_stream(folder: Path, artifact: Path, out: Path, master: str | None, backend: str,
                      checkpoint: Path | None, once: bool, poll_seconds: float,
-                     max_files_per_batch: int | None, cuts: SelectionCuts) -> None:
+                     max_files_per_batch: int | None, cuts: SelectionCuts,
+                     survey: str = "auto") -> None:
     """Classify the files landing in ``folder`` into ``out`` (:func:`broker.classify_stream`)."""
     from satcompress.broker import DEFAULT_MASTER, StreamBatchError, check_stream, classify_stream
 
@@ -246,7 +252,7 @@ def _classify_stream(folder: Path, artifact: Path, out: Path, master: str | None
         batches = classify_stream(session, folder, out, artifact, checkpoint, cuts, once=once,
                                   poll_seconds=poll_seconds,
                                   max_files_per_batch=max_files_per_batch, backend=backend,
-                                  on_batch=report)
+                                  on_batch=report, survey=survey)
     except StreamBatchError as error:
         fail(str(error))
     alerts = sum(summary["alerts_read"] for summary in batches)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from satcompress.tasks.base import TaskData
+from satcompress.tasks.lightcurves import PreprocessingConfig
 
 if TYPE_CHECKING:
     from torch import nn
@@ -48,6 +49,9 @@ class Task:
         :data:`satcompress.tasks.user.METRICS`); default: the module's ``PRIMARY_METRIC``.
     data : TaskData, optional
         The task's splits when they are given rather than loaded (a user's data).
+    load_options : dict
+        Keyword arguments of the module's ``load`` that make this task a variant of another
+        on the same module (``transients-lsst``: ``survey="lsst"``).
     """
 
     name: str
@@ -57,6 +61,7 @@ class Task:
     train_settings: dict = field(default_factory=dict)
     metric: str | None = None
     data: TaskData | None = field(default=None, repr=False, compare=False)
+    load_options: dict = field(default_factory=dict)
 
     @property
     def _module(self) -> Any:
@@ -78,10 +83,11 @@ class Task:
         return getattr(self._module, "PREPROCESSING_VERSION", 0)
 
     def load(self, seed: int = 0, **options: Any) -> TaskData:
-        """The task's train/val/test splits (the given ones, or the task module's ``load``)."""
+        """The task's train/val/test splits (the given ones, or the task module's ``load`` with
+        :attr:`load_options` and ``options``)."""
         if self.data is not None:
             return self.data
-        return self._module.load(seed=seed, **options)
+        return self._module.load(seed=seed, **{**self.load_options, **options})
 
     def build_model(
         self, data: TaskData, width_multiplier: float = 1.0, depth_multiplier: float = 1.0
@@ -149,6 +155,18 @@ TASKS: dict[str, Task] = {
             model_builder="satcompress.networks.t2:build_t2",
             train_settings={"max_epochs": 40, "batch_size": 64, "learning_rate": 1e-3,
                             "weight_decay": 1e-4, "patience_epochs": 8},
+        ),
+        Task(
+            name="transients-lsst",
+            description="SN Ia/II from simulated LSST alerts (ELAsTiCC, six passbands), "
+                        "test objects held out",
+            module="satcompress.tasks.transients",
+            model_builder="satcompress.networks.t2:build_t2",
+            train_settings={"max_epochs": 40, "batch_size": 64, "learning_rate": 1e-3,
+                            "weight_decay": 1e-4, "patience_epochs": 8},
+            # the broker's batched grid search of the GP hyperparameters, as on alerts
+            load_options={"survey": "lsst", "config": PreprocessingConfig(
+                hyperparameter_search="grid")},
         ),
     )
 }

@@ -10,6 +10,14 @@ added as extra training data (``load(include_simulated=True)``; off by default b
 were measured to hurt, see :func:`load`). Validation and test are real ZTF objects, split by
 object.
 
+The LSST variant (``load(survey="lsst")``, registered as the task ``transients-lsst``) is
+trained and judged on the ELAsTiCC objects alone, as an LSST broker sees them: each object's
+detections in all six passbands (:func:`read_elasticc_light_curves` with ``all_passbands``,
+the light curves the broker builds from the same alert,
+:func:`satcompress.broker.lsst.lsst_light_curves`), split 60/20/20 by object and stratified
+by class, so no alert of a test object is seen in training. Its classes are those ELAsTiCC
+holds here, SN Ia and SN II (:data:`LSST_CLASS_NAMES`).
+
 Classes (:data:`CLASS_NAMES`): SN Ia, SN II, SN Ibc, SLSN and "other" (non-supernova
 transients and variables), mapped from the TNS types by :func:`label_to_class`. With the
 default settings the real ZTF sample is (after label mapping and skips, see
@@ -79,6 +87,7 @@ from satcompress.tasks.base import Split, TaskData, grouped_fold_split
 from satcompress.tasks.lightcurves import (
     BANDS,
     CURVE_COLUMNS,
+    LSST_PASSBAND_WAVELENGTHS_ANGSTROM,
     LSST_WAVELENGTHS_ANGSTROM,
     N_GP_CHANNELS,
     N_TIMESTEPS,
@@ -99,6 +108,8 @@ from satcompress.tasks.lightcurves import require_columns as _require_columns
 
 __all__ = [
     "CLASS_NAMES",
+    "LSST_CLASS_NAMES",
+    "TRAINING_SURVEYS",
     "PRIMARY_METRIC",
     "HIGHER_IS_BETTER",
     "N_TIMESTEPS",
@@ -141,6 +152,12 @@ __all__ = [
 ]
 
 CLASS_NAMES = ("SN Ia", "SN II", "SN Ibc", "SLSN", "other")
+LSST_CLASS_NAMES = CLASS_NAMES[:2]
+"""The classes of the LSST variant: the two ELAsTiCC holds here (same indices as in
+:data:`CLASS_NAMES`)."""
+TRAINING_SURVEYS = ("ztf", "lsst")
+"""``load(survey=...)``: real ZTF objects (the task), or simulated LSST (ELAsTiCC) objects in
+six passbands (the LSST variant)."""
 PRIMARY_METRIC = "weighted_log_loss"
 HIGHER_IS_BETTER = False
 SURVEY_WAVELENGTHS_ANGSTROM = lightcurves.SURVEY_WAVELENGTHS_ANGSTROM
@@ -342,14 +359,20 @@ def _elasticc_class_id(path: Path) -> int:
     return class_id
 
 
-def read_elasticc_light_curves(paths: Sequence[Path] | None = None) -> pd.DataFrame:
-    """g and r detections of the SIMULATED ELAsTiCC alerts, in long format.
+def read_elasticc_light_curves(
+    paths: Sequence[Path] | None = None, all_passbands: bool = False
+) -> pd.DataFrame:
+    """g and r detections of the SIMULATED ELAsTiCC alerts, in long format (source
+    ``elasticc``); with ``all_passbands``, the detections with a measured flux in all six
+    passbands (lower-case u g r i z y, source ``lsst``): the light curve the broker builds
+    from the same alert (:func:`satcompress.broker.lsst.lsst_light_curves`).
 
     Each object appears in several alerts, each with the history known at that time; the
     alert with the longest history (``prvDiaSources`` plus its own ``diaSource``) is kept.
     ``psFlux`` and ``psFluxErr`` are already in nJy and ``midPointTai`` is an MJD.
     The label is "SN Ia" (``classId=111``) or "SN II" (``classId=113``).
     """
+    passbands = LSST_PASSBAND_WAVELENGTHS_ANGSTROM if all_passbands else BANDS
     if paths is None:
         paths = fetch_all(ELASTICC_PREFIX)
     best: dict[int, tuple[int, list[dict], str]] = {}
@@ -375,13 +398,16 @@ def read_elasticc_light_curves(paths: Sequence[Path] | None = None) -> pd.DataFr
     for object_id, (_, points, label) in best.items():
         seen = set()
         for point in points:
-            if point["filterName"] not in BANDS or point["diaSourceId"] in seen:
+            band = point["filterName"].lower() if all_passbands else point["filterName"]
+            if band not in passbands or point["diaSourceId"] in seen:
                 continue
             seen.add(point["diaSourceId"])
-            rows.append((str(object_id), point["midPointTai"], point["filterName"],
-                         point["psFlux"], point["psFluxErr"], label))  # fmt: skip
+            rows.append((str(object_id), point["midPointTai"], band, point["psFlux"],
+                         point["psFluxErr"], label))  # fmt: skip
     curves = pd.DataFrame(rows, columns=list(CURVE_COLUMNS[:-1]))
-    curves["source"] = "elasticc"
+    curves["source"] = "lsst" if all_passbands else "elasticc"
+    if all_passbands:  # as the broker reads alerts: a point without a flux is not a detection
+        curves = curves[np.isfinite(curves["flux"].to_numpy(np.float64))]
     curves = deduplicate_points(curves)
     curves.attrs[OBJECTS_WITHOUT_DETECTIONS] = int(len(best) - curves["object_id"].nunique())
     return curves
@@ -464,7 +490,7 @@ def _input_file_names() -> list[str]:
     return [*ZTF_FILES, *sorted(name for name in registry() if name.startswith(ELASTICC_PREFIX))]
 
 
-def _cache_key(config: PreprocessingConfig, max_objects: int | None) -> str:
+def _cache_key(config: PreprocessingConfig, max_objects: int | None, survey: str) -> str:
     files = registry()
     payload = {
         "task": "transients",
@@ -472,6 +498,7 @@ def _cache_key(config: PreprocessingConfig, max_objects: int | None) -> str:
         "files": {name: files[name].sha256 for name in _input_file_names()},
         "config": asdict(config),
         "max_objects": max_objects,
+        **({} if survey == "ztf" else {"survey": survey}),  # the ZTF task's keys stay as they were
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -525,9 +552,10 @@ def _load_cached(path: Path) -> tuple[PreprocessedCurves, float] | None:
 def cache_path(
     config: PreprocessingConfig = PreprocessingConfig(),  # noqa: B008 (frozen, immutable)
     max_objects: int | None = None,
+    survey: str = "ztf",
 ) -> Path:
     """Where :func:`load_preprocessed` stores its result for these settings."""
-    key = _cache_key(config, max_objects)
+    key = _cache_key(config, max_objects, survey)
     return _cache_dir() / "preprocessed" / f"transients_gp_{key[:24]}.npz"
 
 
@@ -540,10 +568,10 @@ def _label_filter(curves: pd.DataFrame) -> tuple[pd.DataFrame, Counter[str]]:
 
 
 def _cap_elasticc(
-    curves: pd.DataFrame, max_objects: int, seed: int = 0
+    curves: pd.DataFrame, max_objects: int, source: str, seed: int = 0
 ) -> tuple[pd.DataFrame, int]:
-    """Keep at most ``max_objects`` ELAsTiCC objects, balanced over their labels."""
-    elasticc = curves[curves["source"] == "elasticc"].drop_duplicates("object_id")
+    """Keep at most ``max_objects`` ELAsTiCC objects (of ``source``), balanced over labels."""
+    elasticc = curves[curves["source"] == source].drop_duplicates("object_id")
     queues = [
         _seeded_order(list(group["object_id"]), seed) for _, group in elasticc.groupby("label")
     ]
@@ -553,7 +581,7 @@ def _cap_elasticc(
             if queue and len(chosen) < max_objects:
                 chosen.add(queue.pop(0))
     dropped = len(elasticc) - len(chosen)
-    keep = (curves["source"] != "elasticc") | curves["object_id"].isin(chosen)
+    keep = (curves["source"] != source) | curves["object_id"].isin(chosen)
     return curves[keep], dropped
 
 
@@ -563,13 +591,16 @@ def load_preprocessed(
     n_jobs: int | None = None,
     refresh: bool = False,
     progress: bool = True,
+    survey: str = "ztf",
 ) -> tuple[PreprocessedCurves, dict]:
-    """Read, label-filter and GP-interpolate the task's light curves, with an on-disk cache.
+    """Read, label-filter and GP-interpolate the task's light curves (``survey`` ``"ztf"``: the
+    ZTF and g/r ELAsTiCC curves; ``"lsst"``: the six-band ELAsTiCC curves), with an on-disk
+    cache.
 
     The result is stored as ``.npz`` under ``$SATCOMPRESS_CACHE_DIR/preprocessed/`` (default:
     the user cache of pooch), keyed by a sha256 of the registered checksums of every input
-    file, ``config``, ``max_objects`` and :data:`PREPROCESSING_VERSION`; it is written to a
-    temporary file and renamed, so a crash never leaves a half-written cache.
+    file, ``config``, ``max_objects``, ``survey`` and :data:`PREPROCESSING_VERSION`; it is
+    written to a temporary file and renamed, so a crash never leaves a half-written cache.
 
     Parameters
     ----------
@@ -584,6 +615,8 @@ def load_preprocessed(
         Recompute even when a cached result exists.
     progress : bool
         Report the GP fits on stderr (:class:`satcompress.progress.Progress`).
+    survey : str
+        One of :data:`TRAINING_SURVEYS`: which light curves (see :func:`load`).
 
     Returns
     -------
@@ -593,7 +626,9 @@ def load_preprocessed(
     dict
         ``cache_path``, ``cache_hit`` and ``preprocessing_seconds`` (of the run that filled it).
     """
-    path = cache_path(config, max_objects)
+    if survey not in TRAINING_SURVEYS:
+        raise ValueError(f"Unknown survey {survey!r}; choose one of {list(TRAINING_SURVEYS)}.")
+    path = cache_path(config, max_objects, survey)
     if not refresh:
         cached = _load_cached(path)
         if cached is not None:
@@ -601,16 +636,21 @@ def load_preprocessed(
             info = {"cache_path": str(path), "cache_hit": True, "preprocessing_seconds": seconds}
             return result, info
     started = time.perf_counter()
-    curves = read_light_curves()
-    without_detections = curves.attrs.get(OBJECTS_WITHOUT_DETECTIONS, {})
+    if survey == "ztf":
+        curves = read_light_curves()
+        without_detections = curves.attrs.get(OBJECTS_WITHOUT_DETECTIONS, {})
+    else:
+        curves = read_elasticc_light_curves(all_passbands=True)
+        without_detections = {"lsst": curves.attrs[OBJECTS_WITHOUT_DETECTIONS]}
     curves, skipped = _label_filter(curves)
     for source, count in without_detections.items():
-        if count:
-            skipped[f"{source}/no_g_or_r_detection"] += count
+        if count:  # six-band curves: no detection in any band
+            skipped[f"{source}/no_{'' if source == 'lsst' else 'g_or_r_'}detection"] += count
     if config.max_elasticc_objects is not None:
-        curves, dropped = _cap_elasticc(curves, config.max_elasticc_objects)
+        simulated = "elasticc" if survey == "ztf" else "lsst"
+        curves, dropped = _cap_elasticc(curves, config.max_elasticc_objects, simulated)
         if dropped:
-            skipped["elasticc/over_max_elasticc_objects"] += dropped
+            skipped[f"{simulated}/over_max_elasticc_objects"] += dropped
     if max_objects is not None:
         curves = select_objects(curves, max_objects, min_points_per_band=config.min_points_per_band)
         skipped = Counter()  # a deliberate subset: the counts describe the objects fitted
@@ -661,8 +701,15 @@ def load(
     include_simulated: bool = False,
     fold: int | None = None,
     n_folds: int = 5,
+    survey: str = "ztf",
 ) -> TaskData:
     """The transient task: GP-interpolated light curves split by object.
+
+    ``survey="lsst"`` is the LSST variant: the ELAsTiCC objects alone, each the six-band
+    light curve of its longest alert (source ``lsst``, as the broker reads LSST alerts), split
+    by object exactly as the ZTF objects are below (60/20/20 or folds, stratified by class;
+    an object is one row, so none of its alerts reaches another split), with the classes of
+    :data:`LSST_CLASS_NAMES`; ``include_simulated`` does not apply.
 
     Real ZTF objects are split 60/20/20 by object, stratified by class (:func:`split_objects`
     with ``seed``), or, with ``fold``, into ``n_folds`` class-stratified folds of objects
@@ -691,17 +738,20 @@ def load(
     over 11 days, against 22 over 47 days for ZTF), so they teach the model short curves
     that look little like the real test objects.
     """
-    result, cache_info = load_preprocessed(max_objects=max_objects, config=config)
+    if survey == "lsst" and include_simulated:
+        raise ValueError("include_simulated adds ELAsTiCC objects to the ZTF training split; the "
+                         "LSST variant (survey='lsst') is all ELAsTiCC already: drop one.")
+    result, cache_info = load_preprocessed(max_objects=max_objects, config=config, survey=survey)
+    class_names = CLASS_NAMES if survey == "ztf" else LSST_CLASS_NAMES
     classes = np.array([label_to_class(label) for label in result.labels], dtype=object)
-    if any(cls is None for cls in classes):
+    if any(cls is None or cls >= len(class_names) for cls in classes):
         raise ValueError("Preprocessed objects include unused labels; delete the cache and rerun.")
     y = classes.astype(np.int64)
-    real = np.flatnonzero(result.sources == "ztf")
+    real = np.flatnonzero(result.sources == ("ztf" if survey == "ztf" else "lsst"))
     simulated = np.flatnonzero(result.sources == "elasticc")
     if len(real) == 0:
-        raise ValueError(
-            "No real ZTF object survived preprocessing; there is nothing to evaluate on."
-        )
+        raise ValueError(f"No {'real ZTF' if survey == 'ztf' else 'ELAsTiCC'} object survived "
+                         "preprocessing; there is nothing to evaluate on.")
     parts = (split_objects(y[real], seed) if fold is None else
              grouped_fold_split(y[real], result.object_ids[real], fold, n_folds, seed))
     train, val, test = (real[part] for part in parts)
@@ -715,9 +765,9 @@ def load(
     counts = {
         source: {
             name: int(np.sum((result.sources == source) & (y == cls)))
-            for cls, name in enumerate(CLASS_NAMES)
+            for cls, name in enumerate(class_names)
         }
-        for source in ("ztf", "elasticc")
+        for source in (("ztf", "elasticc") if survey == "ztf" else ("lsst",))
     }
     preprocessing = {
         "method": "2-D GP (constant x Matern 3/2 over time and wavelength), maximum-likelihood "
@@ -736,6 +786,7 @@ def load(
         "skipped_counts": dict(result.skipped_counts),
         "fit_counts": dict(result.fit_counts),
         "split_seed": seed,
+        "survey": survey,  # what the model is trained and tested on (in the artifact)
         "include_simulated": include_simulated,
         "split_sizes": {
             "train": len(train),
@@ -746,7 +797,7 @@ def load(
         "max_objects": max_objects,
         **cache_info,
     }
-    return TaskData(subset(train), subset(val), subset(test), CLASS_NAMES, preprocessing)
+    return TaskData(subset(train), subset(val), subset(test), class_names, preprocessing)
 
 
 # --- metrics and baseline ------------------------------------------------------------------------
@@ -769,16 +820,21 @@ def score(
     (``recall_sn_ia``, ``recall_sn_ii``, ``recall_sn_ibc``, ``recall_slsn``, ``recall_other``;
     NaN when the class is absent from the test labels) and ``ia_vs_rest_auc`` (ROC AUC of the
     SN Ia probability for SN Ia vs all others; NaN if only one side is present). Predicted
-    class = highest probability.
+    class = highest probability. Probabilities of the LSST variant's two classes
+    (:data:`LSST_CLASS_NAMES`) give the same metrics over those two (``recall_sn_ia`` and
+    ``recall_sn_ii``; the AUC is SN Ia vs SN II).
     """
     del val_probabilities, val_labels
     probabilities = np.asarray(test_probabilities, dtype=np.float64)
     labels = np.asarray(test_labels)
-    if probabilities.ndim != 2 or probabilities.shape[1] != len(CLASS_NAMES):
+    widths = (len(CLASS_NAMES), len(LSST_CLASS_NAMES))
+    if probabilities.ndim != 2 or probabilities.shape[1] not in widths:
         raise ValueError(
             f"test_probabilities must have shape (n, {len(CLASS_NAMES)}) for the classes "
-            f"{CLASS_NAMES}; got {probabilities.shape}."
+            f"{CLASS_NAMES} (or (n, {len(LSST_CLASS_NAMES)}) for the LSST variant's "
+            f"{LSST_CLASS_NAMES}); got {probabilities.shape}."
         )
+    class_names = CLASS_NAMES[: probabilities.shape[1]]
     if len(labels) != len(probabilities):
         raise ValueError(
             f"{len(labels)} test labels but {len(probabilities)} rows of probabilities."
@@ -786,11 +842,11 @@ def score(
     predicted = probabilities.argmax(axis=1)
     scores = {
         "weighted_log_loss": weighted_log_loss(labels, probabilities),
-        "macro_f1": macro_f1(labels, predicted, len(CLASS_NAMES)),
+        "macro_f1": macro_f1(labels, predicted, len(class_names)),
         "accuracy": float(np.mean(predicted == labels)),
     }
-    recall = per_class_recall(labels, predicted, len(CLASS_NAMES))
-    for name, value in zip(CLASS_NAMES, recall):
+    recall = per_class_recall(labels, predicted, len(class_names))
+    for name, value in zip(class_names, recall):
         scores[f"recall_{_metric_name(name)}"] = float(value)
     is_ia = labels == 0
     both_sides = 0 < is_ia.sum() < len(labels)
@@ -826,7 +882,8 @@ def baseline(
         ``split_n_train_objects`` and ``split_n_test_objects`` (how many it covered). Given
         ``test_probabilities`` (a model's class probabilities for ``data.test``, rows in its
         order), also ``model_split_auc_ia_vs_rest``: that model's SN Ia vs rest AUC on the
-        same covered test objects, so the two are compared on identical objects.
+        same covered test objects, so the two are compared on identical objects. The features
+        cover ZTF objects only: for the LSST variant the split entries are NaN (0 objects).
     """
     if test_probabilities is not None and len(test_probabilities) != len(data.test):
         raise ValueError(
