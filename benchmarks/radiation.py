@@ -12,7 +12,9 @@ blocks of 100 runs in CPU time, scrubs included; one BLAS thread), and seeded fa
 campaigns in resident memory as it runs with that protection
 (:func:`satcompress.radiation.run_campaign`, campaign seed 0 for every variant): 1 random bit
 flip, 1 flip of a float32's top exponent bit, 100 random flips (``--trials`` of each). Writes
-``benchmarks/results/radiation_<task>.json`` and prints a Markdown table.
+``benchmarks/results/radiation_<task>.json`` and prints a Markdown table. ``--latency-only``
+skips the campaigns (bytes, RAM and the latency ratios alone, into
+``radiation_latency_<task>.json``).
 
 With ``--c`` it measures the generated C instead (:mod:`satcompress.codegen.protect`): the
 artifact and a copy protected with :data:`C_PROTECT`, side by side in this one run: the
@@ -74,17 +76,20 @@ C_ROUNDS = 400
 
 def measure(path: Path, task, data, bare_bytes: int, bare_ram: int,
             trials: tuple[int, ...]) -> dict:
-    """Bytes, RAM, latency ratios and the campaigns of the artifact at ``path``."""
+    """Bytes, RAM, latency ratios and the campaigns of the artifact at ``path`` (none when
+    ``trials`` is empty)."""
     content = path.read_bytes()
     flight = load(path)
-    clean = task_scorer(task, data, flight.run(data.val.x), flight.run(data.test.x))
     ratios = sorted(protection_overhead(content, data.test.x[:1])
                     for _ in range(LATENCY_RUNS if flight.protection.names else 0))
     row = {"bytes": len(content), "bytes_%": 100 * (len(content) / bare_bytes - 1),
            "ram_bytes": flight.peak_buffer_bytes,
            "ram_%": 100 * (flight.peak_buffer_bytes / bare_ram - 1),
-           "clipped_on_clean_val_test": flight.clipped_values,
            "latency_ratios": ratios or [1.0]}
+    if not trials:
+        return row
+    clean = task_scorer(task, data, flight.run(data.val.x), flight.run(data.test.x))
+    row["clipped_on_clean_val_test"] = flight.clipped_values
     for (bits, flips), trials in zip(CAMPAIGNS, trials):
         started = time.perf_counter()
         campaign = Campaign(flips=(flips,), bits=bits, trials=trials, seed=0)
@@ -182,10 +187,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="the data split's seed")
     parser.add_argument("--trials", default="1000,500,200",
                         help="trials of the 1-flip, top-exponent and 100-flip campaigns")
+    parser.add_argument("--latency-only", action="store_true",
+                        help="bytes, RAM and batch-1 latency only (no campaigns)")
     parser.add_argument("--c", action="store_true",
                         help="measure the generated C (flash, RAM, latency, instructions)")
     arguments = parser.parse_args()
-    trials = tuple(int(part) for part in arguments.trials.split(","))
+    trials = (() if arguments.latency_only
+              else tuple(int(part) for part in arguments.trials.split(",")))
     task = get_task(arguments.task)
     data = task.load(seed=arguments.seed)
     bare = read_artifact(arguments.artifact)
@@ -209,7 +217,7 @@ def main() -> None:
               "threshold": Campaign().threshold,
               "variants": {name: {"protect": list(VARIANTS[name]), **row}
                            for name, row in rows.items()}}
-    out = RESULTS / f"radiation_{task.name}.json"
+    out = RESULTS / f"radiation_{'latency_' if not trials else ''}{task.name}.json"
     atomic_write_text(out, json.dumps(record, indent=2) + "\n")
     print(markdown_table([{"protection": name, **row} for name, row in rows.items()]))
     print(f"wrote {out}")

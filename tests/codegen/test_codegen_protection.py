@@ -13,6 +13,7 @@ from c_build import compile_many, generate_c
 
 from satcompress.artifact import encode_artifact
 from satcompress.codegen.protect import crc32_table
+from satcompress.firmware import CRuntime
 from satcompress.pipeline.flight import LOGIT_TOLERANCE
 from satcompress.radiation import protect_artifact
 from satcompress.runtime import GRAPH_FORMAT, load
@@ -237,3 +238,57 @@ def test_the_crc_table_is_zlibs_crc32():
     for byte in data:  # the generated loop, in Python
         crc = (crc >> 8) ^ table[(crc ^ byte) & 255]
     assert crc ^ 0xFFFFFFFF == zlib.crc32(data)
+
+
+def test_the_c_backend_classifies_and_counts_clips_with_the_compiled_code(built):
+    path = built[3] / "every.sca"
+    oracle, compiled = load(path), load(path, backend="c")
+    assert isinstance(compiled, CRuntime) and compiled.clipped_values == 0
+    wild = np.concatenate([X[:8], X[:8] * 40])
+    expected, got = oracle.classify(wild), compiled.classify(wild)
+    np.testing.assert_array_equal(got.predicted, expected.predicted)
+    np.testing.assert_allclose(got.probabilities, expected.probabilities, atol=1e-5)
+    assert compiled.clipped_values == oracle.clipped_values > 0  # the C's own counter
+    assert compiled.faults == oracle.faults == 0 and not got.faults.any()
+    assert compiled.scrub() == oracle.scrub() == 0
+    assert set(compiled.resident_memory) == {"tables#0", "tables#1", "tables#2"}
+
+
+def test_the_c_backend_reports_the_compiled_codes_faults_and_scrubs_as_the_runtime(built):
+    path = built[3] / "nan.sca"  # tables only: nothing clips a NaN on its way
+    oracle, compiled = load(path), load(path, backend="c")
+    clean = oracle.classify(X[:4]).predicted
+    tables = {name: array for name, array in oracle.resident_memory.items() if "#" in name}
+    assert tables and all(array.dtype == np.float32 for array in tables.values())
+    for array in tables.values():  # every table NaN in every copy: beyond the vote
+        array[:] = np.nan
+    for block in compiled.resident_memory.values():
+        block.view(np.uint32)[:] = 0x7FC00000
+    expected, got = oracle.classify(X[:4]), compiled.classify(X[:4])
+    assert list(got.predicted) == list(expected.predicted) == [FAULT] * 4
+    assert got.faults.all() and np.isnan(got.probabilities).all()
+    assert compiled.faults == oracle.faults == 4
+    assert compiled.scrub() == oracle.scrub() == 1  # the voted tables reloaded
+    assert compiled.repairs == oracle.repairs == 1
+    np.testing.assert_array_equal(compiled.classify(X[:4]).predicted, clean)
+    np.testing.assert_array_equal(oracle.classify(X[:4]).predicted, clean)
+    compiled.resident_memory["tables#1"][3::4] ^= TOP_EXPONENT  # one copy: outvoted
+    np.testing.assert_array_equal(compiled.classify(X[:4]).predicted, clean)
+    assert compiled.scrub() == 1 and compiled.repairs == 2
+
+
+def test_the_c_backend_of_an_unprotected_artifact_makes_a_non_finite_logit_a_fault(built):
+    path = built[3] / "bare.sca"
+    oracle, compiled = load(path), load(path, backend="c")
+    assert compiled.source.protection == ()
+    huge = np.concatenate([X[:3], np.full((2, 12), 3e38, np.float32)])
+    with np.errstate(all="ignore"):
+        expected = oracle.classify(huge)
+    got = compiled.classify(huge)
+    assert not np.isfinite(compiled.run(huge)[3:]).all()
+    np.testing.assert_array_equal(got.faults, [False] * 3 + [True] * 2)
+    np.testing.assert_array_equal(got.predicted, expected.predicted)
+    assert list(got.predicted[3:]) == [FAULT] * 2 and compiled.faults == oracle.faults == 2
+    assert np.isnan(compiled.predict_proba(huge)[3:]).all()
+    assert compiled.scrub() == 0 and compiled.resident_memory == {}
+    assert compiled.clipped_values == 0

@@ -10,7 +10,7 @@ from satcompress.artifact import ArtifactError, decode_artifact, encode_artifact
 from satcompress.radiation import protect_artifact
 from satcompress.runtime import Runtime, load
 from satcompress.runtime.graph import GRAPH_FORMAT
-from satcompress.runtime.protect import FAULT, Protection, classify_logits
+from satcompress.runtime.protect import FAULT, Protection, classify_logits, widened
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(64, 40)).astype(np.float32)
@@ -259,3 +259,15 @@ def test_a_large_stored_tensor_that_is_no_layers_weight_is_a_triplicated_table(t
     memory = load(path).resident_memory
     assert {"pe#0", "pe#1", "pe#2", "axes#2"} <= set(memory) and "pe" not in memory
     assert "w" in memory and "w#0" not in memory
+
+
+def test_stored_bounds_are_widened_one_float32_step_as_the_runtime_clips_to_them(protected):
+    low, high = widened(-0.25, 3.0)
+    assert low.dtype == high.dtype == np.float32
+    assert low < np.float32(-0.25) and np.nextafter(low, np.float32(1)) == np.float32(-0.25)
+    assert high > np.float32(3.0) and np.nextafter(high, np.float32(0)) == np.float32(3.0)
+    flight = load(protected("ranges"))
+    stored = flight.protection.ranges
+    expected = np.array([widened(*stored[name]) for name in stored], np.float32)
+    np.testing.assert_array_equal(np.stack([flight.resident_memory["bounds:low"],
+                                            flight.resident_memory["bounds:high"]], 1), expected)

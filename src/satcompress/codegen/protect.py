@@ -6,10 +6,10 @@ by its C library as the NumPy runtime applies it at load (:mod:`satcompress.runt
 ``ranges``
     After the node that writes each bounded value (a layer's output, or the ``Relu`` that
     alone reads it), every element is clipped to the value's calibrated ``[low, high]``,
-    widened by one float32 step as :meth:`satcompress.runtime.Runtime.restrict_activations`
-    widens it (NaN becomes ``low``), and counted (``PREFIX_clipped_count()``): Ranger (Chen
-    et al., "A low-cost fault corrector for deep neural networks through range restriction",
-    DSN 2021).
+    widened by one float32 step as the runtime widens it
+    (:func:`satcompress.runtime.protect.widened`; NaN becomes ``low``), and counted
+    (``PREFIX_clipped_count()``): Ranger (Chen et al., "A low-cost fault corrector for deep
+    neural networks through range restriction", DSN 2021).
 ``tables``
     The critical tables (every codebook, and every dense array but a layer's weight of more
     than :data:`~satcompress.runtime.protect.TABLE_MAX_ELEMENTS` elements: the runtime's set;
@@ -49,7 +49,7 @@ import numpy as np
 
 from satcompress.codegen.emit import ConstantArray, array_text, c_type
 from satcompress.codegen.program import CodegenError, StaticProgram
-from satcompress.runtime.protect import FAULT, Protection
+from satcompress.runtime.protect import FAULT, Protection, widened
 
 if TYPE_CHECKING:
     from satcompress.codegen.block import Constants
@@ -119,12 +119,6 @@ class Tables:
                 f"{rows or f'{{{self.storage}[1].b, 0, 0}}'}\n}};\n")
 
 
-def _widened(low: float, high: float) -> tuple[np.float32, np.float32]:
-    """A stored range as the runtime clips to it: one float32 step wider on each side."""
-    return (np.nextafter(np.float32(low), np.float32(-np.inf)),
-            np.nextafter(np.float32(high), np.float32(np.inf)))
-
-
 class Guard:
     """The protection code of one library (see the module docstring), for ``program`` whose
     constants are ``constants`` (the bounds are added to them) and whose arena is
@@ -136,7 +130,7 @@ class Guard:
         self.constants, self.program = constants, program
         self._clips: dict[str, str] = {}
         if protection.ranges:
-            bounds = [_widened(low, high) for low, high in protection.ranges.values()]
+            bounds = [widened(low, high) for low, high in protection.ranges.values()]
             array = constants.get(BOUNDS_KEY, np.array(bounds, np.float32).reshape(-1),
                                   dense=True)
             for k, name in enumerate(protection.ranges):

@@ -54,7 +54,7 @@ from satcompress.runtime.graph import Node
 
 __all__ = ["CODEBOOK_MAX", "DEFAULT_SCRUB_EVERY", "FAULT", "LAYER_OPS", "PROTECTIONS",
            "TABLE_MAX_ELEMENTS", "Classification", "Protection", "RangeCheck",
-           "ResidentMemory", "classify_logits", "layer_steps", "layer_weights"]
+           "ResidentMemory", "classify_logits", "layer_steps", "layer_weights", "widened"]
 
 PROTECTIONS = ("ranges", "tables", "compact", "scrub")
 """What a recipe's ``protect`` list may name (see the module docstring)."""
@@ -165,6 +165,14 @@ def classify_logits(logits: np.ndarray) -> Classification:
     probabilities[faults] = np.nan
     predicted = np.where(faults, FAULT, np.nan_to_num(probabilities).argmax(axis=1))
     return Classification(probabilities, predicted, faults)
+
+
+def widened(low: float, high: float) -> tuple[np.float32, np.float32]:
+    """A stored range ``[low, high]`` as the runtime and the generated C clip to it: float32,
+    one step wider on each side, so a value at a bound after clipping is one that was out of
+    range (or NaN)."""
+    return (np.nextafter(np.float32(low), np.float32(-np.inf)),
+            np.nextafter(np.float32(high), np.float32(np.inf)))
 
 
 def layer_steps(program: Sequence[Node], constants: Mapping[str, np.ndarray],
@@ -350,15 +358,18 @@ class ResidentMemory:
 
     def _decoders(self, program: Sequence[Node], compact: Mapping[str, tuple]
                   ) -> tuple[list[list[tuple]], list[np.ndarray]]:
-        """Per step, (input position, codebook, indices, output) of every compact weight it
-        reads, decoded into scratch buffers shared by all steps (one per input position)."""
+        """Per step, (input position, the codebook's ``take``, indices, output) of every
+        compact weight it reads, decoded into scratch buffers shared by all steps (one per
+        input position): ``take(indices, None, output, "wrap")`` decodes one. The codebook's
+        own bound method, called positionally, skips ``np.take``'s dispatch, which costs
+        more than decoding a small matrix (benchmarks/README.md, "Radiation: protection")."""
         sizes: dict[int, int] = {}
         for node in program:
             for position, name in enumerate(node.inputs):
                 if name in compact:
                     sizes[position] = max(sizes.get(position, 0), compact[name][1].size)
         scratch = {position: np.empty(size, np.float32) for position, size in sizes.items()}
-        decoders = [[(position, self._codebooks[name], self.constants[name],
+        decoders = [[(position, self._codebooks[name].take, self.constants[name],
                       scratch[position][: compact[name][1].size].reshape(compact[name][1].shape))
                      for position, name in enumerate(node.inputs) if name in compact]
                     for node in program]

@@ -49,6 +49,7 @@ from satcompress.runtime.protect import (
     ResidentMemory,
     classify_logits,
     layer_steps,
+    widened,
 )
 
 __all__ = ["CHUNK_EXAMPLES", "InputError", "Runtime", "load"]
@@ -215,7 +216,7 @@ class Runtime:
         self.protection: Protection = (Protection.from_metadata(artifact.metadata) if protect
                                        else Protection())
         try:
-            self._lay_out(self._constants, self._widened(self.protection.ranges))
+            self._lay_out(self._constants, self._bounded(self.protection.ranges))
         except ValueError as error:
             raise ArtifactError(f"The artifact's protection record does not fit its graph: "
                                 f"{error}") from None
@@ -355,9 +356,9 @@ class Runtime:
         ValueError
             If a name is not a float value the program writes.
         """
-        self._lay_out(self._memory.values(), self._widened(bounds or {}))
+        self._lay_out(self._memory.values(), self._bounded(bounds or {}))
 
-    def _widened(self, bounds: Mapping[str, tuple[float, float]]
+    def _bounded(self, bounds: Mapping[str, tuple[float, float]]
                  ) -> dict[str, tuple[np.float32, np.float32]]:
         """``bounds`` checked, as float32 one step wider on each side."""
         ranges = {}
@@ -366,8 +367,7 @@ class Runtime:
                 raise ValueError(f"{shown(name)} is not a float value the program writes; "
                                  "range restriction clips the values activation_ranges "
                                  f"calibrates ({', '.join(self.layer_outputs[:12])}).")
-            ranges[name] = (np.nextafter(np.float32(low), np.float32(-np.inf)),
-                            np.nextafter(np.float32(high), np.float32(np.inf)))
+            ranges[name] = widened(low, high)
         return ranges
 
     def _lay_out(self, constants: Mapping[str, np.ndarray],
@@ -457,8 +457,8 @@ class Runtime:
         values = {**self._constants, self._input_name: x}
         for step, node in enumerate(self._program):
             arguments = _inputs_of(node, values)
-            for position, codebook, indices, decoded in memory.decoders[step]:
-                arguments[position] = np.take(codebook, indices, out=decoded, mode="wrap")
+            for position, take, indices, decoded in memory.decoders[step]:
+                arguments[position] = take(indices, None, decoded, "wrap")
             outputs = _execute(step, node, arguments)
             if observe is not None:
                 observe(step, outputs[0])
