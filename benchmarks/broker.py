@@ -31,6 +31,19 @@ torch thread, LiteRT ``num_threads=1``), so every rate is per core:
   ``hyperparameter_search="lbfgs"``) side by side in the same interleaved run, with the
   differences between the two preprocessings' model inputs.
 
+``--baseline-src NAME=SRC`` adds the preprocessing of other source trees to the interleaved
+preprocessing phase, e.g. version 3 itself (the code before the batched GP) and an earlier
+version 4, exported without touching the checkout::
+
+    git archive 872b7215 src | tar -x -C /tmp/h2/v3     # the parent of the batched-GP commit
+    ... --baseline-src "version 3=/tmp/h2/v3/src" "version 4 (HEAD)=/tmp/h2/v4/src"
+
+Each runs in a worker process with that tree first on ``PYTHONPATH`` (the same alerts, cuts,
+one BLAS thread, this run's GP settings where the tree knows them; version 3 knows no search,
+so it runs L-BFGS-B); a replay there is timed here, round trip of the pipe (< 0.1 ms)
+included. ``--preprocessing-only`` times the preprocessing alone, without an artifact (the
+broker's settings: :data:`satcompress.broker.classify.ALERT_HYPERPARAMETER_SEARCH`).
+
 Each measurement is repeated, interleaved across the engines (so load from other jobs on the
 shared machine hits all of them alike), for at least ``--seconds`` per engine; the median
 replay gives the rate, min and max are kept. Optionally (``--spark``) the whole path through
@@ -49,6 +62,8 @@ import dataclasses  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -59,17 +74,81 @@ import torch  # noqa: E402
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
 from satcompress import broker, runtime  # noqa: E402
-from satcompress.broker.classify import predict_probabilities, preprocess_alerts  # noqa: E402
+from satcompress.broker.classify import (  # noqa: E402
+    ALERT_HYPERPARAMETER_SEARCH,
+    predict_probabilities,
+    preprocess_alerts,
+)
 from satcompress.data import fetch  # noqa: E402
 from satcompress.fileio import atomic_write_text  # noqa: E402
 from satcompress.pipeline.base_model import cached_base_model  # noqa: E402
 from satcompress.report import markdown_table  # noqa: E402
+from satcompress.tasks.lightcurves import PreprocessingConfig  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "broker.json"
 PUBLISHED = ("models/t2/t2_tinho_GR-noZ-28341.tflite",
              "models/t2/t2_tinho_GR-noZ-28341_quantized.tflite")
 WORKLOAD_CUTS = broker.SelectionCuts(max_age_days=None)
 MIN_REPLAYS = 5
+
+
+# Run in a worker with another tree on PYTHONPATH: argv = tree, GP settings (JSON); then one
+# preprocessing replay per line read, answering its seconds (the first line: what it set up).
+WORKER = """
+import dataclasses, json, os, sys, time
+from satcompress import broker
+from satcompress.broker import classify
+tree, fields = os.path.realpath(sys.argv[1]), json.loads(sys.argv[2])
+if not os.path.realpath(broker.__file__).startswith(tree + os.sep):
+    raise SystemExit(f"satcompress came from {broker.__file__}, not from {tree}")
+known = {field.name for field in dataclasses.fields(classify.PreprocessingConfig)}
+config = classify.PreprocessingConfig(**{name: tuple(value) if isinstance(value, list) else value
+                                         for name, value in fields.items() if name in known})
+cuts = broker.SelectionCuts(max_age_days=None)
+table = broker.read_alerts(broker.bundled_alert_paths()).table
+classified = len(classify.preprocess_alerts(table, config, cuts).rows)
+print(json.dumps({"classified": classified, "settings": dataclasses.asdict(config)}), flush=True)
+for _ in sys.stdin:
+    started = time.perf_counter()
+    classify.preprocess_alerts(table, config, cuts)
+    print(time.perf_counter() - started, flush=True)
+"""
+
+
+class TreeWorker:
+    """The alert preprocessing of another source tree in a worker process; a call is a replay."""
+
+    def __init__(self, src: Path, config: PreprocessingConfig) -> None:
+        environment = dict(os.environ, PYTHONPATH=str(src), OPENBLAS_NUM_THREADS="1")
+        settings = json.dumps(dataclasses.asdict(config))
+        self.process = subprocess.Popen([sys.executable, "-c", WORKER, str(src), settings],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        text=True, env=environment)  # fmt: skip
+        self.info = json.loads(self._answer(src))
+        self.src = src
+
+    def _answer(self, src: Path) -> str:
+        line = self.process.stdout.readline()
+        if not line:
+            raise SystemExit(f"The preprocessing worker of {src} stopped (see its error above).")
+        return line
+
+    def __call__(self) -> float:
+        self.process.stdin.write("run\n")
+        self.process.stdin.flush()
+        return float(self._answer(self.src))
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait()
+
+
+def named(text: str) -> tuple[str, Path]:
+    """``NAME=PATH`` -> (name, path)."""
+    name, _, path = text.partition("=")
+    if not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
+    return name, Path(path)
 
 
 def interleaved(functions: dict[str, Callable[[], object]], seconds: float) -> dict[str, dict]:
@@ -134,6 +213,50 @@ def spark_rate(artifact: Path, table: pd.DataFrame, replays: int) -> dict:
             "classified_alerts_per_s": classified / seconds, "stream_alerts_per_s": len(stream) / seconds}
 
 
+def preprocessing_phase(table: pd.DataFrame, paths: list[Path], config: PreprocessingConfig,
+                        baselines: dict[str, TreeWorker], seconds: float
+                        ) -> tuple[dict[str, dict], list[dict]]:  # fmt: skip
+    """Preprocessing alone, interleaved: reading the files, then cuts + light curves + GP of
+    this tree (its search and L-BFGS-B), of each baseline tree, and with the default cuts."""
+    legacy = dataclasses.replace(config, hyperparameter_search="lbfgs")
+    n_stream = len(table)
+    n_classified = len(preprocess_alerts(table, config, WORKLOAD_CUTS).rows)
+    n_default = len(preprocess_alerts(table, config, broker.SelectionCuts()).rows)
+    functions = {
+        "read alert files": lambda: broker.read_alerts(paths),
+        "cuts + light curves + GP": lambda: preprocess_alerts(table, config, WORKLOAD_CUTS),
+        "cuts + light curves + GP, L-BFGS-B search of this tree": lambda: preprocess_alerts(
+            table, legacy, WORKLOAD_CUTS),
+        "cuts + light curves + GP, default cuts": lambda: preprocess_alerts(
+            table, config, broker.SelectionCuts()),
+    }
+    for name, worker in baselines.items():
+        if worker.info["classified"] != n_classified:
+            raise SystemExit(f"{name} classifies {worker.info['classified']} alerts, this tree "
+                             f"{n_classified}: not the same workload.")
+        functions[f"cuts + light curves + GP, {name} (worker)"] = worker
+    timed = interleaved(functions, seconds)
+    reference_name = "cuts + light curves + GP, L-BFGS-B search of this tree"
+    if baselines:  # the ratios are to the first baseline tree
+        reference_name = f"cuts + light curves + GP, {next(iter(baselines))} (worker)"
+    reference = timed[reference_name]["median_s"]
+    rows = [{"step": "read + flatten alert files", "seconds_per_replay":
+             timed["read alert files"]["median_s"], "ms_per_classified_alert": None,
+             "x_reference": None}]  # fmt: skip
+    for name, result in timed.items():
+        if name == "read alert files":
+            continue
+        classified = n_default if name.endswith("default cuts") else n_classified
+        rows.append({"step": f"{name} ({classified} classified)",
+                     "seconds_per_replay": result["median_s"],
+                     "ms_per_classified_alert": 1e3 * result["median_s"] / classified,
+                     "x_reference": (None if name.endswith("default cuts")
+                                          else reference / result["median_s"])})  # fmt: skip
+    for row in rows:
+        row["ms_per_stream_alert"] = 1e3 * row["seconds_per_replay"] / n_stream
+    return timed, rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--artifact", type=Path, nargs="+",
@@ -146,6 +269,11 @@ def main() -> None:
                         help="least time per engine with preprocessing included")
     parser.add_argument("--spark", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--spark-replays", type=int, default=4)
+    parser.add_argument("--baseline-src", type=named, nargs="+", default=[], metavar="NAME=SRC",
+                        help="other src/ trees whose preprocessing is timed in a worker, "
+                             "interleaved (the first one is the reference of the ratios)")
+    parser.add_argument("--preprocessing-only", action="store_true",
+                        help="time the preprocessing alone (no artifact, models or Spark)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="JSON file to write")
     options = parser.parse_args()
     torch.set_num_threads(1)
@@ -153,8 +281,12 @@ def main() -> None:
     paths = broker.bundled_alert_paths()
     alerts = broker.read_alerts(paths)
     table = alerts.table
-    classifier = broker.load_classifier(options.artifact[0])
-    config = classifier.config
+    if options.preprocessing_only:
+        classifier = None
+        config = PreprocessingConfig(hyperparameter_search=ALERT_HYPERPARAMETER_SEARCH)
+    else:
+        classifier = broker.load_classifier(options.artifact[0])
+        config = classifier.config
     # Today's preprocessing until issue 18 (version 3): scikit-learn's GP, L-BFGS-B per alert.
     legacy = dataclasses.replace(config, hyperparameter_search="lbfgs")
     prepared = preprocess_alerts(table, config, WORKLOAD_CUTS)
@@ -169,9 +301,46 @@ def main() -> None:
         "alerts_within_0.05": int(np.sum(per_alert <= 0.05)),
     }
     n_stream, n_classified = len(table), len(x)
+    baselines = {name: TreeWorker(src, config) for name, src in options.baseline_src}
+    try:
+        preprocessing, preprocessing_rows = preprocessing_phase(
+            table, paths, config, baselines, options.end_to_end_seconds)
+    finally:
+        for worker in baselines.values():
+            worker.close()
+    results = {
+        "machine": platform.platform(), "python": platform.python_version(),
+        "torch": torch.__version__, "numpy": np.__version__,
+        "load_average_1_5_15_min_at_end": None,
+        "threads": 1, "stream_alerts_per_replay": n_stream, "classified_per_replay": n_classified,
+        "settings": dataclasses.asdict(config),
+        "baselines": {name: {"src": str(src), "settings": baselines[name].info["settings"]}
+                      for name, src in options.baseline_src},
+        "preprocessing": preprocessing, "preprocessing_table": preprocessing_rows,
+        "input_differences_version_4_vs_3": input_differences,
+    }  # fmt: skip
+    if classifier is not None:
+        results.update(model_phases(options, alerts, classifier, x, legacy))
+    results["load_average_1_5_15_min_at_end"] = list(os.getloadavg())
+    atomic_write_text(options.results, json.dumps(results, indent=2) + "\n")
+    print(markdown_table([{k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
+                          for row in preprocessing_rows]))
+    for key in ("throughput", "end_to_end_side_by_side"):
+        if key in results:
+            print(markdown_table([{k: round(v, 3) if isinstance(v, float) else v
+                                   for k, v in row.items()} for row in results[key]]))
+    print(json.dumps(input_differences, indent=2))
+    if "spark_local1" in results:
+        print(json.dumps(results["spark_local1"], indent=2))
+
+
+def model_phases(options: argparse.Namespace, alerts: broker.Alerts, classifier: broker.Classifier,
+                 x: np.ndarray, legacy: PreprocessingConfig) -> dict:  # fmt: skip
+    """The models on the preprocessed inputs (batched, one by one) and end to end with the
+    preprocessing (this tree's and the L-BFGS-B search), interleaved; and Spark."""
+    table, config, n_classified = alerts.table, classifier.config, len(x)
     default_counts = broker.reason_counts(broker.classify_alerts(alerts, classifier))
     workload_counts = broker.reason_counts(broker.classify_alerts(alerts, classifier, WORKLOAD_CUTS))
-
     base = cached_base_model("transients").model
     engines = {
         "a: PyTorch float32 base t2": torch_model(base),
@@ -186,16 +355,6 @@ def main() -> None:
         engines[f"c: LiteRT published {Path(name).name}"] = litert_model(fetch(name))
     gp_means = np.ascontiguousarray(x[:, :, :2])
     inputs = {name: (gp_means if name.startswith("c:") else x) for name in engines}
-
-    # Preprocessing alone: reading the files, then cuts + light curves + GP.
-    preprocessing = interleaved({
-        "read alert files": lambda: broker.read_alerts(paths),
-        "cuts + light curves + GP": lambda: preprocess_alerts(table, config, WORKLOAD_CUTS),
-        "cuts + light curves + GP, version 3 (L-BFGS-B)": lambda: preprocess_alerts(
-            table, legacy, WORKLOAD_CUTS),
-        "cuts + light curves + GP, default cuts": lambda: preprocess_alerts(
-            table, config, broker.SelectionCuts()),
-    }, options.end_to_end_seconds)
     batched = interleaved({name: (lambda f=f, v=inputs[name]: f(v)) for name, f in engines.items()},
                           options.seconds)
     single = interleaved({name: one_by_one(f, inputs[name]) for name, f in engines.items()},
@@ -221,7 +380,6 @@ def main() -> None:
         for label, key in (("version 3: scikit-learn GP, L-BFGS-B per alert", legacy_name),
                            ("version 4: batched grid search (this run)", first))
     ]
-
     rows = []
     base_name = next(iter(engines))
     for name in engines:
@@ -235,47 +393,17 @@ def main() -> None:
         reference = next(r for r in rows if r["engine"] == base_name)
         for key in ("batched_alerts_per_s", "one_by_one_alerts_per_s", "with_preprocessing_alerts_per_s"):
             row[key.replace("alerts_per_s", "x_base")] = row[key] / reference[key]
-    gp = preprocessing["cuts + light curves + GP"]["median_s"]
-    reading = preprocessing["read alert files"]["median_s"]
-    default_gp = preprocessing["cuts + light curves + GP, default cuts"]["median_s"]
-    legacy_gp = preprocessing["cuts + light curves + GP, version 3 (L-BFGS-B)"]["median_s"]
-    preprocessing_rows = [
-        {"step": "read + flatten alert files (175 alerts)", "seconds_per_replay": reading,
-         "ms_per_stream_alert": 1e3 * reading / n_stream, "ms_per_classified_alert": None},
-        {"step": "cuts + light curves + GP (age cut off: 78 classified)", "seconds_per_replay": gp,
-         "ms_per_stream_alert": 1e3 * gp / n_stream, "ms_per_classified_alert": 1e3 * gp / n_classified},
-        {"step": "cuts + light curves + GP, version 3 L-BFGS-B (age cut off: 78 classified)",
-         "seconds_per_replay": legacy_gp, "ms_per_stream_alert": 1e3 * legacy_gp / n_stream,
-         "ms_per_classified_alert": 1e3 * legacy_gp / n_classified},
-        {"step": "cuts + light curves + GP (default cuts: 3 classified)", "seconds_per_replay": default_gp,
-         "ms_per_stream_alert": 1e3 * default_gp / n_stream,
-         "ms_per_classified_alert": 1e3 * default_gp / default_counts.get("classified", 1)},
-    ]
     results = {
-        "machine": platform.platform(), "python": platform.python_version(),
-        "torch": torch.__version__, "numpy": np.__version__,
         "artifacts": [{"path": str(path), "bytes": path.stat().st_size,
                        "sha256": broker.load_classifier(path).sha256} for path in options.artifact],
         "base_parameters": sum(p.numel() for p in base.parameters()),
-        "threads": 1, "stream_alerts_per_replay": n_stream, "classified_per_replay": n_classified,
         "counts_default_cuts": default_counts, "counts_workload_cuts": workload_counts,
-        "preprocessing": preprocessing, "preprocessing_table": preprocessing_rows,
         "model_batched": batched, "model_one_by_one": single, "with_preprocessing": included,
         "throughput": rows, "end_to_end_side_by_side": side_by_side,
-        "input_differences_version_4_vs_3": input_differences,
     }
     if options.spark:
         results["spark_local1"] = spark_rate(options.artifact[0], table, options.spark_replays)
-    atomic_write_text(options.results, json.dumps(results, indent=2) + "\n")
-    rounded = [{k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()} for row in rows]
-    print(markdown_table(rounded))
-    print(markdown_table([{k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
-                          for row in preprocessing_rows]))
-    print(markdown_table([{k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
-                          for row in side_by_side]))
-    print(json.dumps(input_differences, indent=2))
-    if options.spark:
-        print(json.dumps(results["spark_local1"], indent=2))
+    return results
 
 
 if __name__ == "__main__":

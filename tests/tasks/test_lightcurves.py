@@ -26,12 +26,20 @@ def _object(seed: int, n_points: int, object_id: str = "a", fall: float = 25.0) 
     return ObjectCurve(object_id, "ztf", times, bands, truth + rng.normal(0, 200.0, n_points), error)
 
 
+def _batch(curves: list[ObjectCurve]):
+    """The curves checked, normalised and padded as the grid search gets them."""
+    reasons, fitted, points = lightcurves._prepare(curves, PreprocessingConfig())
+    assert reasons == [None] * len(curves)
+    return lightcurves._pad(points, fitted, 6000.0)
+
+
 def _regressor(curve: ObjectCurve, time_scale: float, variance: float):
     """scikit-learn's GP with fixed hyperparameters (no optimiser): the oracle."""
     from sklearn.gaussian_process import GaussianProcessRegressor
     from sklearn.gaussian_process.kernels import ConstantKernel, Matern
 
-    times, wavelengths, flux, error = lightcurves._normalised(curve)
+    points = lightcurves._prepare([curve], PreprocessingConfig())[2]
+    times, wavelengths, flux, error = points.curve(0)
     kernel = ConstantKernel(variance, (1e-12, 1e12)) * Matern(
         [time_scale, 6000.0], [(1e-3, 1e5), (6000.0, 6000.0)], nu=1.5
     )
@@ -42,7 +50,7 @@ def _regressor(curve: ObjectCurve, time_scale: float, variance: float):
 def test_batched_log_likelihood_equals_scikit_learn_and_ignores_padding():
     curves = [_object(0, 9), _object(1, 17), _object(2, 30)]
     config = PreprocessingConfig()
-    batch = lightcurves._pad([lightcurves._normalised(c) for c in curves], 6000.0)
+    batch = _batch(curves)
     assert batch.times.shape == (3, 32)  # padded to the ladder size of the largest
     log_scales = np.log([[3.0, 20.0], [3.0, 20.0], [3.0, 20.0]])
     log_variances = np.log(batch.initial_variance)[:, None] + np.array([[-1.0, 0.0, 2.0]])
@@ -59,7 +67,7 @@ def test_batched_log_likelihood_equals_scikit_learn_and_ignores_padding():
 def test_batched_prediction_equals_scikit_learn():
     curves = [_object(3, 12), _object(4, 25)]
     config = PreprocessingConfig()
-    batch = lightcurves._pad([lightcurves._normalised(c) for c in curves], 6000.0)
+    batch = _batch(curves)
     log_scale, log_variance = np.log([8.0, 30.0]), np.log([0.5, 2.0])
     bands = np.array([[WAVELENGTHS["g"], WAVELENGTHS["r"]]] * 2)
     x = lightcurves._predict(batch, log_scale, log_variance, bands, config)
@@ -81,10 +89,9 @@ def test_batched_prediction_equals_scikit_learn():
 def test_grid_search_reaches_the_lbfgs_likelihood(seed):
     curve = _object(10 + seed, 10 + 4 * seed, fall=15.0 + 10 * seed)
     config = PreprocessingConfig()
-    times, wavelengths, flux, error = lightcurves._normalised(curve)
+    times, wavelengths, flux, error = lightcurves._prepare([curve], config)[2].curve(0)
     reference = lightcurves.fit_gp_light_curve(times, wavelengths, flux, error, config).regressor
-    batch = lightcurves._pad([(times, wavelengths, flux, error)], 6000.0)
-    log_scale, log_variance = lightcurves._search_hyperparameters(batch, config)
+    log_scale, log_variance = lightcurves._search_hyperparameters([_batch([curve])], config)
     theta = np.array([log_variance[0], log_scale[0], math.log(6000.0)])
     # Within 0.05 nats of L-BFGS-B's optimum (the final grid step is 5 % in l_t), or above it.
     assert reference.log_marginal_likelihood(theta) >= reference.log_marginal_likelihood_value_ - 0.05

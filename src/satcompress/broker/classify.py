@@ -150,7 +150,7 @@ class Classifier(NamedTuple):
 _CLASSIFIERS: dict[tuple[str, str], Classifier] = {}
 ALERT_HYPERPARAMETER_SEARCH = "grid"
 """The GP hyperparameter search the broker runs on alerts, whatever the training data used:
-the batched grid, 8x faster per alert than L-BFGS-B. Inputs differ slightly (median largest
+the batched grid, about 12x faster per alert than L-BFGS-B. Inputs differ slightly (median largest
 difference 0.002 of the peak flux on the bundled alerts) but a fixed compressed model's
 weighted log loss on the test objects is the same within 0.0003 (benchmarks/README.md)."""
 
