@@ -45,9 +45,9 @@ def data_for(shape: tuple[int, ...], n: int = 12) -> TaskData:
 
 @pytest.mark.parametrize(("name", "message"), [
     ("low_rank", "no Linear or convolution (groups=1) layer to factorise"),
-    ("post_training_quantize", "no nn.Linear or nn.Conv1d layer to quantize"),
-    ("quantization_aware_train", "no nn.Linear or nn.Conv1d layer to quantize"),
-    ("mixed_precision_quantize", "no nn.Linear or nn.Conv1d layer to quantize"),
+    ("post_training_quantize", "no nn.Linear, nn.Conv1d or nn.Conv2d layer to quantize"),
+    ("quantization_aware_train", "no nn.Linear, nn.Conv1d or nn.Conv2d layer to quantize"),
+    ("mixed_precision_quantize", "no nn.Linear, nn.Conv1d or nn.Conv2d layer to quantize"),
     ("weight_cluster", "no Linear or convolution weight to cluster"),
     ("magnitude_prune", "no Linear or convolution weight to prune"),
     ("std_threshold_prune", "no Linear or convolution weight to prune"),

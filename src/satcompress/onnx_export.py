@@ -3,6 +3,11 @@
 Uses the ``torch.export``-based exporter (the TorchScript one is deprecated in this torch).
 Its internal deprecation warnings and log lines are not the caller's concern and are
 silenced locally, so ``filterwarnings = error`` still catches ours.
+
+The exporter's optimizer (onnxscript) folds a BatchNorm that follows a convolution with a
+constant weight into that weight, channel by channel; ``weight_cluster`` therefore folds it
+first itself (:mod:`satcompress.cluster.batchnorm`), so that the exported values are the
+clustered ones. Quantized weights (``DequantizeLinear``) are not folded.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from satcompress.quantize import (
     MinMaxObserver,
     PercentileObserver,
     QuantConv1d,
+    QuantConv2d,
     QuantLinear,
     affine_qparams,
     dequantize,
@@ -173,6 +174,21 @@ def test_quantized_conv1d_keeps_the_geometry_of_the_float_layer():
     assert torch.allclose(layer(x), conv(x), atol=0.02)
     with pytest.raises(ValueError, match="padding_mode='zeros'"):
         QuantConv1d.from_float(nn.Conv1d(3, 6, 3, padding=1, padding_mode="circular"), 8)
+
+
+def test_quantized_conv2d_keeps_the_geometry_and_per_output_channel_scales():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 6, kernel_size=3, stride=(2, 1), padding=(1, 2), dilation=2, groups=2)
+    layer = QuantConv2d.from_float(conv, weight_bits=8)
+    assert layer.weight_scale.shape == (6,)
+    assert torch.equal(layer.weight_scale, conv.weight.detach().abs().amax(dim=(1, 2, 3)) / 127)
+    x = torch.randn(2, 4, 9, 8)
+    dequantized = dequantize(layer.integer_weight().to(torch.int32), layer.weight_scale, 0, axis=0)
+    expected = F.conv2d(x, dequantized, conv.bias, (2, 1), (1, 2), 2, 2)
+    assert torch.allclose(layer(x), expected, atol=1e-6)
+    assert torch.allclose(layer(x), conv(x), atol=0.02)
+    with pytest.raises(ValueError, match="padding_mode='zeros'"):
+        QuantConv2d.from_float(nn.Conv2d(3, 6, 3, padding=1, padding_mode="reflect"), 8)
 
 
 @pytest.mark.parametrize("bits", [1, 9, 4.0, True])

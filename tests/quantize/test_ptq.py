@@ -17,10 +17,12 @@ from satcompress.quantize import (
     PostTrainingQuantizeConfig,
     fold_weight_quantizers,
     QuantConv1d,
+    QuantConv2d,
     QuantLinear,
     calibrate,
     post_training_quantize,
     quantizable_layers,
+    quantize_report,
     quantized_layers,
 )
 
@@ -160,3 +162,40 @@ def test_layer_bits_override_the_width_of_the_named_layers():
     with pytest.raises(ValueError, match="not quantizable"):
         stages.apply(model, PostTrainingQuantizeConfig(layer_bits=(("norm", 4),),
                                                        quantize_activations=False), data)
+
+
+class _Mixed(torch.nn.Module):
+    """A Conv2d, its BatchNorm, a circular-padded Conv1d, a GRU and two Linear layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.norm = torch.nn.BatchNorm2d(4)
+        self.ring = torch.nn.Conv1d(4, 4, 3, padding=1, padding_mode="circular")
+        self.gru = torch.nn.GRU(4, 5, batch_first=True)
+        self.proj = torch.nn.Linear(5, 5)
+        self.head = torch.nn.Linear(5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.ring(self.norm(self.conv(x)).mean(dim=2))
+        return self.head(self.proj(self.gru(h.transpose(1, 2))[0][:, -1]))
+
+
+def test_conv2d_is_quantized_and_every_layer_left_in_float_is_reported_with_its_reason():
+    model = _Mixed().eval()
+    assert quantizable_layers(model) == ["conv", "proj", "head"]
+    config = PostTrainingQuantizeConfig(quantize_activations=False, exclude=("proj",))
+    result = post_training_quantize(model, config, None)
+    assert isinstance(result.conv, QuantConv2d) and isinstance(result.head, QuantLinear)
+    report = quantize_report(result)
+    assert report["quantized"] == {"conv": {"weight_bits": 8, "input": "float"},
+                                   "head": {"weight_bits": 8, "input": "float"}}
+    reasons = report["float_layers"]
+    assert set(reasons) == {"norm", "ring", "gru", "proj"}
+    assert "no quantized BatchNorm2d" in reasons["norm"] and "no quantized GRU" in reasons["gru"]
+    assert "padding_mode='circular'" in reasons["ring"] and "exclude" in reasons["proj"]
+    x = torch.randn(2, 1, 6, 6)
+    with torch.no_grad():
+        assert torch.allclose(result(x), model(x), atol=0.05)
+    with pytest.raises(ValueError, match="carries no quantization report"):
+        quantize_report(model)

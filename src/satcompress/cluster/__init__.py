@@ -5,8 +5,11 @@ k-means per layer (linear or k-means++ initialisation), centroid fine-tuning thr
 parametrisation ``weight = codebook[indices]``, then baking back to plain layers that declare
 their indices' bit width (Han, Mao & Dally 2016, "Deep Compression"). Pruned weights stay
 exactly zero. :mod:`satcompress.entropy` Huffman-codes the indices (:func:`cluster_indices`).
+A BatchNorm after a convolution is folded into it first (:func:`fold_batchnorm`), so the
+artifact stores the clustered values themselves.
 """
 
+from satcompress.cluster.batchnorm import conv_batchnorm_pairs, fold_batchnorm
 from satcompress.cluster.kmeans import (
     INITIALISATIONS,
     kmeans_1d,
@@ -29,6 +32,8 @@ from satcompress.cluster.weight_clustering import (
 )
 
 __all__ = [
+    "conv_batchnorm_pairs",
+    "fold_batchnorm",
     "INITIALISATIONS",
     "kmeans_1d",
     "kmeans_plus_plus_centroids",

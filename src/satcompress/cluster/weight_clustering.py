@@ -21,6 +21,10 @@ cluster, index 0, whose centroid is the constant 0 and is not trained, so a prun
 exactly zero and no kept weight becomes zero; the zero cluster is one of the ``k``.
 
 A layer is clustered only where indices + codebook take fewer bytes than the float weight.
+
+A BatchNorm after a convolution is first folded into it (:mod:`satcompress.cluster.batchnorm`,
+which explains why): otherwise the export would scale each channel's clustered weights by
+its own factor and the artifact would not hold the clustered values.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from satcompress.cluster.batchnorm import fold_batchnorm
 from satcompress.cluster.kmeans import INITIALISATIONS, kmeans_1d
 from satcompress.measure import STORED_BITS_ATTRIBUTE
 from satcompress.finetune import FinetuneSettings
@@ -303,16 +308,24 @@ def _check_clusters(value: int, what: str) -> None:
 def weight_cluster(
     model: nn.Module, config: WeightClusterConfig, data: TaskData | None
 ) -> nn.Module:
-    """Cluster every layer's weights, fine-tune the centroids, bake back to plain layers.
+    """Fold BatchNorms into their convolutions, cluster every layer's weights, fine-tune the
+    centroids, bake back to plain layers.
 
     Returns a new model (the input is not modified) with the report in attribute
-    :data:`CLUSTER_REPORT_ATTRIBUTE`. Needs ``data`` unless ``finetune_epochs == 0``.
+    :data:`CLUSTER_REPORT_ATTRIBUTE`: ``layers`` (see :func:`cluster_model`),
+    ``batchnorm_folded`` (BatchNorm -> the convolution it was folded into) and
+    ``batchnorm_kept`` (BatchNorm -> why it was not folded; see
+    :func:`~satcompress.cluster.batchnorm.fold_batchnorm`). Needs ``data`` unless
+    ``finetune_epochs == 0``.
     """
     model = copy.deepcopy(model)
+    folded, kept = fold_batchnorm(model, config.skip_layers)
     layers = cluster_model(model, config.n_clusters, config.init, config.kmeans_iterations,
                            config.seed, config.skip_layers, dict(config.layer_clusters))
     config.finetune(model, data)
     bake_clusters(model)
     setattr(model, CLUSTER_REPORT_ATTRIBUTE, {"n_clusters": config.n_clusters,
-                                              "init": config.init, "layers": layers})
+                                              "init": config.init, "layers": layers,
+                                              "batchnorm_folded": folded,
+                                              "batchnorm_kept": kept})
     return model

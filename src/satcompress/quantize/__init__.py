@@ -4,7 +4,8 @@ Stages (registered with :mod:`satcompress.stages` on import):
 
 ``post_training_quantize`` (:class:`PostTrainingQuantizeConfig`)
     Symmetric per-channel int8 weights and calibrated per-tensor uint8 activations by default;
-    weight-only int8 or int4 by setting. No training.
+    weight-only int8 or int4 by setting. No training. Linear, Conv1d and Conv2d layers are
+    quantized; :func:`quantize_report` names every other layer left in float, and why.
 ``quantization_aware_train`` (:class:`QuantizationAwareTrainConfig`)
     The same quantization, then fine-tuning through fake quantization with a straight-through
     estimator (Jacob et al. 2018); 4-bit weights by default.
@@ -22,6 +23,7 @@ from satcompress.quantize.fake_quant import (
     MinMaxObserver,
     PercentileObserver,
     QuantConv1d,
+    QuantConv2d,
     QuantizedLayer,
     QuantLinear,
     affine_qparams,
@@ -40,11 +42,14 @@ from satcompress.quantize.mixed import (
 )
 from satcompress.quantize.onnx_qdq import fold_weight_quantizers
 from satcompress.quantize.ptq import (
+    QUANTIZE_REPORT_ATTRIBUTE,
     PostTrainingQuantizeConfig,
     calibrate,
     convert,
+    float_layers,
     post_training_quantize,
     quantizable_layers,
+    quantize_report,
     quantized_layers,
 )
 from satcompress.quantize.qat import (
@@ -57,6 +62,7 @@ __all__ = [
     "MinMaxObserver",
     "PercentileObserver",
     "QuantConv1d",
+    "QuantConv2d",
     "QuantizedLayer",
     "QuantLinear",
     "affine_qparams",
@@ -71,11 +77,14 @@ __all__ = [
     "layer_sensitivity",
     "mixed_precision_quantize",
     "fold_weight_quantizers",
+    "QUANTIZE_REPORT_ATTRIBUTE",
     "PostTrainingQuantizeConfig",
     "calibrate",
     "convert",
+    "float_layers",
     "post_training_quantize",
     "quantizable_layers",
+    "quantize_report",
     "quantized_layers",
     "QuantizationAwareTrainConfig",
     "fine_tune_quantized",

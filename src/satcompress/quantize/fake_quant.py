@@ -19,7 +19,8 @@ Activations
     zero (ReLU outputs, padding) is exact. Only 8-bit activations are offered: PyTorch's
     ONNX exporter maps fake quantization to QDQ for the 8-bit ranges only.
 
-:class:`QuantLinear` and :class:`QuantConv1d` replace a float ``nn.Linear`` / ``nn.Conv1d``:
+:class:`QuantLinear`, :class:`QuantConv1d` and :class:`QuantConv2d` replace a float
+``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` (zero padding):
 they keep the float weight (the latent weight QAT trains) snapped to its integer grid, a
 per-channel ``weight_scale`` buffer, and, when the input is quantized, ``input_scale`` and
 ``input_zero_point`` buffers. Their forward pass uses ``torch.fake_quantize_per_channel_affine``
@@ -66,6 +67,9 @@ __all__ = [
     "QuantizedLayer",
     "QuantLinear",
     "QuantConv1d",
+    "QuantConv2d",
+    "QUANTIZED_TYPES",
+    "unquantizable_reason",
     "quantized_layer_from_float",
 ]
 
@@ -266,7 +270,8 @@ def make_observer(name: str, percentile: float) -> MinMaxObserver | PercentileOb
 class QuantizedLayer(nn.Module):
     """A layer whose weight is fake-quantized per output channel, and optionally its input.
 
-    Subclasses (:class:`QuantLinear`, :class:`QuantConv1d`) supply the float operation.
+    Subclasses (:class:`QuantLinear`, :class:`QuantConv1d`, :class:`QuantConv2d`) supply
+    the float operation.
 
     Parameters
     ----------
@@ -400,21 +405,27 @@ class QuantLinear(QuantizedLayer):
         return flat.reshape(*x.shape[:-1], flat.shape[-1])
 
 
-class QuantConv1d(QuantizedLayer):
-    """Fake-quantized ``nn.Conv1d`` (zero padding); build one with :meth:`from_float`."""
+class _QuantConv(QuantizedLayer):
+    """Fake-quantized zero-padded convolution; subclasses name the float layer and operator.
+
+    The weight's output channels are on axis 0 for every dimensionality, so the per-channel
+    scales, the QDQ export and the runtime's ``QuantConv`` are the same in 1-D and 2-D.
+    """
+
+    _convolution: Callable[..., torch.Tensor]
 
     @classmethod
     def from_float(
         cls,
-        layer: nn.Conv1d,
+        layer: nn.Module,
         weight_bits: int,
         input_bounds: tuple[float, float] | None = None,
-    ) -> QuantConv1d:
+    ) -> _QuantConv:
         """Quantized copy of ``layer`` (which is not modified)."""
         if layer.padding_mode != "zeros":
             raise ValueError(
-                f"QuantConv1d supports padding_mode='zeros' only, got {layer.padding_mode!r}; "
-                "exclude this layer from quantization."
+                f"{cls.__name__} supports padding_mode='zeros' only, got "
+                f"{layer.padding_mode!r}; exclude this layer from quantization."
             )
         quantized = cls(layer.weight, layer.bias, weight_bits, input_bounds)
         quantized.stride = layer.stride
@@ -424,26 +435,50 @@ class QuantConv1d(QuantizedLayer):
         return quantized
 
     def _float_forward(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        return F.conv1d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return self._convolution(x, weight, self.bias, self.stride, self.padding, self.dilation,
+                                 self.groups)
 
 
-_QUANTIZED_TYPES: dict[type, type[QuantizedLayer]] = {
+class QuantConv1d(_QuantConv):
+    """Fake-quantized ``nn.Conv1d`` (zero padding); build one with :meth:`from_float`."""
+
+    _convolution = staticmethod(F.conv1d)
+
+
+class QuantConv2d(_QuantConv):
+    """Fake-quantized ``nn.Conv2d`` (zero padding); build one with :meth:`from_float`."""
+
+    _convolution = staticmethod(F.conv2d)
+
+
+QUANTIZED_TYPES: dict[type, type[QuantizedLayer]] = {
     nn.Linear: QuantLinear,
     nn.Conv1d: QuantConv1d,
+    nn.Conv2d: QuantConv2d,
 }
+"""Float layer type -> its fake-quantized counterpart (exact types: subclasses such as
+``nn.MultiheadAttention``'s ``out_proj`` may compute something else and stay float)."""
+
+
+def unquantizable_reason(layer: nn.Module) -> str | None:
+    """Why ``layer`` has no fake-quantized counterpart, or None when it has one."""
+    if type(layer) not in QUANTIZED_TYPES:
+        return (f"no quantized {type(layer).__name__}: only "
+                f"{', '.join(t.__name__ for t in QUANTIZED_TYPES)} are quantized")
+    padding_mode = getattr(layer, "padding_mode", "zeros")
+    if padding_mode != "zeros":
+        return f"padding_mode={padding_mode!r}: quantized convolutions pad with zeros only"
+    return None
 
 
 def quantized_layer_from_float(
     layer: nn.Module, weight_bits: int, input_bounds: tuple[float, float] | None = None
 ) -> QuantizedLayer:
-    """The fake-quantized counterpart of a float ``nn.Linear`` or ``nn.Conv1d``."""
-    quantized_type = _QUANTIZED_TYPES.get(type(layer))
-    if quantized_type is None:
-        raise ValueError(
-            f"Cannot quantize a {type(layer).__name__}; supported layers are "
-            f"{', '.join(t.__name__ for t in _QUANTIZED_TYPES)}."
-        )
-    return quantized_type.from_float(layer, weight_bits, input_bounds)
+    """The fake-quantized counterpart of a float ``nn.Linear``, ``nn.Conv1d`` or ``nn.Conv2d``."""
+    reason = unquantizable_reason(layer)
+    if reason is not None:
+        raise ValueError(f"Cannot quantize this {type(layer).__name__}: {reason}.")
+    return QUANTIZED_TYPES[type(layer)].from_float(layer, weight_bits, input_bounds)
 
 
 def _register_export_support() -> None:

@@ -29,6 +29,7 @@ from torch import nn
 from satcompress.quantize._threads import torch_threads
 from satcompress.quantize.fake_quant import check_bits, quantized_layer_from_float
 from satcompress.quantize.ptq import (
+    attach_quantize_report,
     no_quantizable_layer,
     quantizable_layers,
     quantize_layers,
@@ -242,7 +243,8 @@ def mixed_precision_quantize(
 
     The returned model carries ``bits_report_`` (layer -> bits), ``sensitivity_`` (layer ->
     bits -> validation drop) and ``sensitivity_metric_``; render them with
-    :func:`bits_report_rows`.
+    :func:`bits_report_rows`; :func:`~satcompress.quantize.ptq.quantize_report` names the
+    layers left in float and why.
     """
     if data is None:
         raise ValueError(
@@ -260,4 +262,4 @@ def mixed_precision_quantize(
     model.bits_report_ = bits
     model.sensitivity_ = sensitivity
     model.sensitivity_metric_ = config.metric
-    return model
+    return attach_quantize_report(model, config.exclude)

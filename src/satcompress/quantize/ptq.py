@@ -1,13 +1,15 @@
 """Post-training quantization: int8/int4 weights, optionally uint8 activations, no training.
 
-Every ``nn.Linear`` and ``nn.Conv1d`` (except those excluded) becomes a
+Every ``nn.Linear``, ``nn.Conv1d`` and ``nn.Conv2d`` (except those excluded) becomes a
 :class:`~satcompress.quantize.fake_quant.QuantizedLayer`: weights symmetric per output channel
 at ``weight_bits``; with ``quantize_activations`` each such layer's input also gets a
 per-tensor affine uint8 grid whose range is calibrated on a few hundred training examples
 (Jacob et al. 2018; Krishnamoorthi 2018; the calibration observers of Wu et al. 2020). Other
 operations (LayerNorm, softmax, the attention matrix products, residual additions) stay in
 float, as in ONNX Runtime's QDQ format, where only the quantized operators' inputs carry
-``QuantizeLinear``/``DequantizeLinear`` pairs.
+``QuantizeLinear``/``DequantizeLinear`` pairs. Every other layer holding parameters stays in
+float, and the stages say so: the returned model's report (:func:`quantize_report`) lists
+each such layer with the reason.
 """
 
 from __future__ import annotations
@@ -24,29 +26,38 @@ from torch import nn
 
 from satcompress.quantize._threads import torch_threads
 from satcompress.quantize.fake_quant import (
+    ACTIVATION_BITS,
     OBSERVERS,
+    QUANTIZED_TYPES,
     QuantizedLayer,
     check_bits,
     make_observer,
     quantized_layer_from_float,
+    unquantizable_reason,
 )
-from satcompress.stages import StageConfig, check_layer_settings, register_stage
+from satcompress.stages import StageConfig, check_layer_settings, register_stage, stage_report
 from satcompress.tasks.base import TaskData
 
 __all__ = [
+    "QUANTIZE_REPORT_ATTRIBUTE",
     "QuantizationSettings",
     "PostTrainingQuantizeConfig",
     "post_training_quantize",
     "quantizable_layers",
     "no_quantizable_layer",
     "quantized_layers",
+    "float_layers",
+    "attach_quantize_report",
+    "quantize_report",
     "calibration_inputs",
     "calibrate",
     "quantize_layers",
     "convert",
 ]
 
-_QUANTIZABLE_TYPES = (nn.Linear, nn.Conv1d)
+QUANTIZE_REPORT_ATTRIBUTE = "quantize_report_"
+"""Model attribute where the quantization stages leave their report (a JSON-able dict)."""
+
 _CALIBRATION_BATCH = 256
 _SATURATION_FREE_WEIGHT_BITS = 7  # 2 * 255 * 63 <= 32767: no int16 saturation in u8 x s8 pairs
 
@@ -145,7 +156,10 @@ class PostTrainingQuantizeConfig(QuantizationSettings):
 
 
 def quantizable_layers(model: nn.Module, exclude: Sequence[str] = ()) -> list[str]:
-    """Names of the float ``nn.Linear`` and ``nn.Conv1d`` modules, minus ``exclude``.
+    """Names of the float layers that have a quantized counterpart, minus ``exclude``.
+
+    Those are ``nn.Linear``, ``nn.Conv1d`` and ``nn.Conv2d`` (zero padding); see
+    :func:`float_layers` for the others.
 
     Raises
     ------
@@ -153,7 +167,7 @@ def quantizable_layers(model: nn.Module, exclude: Sequence[str] = ()) -> list[st
         If ``exclude`` names a module the model does not have.
     """
     names = [name for name, module in model.named_modules()
-             if type(module) in _QUANTIZABLE_TYPES]
+             if unquantizable_reason(module) is None]
     unknown = sorted(set(exclude) - {name for name, _ in model.named_modules()})
     if unknown:
         raise ValueError(
@@ -172,14 +186,58 @@ def no_quantizable_layer(model: nn.Module, config: Any, data: TaskData | None) -
         return str(error)
     if quantizable_layers(model, ()):  # every one excluded on purpose is a no-op, not an error
         return None
-    return (f"the {type(model).__name__} has no nn.Linear or nn.Conv1d layer to quantize; "
-            "leave this stage out.")
+    *others, last = (f"nn.{layer_type.__name__}" for layer_type in QUANTIZED_TYPES)
+    kinds = f"{', '.join(others)} or {last}"
+    return f"the {type(model).__name__} has no {kinds} layer to quantize; leave this stage out."
 
 
 def quantized_layers(model: nn.Module) -> dict[str, QuantizedLayer]:
     """Name -> every :class:`QuantizedLayer` of ``model``, in module order."""
     return {name: module for name, module in model.named_modules()
             if isinstance(module, QuantizedLayer)}
+
+
+def float_layers(model: nn.Module, exclude: Sequence[str] = ()) -> dict[str, str]:
+    """Name -> why, for every layer of ``model`` with parameters of its own left in float.
+
+    Layers in ``exclude`` were kept in float on purpose; the others have no quantized
+    counterpart (normalisation layers, recurrent and attention layers, other convolutions).
+    """
+    excluded = set(exclude)
+    reasons = {}
+    for name, module in model.named_modules():
+        if isinstance(module, QuantizedLayer) or next(module.parameters(recurse=False),
+                                                      None) is None:
+            continue
+        reason = unquantizable_reason(module)
+        if name in excluded:
+            reason = "excluded by the stage's settings (exclude)"
+        if reason is not None:
+            reasons[name] = reason
+    return reasons
+
+
+def attach_quantize_report(model: nn.Module, exclude: Sequence[str] = ()) -> nn.Module:
+    """Leave the quantization report on ``model`` (in :data:`QUANTIZE_REPORT_ATTRIBUTE`).
+
+    ``{"quantized": {layer: {"weight_bits", "input"}}, "float_layers": {layer: reason}}``,
+    ``input`` being ``"uint8"`` or ``"float"``. Returns ``model``.
+    """
+    quantized = {
+        name: {"weight_bits": layer.weight_bits,
+               "input": f"uint{ACTIVATION_BITS}" if layer.quantize_input else "float"}
+        for name, layer in quantized_layers(model).items()
+    }
+    setattr(model, QUANTIZE_REPORT_ATTRIBUTE,
+            {"quantized": quantized, "float_layers": float_layers(model, exclude)})
+    return model
+
+
+def quantize_report(model: nn.Module) -> dict[str, Any]:
+    """A copy of the report a quantization stage left on ``model``: the quantized layers and
+    the layers left in float, each with the reason (see :func:`attach_quantize_report`)."""
+    return stage_report(model, QUANTIZE_REPORT_ATTRIBUTE, "quantization",
+                        "a satcompress.quantize stage")
 
 
 def calibration_inputs(data: TaskData, n_samples: int, seed: int) -> torch.Tensor:
@@ -248,7 +306,8 @@ def quantize_layers(
 
 
 def convert(model: nn.Module, config: QuantizationSettings, data: TaskData | None) -> nn.Module:
-    """A quantized copy of ``model`` as ``config`` describes (calibrated when it says so)."""
+    """A quantized copy of ``model`` as ``config`` describes (calibrated when it says so),
+    carrying the report of :func:`attach_quantize_report`."""
     model = copy.deepcopy(model).eval()
     names = quantizable_layers(model, config.exclude)
     bounds = None
@@ -267,13 +326,16 @@ def convert(model: nn.Module, config: QuantizationSettings, data: TaskData | Non
             f"{config.stage_name} layer_bits names {unknown}, which are not quantizable float "
             f"layers of {type(model).__name__}; they are {names}."
         )
-    return quantize_layers(model, {name: config.stored_weight_bits(name) for name in names},
-                           bounds)
+    quantize_layers(model, {name: config.stored_weight_bits(name) for name in names}, bounds)
+    return attach_quantize_report(model, config.exclude)
 
 
 @register_stage("post_training_quantize", check=no_quantizable_layer)
 def post_training_quantize(
     model: nn.Module, config: PostTrainingQuantizeConfig, data: TaskData | None
 ) -> nn.Module:
-    """Quantize ``model`` after training (no weight updates); see :mod:`.ptq`."""
+    """Quantize ``model`` after training (no weight updates); see :mod:`.ptq`.
+
+    The returned model's :func:`quantize_report` names the layers left in float and why.
+    """
     return convert(model, config, data)

@@ -12,8 +12,9 @@ model), so fine-tuning never returns a model worse on validation than it started
 
 Deviations from the paper: activation ranges, when quantized, are calibrated once before
 training and then held fixed (the paper tracks them with moving averages during training);
-scales are not learned (LSQ, Esser et al. 2020, is not implemented); batch-norm folding does
-not arise (the reference networks use LayerNorm).
+scales are not learned (LSQ, Esser et al. 2020, is not implemented); batch normalisation is
+not folded into the preceding convolution (the paper's section 3.2): it stays a float layer
+after the quantized convolution, in PyTorch and in the flight artifact alike.
 """
 
 from __future__ import annotations
@@ -126,7 +127,11 @@ def fine_tune_quantized(model: nn.Module, data: TaskData, config: TrainConfig) -
 def quantization_aware_train(
     model: nn.Module, config: QuantizationAwareTrainConfig, data: TaskData | None
 ) -> nn.Module:
-    """Quantize ``model`` and fine-tune it through fake quantization; see :mod:`.qat`."""
+    """Quantize ``model`` and fine-tune it through fake quantization; see :mod:`.qat`.
+
+    The returned model's :func:`~satcompress.quantize.ptq.quantize_report` names the layers
+    left in float and why.
+    """
     if data is None:
         raise ValueError(
             "quantization_aware_train fine-tunes on the task's training split: pass its data."
