@@ -143,15 +143,21 @@ def test_export_c_decodes_weights_into_the_ram_left(artifact, tmp_path):
         assert report["source"]["ram_tables"] == []
 
 
-def test_the_firmware_runs_on_qemu_with_the_host_builds_outputs(artifact, tmp_path):
-    """The one cross-built run: Cortex-M7 (mps2-an500), bit for bit the host build; with its
-    weights decoded into RAM at init, the same logits in fewer instructions."""
+def _emulated_target():
+    """The Cortex-M7 target, or a skip naming the Debian packages its cross build needs."""
     samv71 = TARGETS["samv71"]
     lacking = missing_tools(samv71, emulate=True)
     if lacking:
         pytest.skip(f"cross toolchain or emulator missing: install the Debian packages "
                     f"{', '.join(lacking)}")
     _needs_cc()
+    return samv71
+
+
+def test_the_firmware_runs_on_qemu_with_the_host_builds_outputs(artifact, tmp_path):
+    """The one cross-built run: Cortex-M7 (mps2-an500), bit for bit the host build; with its
+    weights decoded into RAM at init, the same logits in fewer instructions."""
+    samv71 = _emulated_target()
     flight = runtime.load(artifact)
     source = generate_c(flight, compressed=samv71.compressed_weights)
     x = _inputs()
@@ -198,12 +204,7 @@ def test_export_c_carries_the_artifacts_protection_into_the_c(artifact, tmp_path
 def test_a_protected_build_runs_on_qemu_with_the_host_builds_outputs(artifact, tmp_path):
     """One protected cross-built run (Cortex-M7): ranges, tables voted in RAM, scrubs, with
     weights decoded into RAM; bit for bit the host build, the runtime's predictions."""
-    samv71 = TARGETS["samv71"]
-    lacking = missing_tools(samv71, emulate=True)
-    if lacking:
-        pytest.skip(f"cross toolchain or emulator missing: install the Debian packages "
-                    f"{', '.join(lacking)}")
-    _needs_cc()
+    samv71 = _emulated_target()
     flight = runtime.load(_protected(artifact, tmp_path))
     source = generate_c(flight, compressed=True, ram_bytes=ram_for_tables(flight, samv71))
     assert source.protection == ("ranges", "tables", "scrub") and source.ram_tables

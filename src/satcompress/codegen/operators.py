@@ -1232,7 +1232,7 @@ def _gather(block: Block, node: Node) -> None:
     axis = node.attributes.get("axis", 0) % len(data.shape)
     read, read_index = block.reader(data.name), block.reader(indices.name)
     y = block.writer(out.name)
-    outer, inner = data.shape[:axis], data.shape[axis + 1:]
+    outer = data.shape[:axis]
     data_steps, out_steps = strides(data.shape), strides(out.shape)
     index_steps = strides(indices.shape)
     length = data.shape[axis]

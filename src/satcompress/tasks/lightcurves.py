@@ -308,7 +308,11 @@ def matern32(
     scale = np.asarray(time_scale, dtype=np.float64)[..., None, None]
     dt = (times_a[..., :, None] - times_b[..., None, :]) / scale
     dw = (wavelengths_a[..., :, None] - wavelengths_b[..., None, :]) / wavelength_scale
-    r = dt * dt + dw * dw
+    return _matern32_of_squared_distance(dt * dt + dw * dw)
+
+
+def _matern32_of_squared_distance(r: np.ndarray) -> np.ndarray:
+    """``(1 + sqrt(3) r) exp(-sqrt(3) r)`` for ``r**2`` given; overwrites its argument."""
     np.sqrt(r, out=r)
     r *= _SQRT3
     correlation = np.negative(r)
@@ -417,12 +421,7 @@ def _correlations(batch: _Batch, time_scales: np.ndarray) -> np.ndarray:
     inverse2 = (1.0 / np.asarray(time_scales, dtype=np.float64) ** 2)[:, :, None, None]
     r = batch.time_distance2[:, None] * inverse2
     r += batch.wavelength_distance2[:, None]
-    np.sqrt(r, out=r)
-    r *= _SQRT3
-    correlation = np.negative(r)
-    np.exp(correlation, out=correlation)
-    r += 1.0
-    correlation *= r
+    correlation = _matern32_of_squared_distance(r)
     correlation *= batch.pair_mask[:, None]
     return correlation
 
