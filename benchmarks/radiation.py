@@ -24,6 +24,17 @@ median of :data:`C_ROUNDS` interleaved rounds, three times) and the ``samv71`` (
 firmware's flash (code and constants), static RAM and, with QEMU, instructions per inference
 on the first 32 test examples (an estimate; no scrub falls among 32), weights decoded where
 read (flash only) and with RAM tables. Writes ``benchmarks/results/radiation_c_<task>.json``.
+
+With ``--c-inject`` it runs the fault-injection campaigns on the generated C
+(``Campaign(backend="c")``: bits flipped in what the compiled host library holds in RAM, its
+``predict`` scored) for each build of :data:`C_INJECT`, campaign seed 0 for every build: the
+artifact rewritten with the protection, its weights dense in read-only data or compressed with
+the ``samv71``'s RAM for weight tables decoded at init
+(:func:`satcompress.firmware.export.ram_for_tables`). The code of an artifact without a
+protection record holds nothing in RAM to flip (constants in flash, an arena rewritten by
+every inference); ``scrub`` alone (deferred past the campaign, as every campaign defers it)
+is the RAM weight tables as unprotected code holds them. Writes
+``benchmarks/results/radiation_c_inject_<task>.json``.
 """
 
 from __future__ import annotations
@@ -48,10 +59,11 @@ from satcompress.artifact import read_artifact  # noqa: E402
 from satcompress.codegen import generate_c  # noqa: E402
 from satcompress.fileio import atomic_write_text  # noqa: E402
 from satcompress.firmware import TARGETS  # noqa: E402
-from satcompress.firmware.export import export_c  # noqa: E402
+from satcompress.firmware.export import export_c, ram_for_tables  # noqa: E402
 from satcompress.firmware.host import build_host_library  # noqa: E402
 from satcompress.radiation import (  # noqa: E402
     Campaign,
+    c_runtime,
     protect_artifact,
     protection_overhead,
     run_campaign,
@@ -72,6 +84,11 @@ C_PROTECT = ("ranges", "tables", "scrub")
 """The protection measured in the generated C (``compact`` changes nothing there)."""
 C_CALLS = 100
 C_ROUNDS = 400
+C_INJECT = {"scrub, RAM tables": (("scrub",), True),
+            "ranges, RAM tables": (("ranges",), True),
+            "ranges+tables+scrub, RAM tables": (C_PROTECT, True),
+            "ranges+tables+scrub, dense": (C_PROTECT, False)}
+"""Build -> (protection, RAM weight tables) of ``--c-inject``."""
 
 
 def measure(path: Path, task, data, bare_bytes: int, bare_ram: int,
@@ -180,6 +197,46 @@ def main_c(artifact: Path, task, data) -> None:
     print(f"wrote {out}")
 
 
+def main_c_inject(artifact: Path, task, data, trials: tuple[int, ...]) -> None:
+    """``--c-inject``: the campaigns of :data:`CAMPAIGNS` on the builds of :data:`C_INJECT`."""
+    rows = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for name, (protect, ram_tables) in C_INJECT.items():
+            path = Path(folder) / "model.sca"
+            shutil.copyfile(artifact, path)
+            protect_artifact(path, protect, data.train.x)
+            content = path.read_bytes()
+            ram = ram_for_tables(load(path), TARGETS["samv71"]) if ram_tables else 0
+            compiled = c_runtime(content, ram)
+            blocks = {block: array.size for block, array in compiled.resident_memory.items()}
+            row = {"protect": list(protect), "ram_bytes_for_tables": ram,
+                   "resident_bytes": blocks}
+            clean = task_scorer(task, data, compiled.run(data.val.x), compiled.run(data.test.x))
+            print(f"{name}: resident {sum(blocks.values()):,} B in {len(blocks)} blocks",
+                  flush=True)
+            for (bits, flips), count in zip(CAMPAIGNS, trials):
+                started = time.perf_counter()
+                campaign = Campaign(flips=(flips,), bits=bits, trials=count, seed=0,
+                                    backend="c", ram_bytes=ram)
+                summary = run_campaign(content, data.test.x, clean, campaign).summary_rows()[0]
+                row[f"{bits}x{flips}"] = summary
+                print(f"  {bits}x{flips}: {summary} ({time.perf_counter() - started:.0f} s)",
+                      flush=True)
+            rows[name] = row
+    record = {"artifact": str(artifact), "sha256": read_artifact(artifact).sha256,
+              "task": task.name, "campaigns": [[*c, n] for c, n in zip(CAMPAIGNS, trials)],
+              "threshold": Campaign().threshold, "builds": rows}
+    out = RESULTS / f"radiation_c_inject_{task.name}.json"
+    atomic_write_text(out, json.dumps(record, indent=2) + "\n")
+    table = [{"build": name, "RAM hit (B)": sum(row["resident_bytes"].values()),
+              **{key: f"{row[key]['p_drop_over_threshold']:.2%} of {row[key]['trials']} "
+                      f"(non-finite {row[key]['non_finite_rate']:.1%})"
+                 for key in (f"{b}x{f}" for b, f in CAMPAIGNS[:len(trials)])}}
+             for name, row in rows.items()]
+    print(markdown_table(table))
+    print(f"wrote {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("artifact", type=Path, help="an artifact built without protection")
@@ -191,6 +248,8 @@ def main() -> None:
                         help="bytes, RAM and batch-1 latency only (no campaigns)")
     parser.add_argument("--c", action="store_true",
                         help="measure the generated C (flash, RAM, latency, instructions)")
+    parser.add_argument("--c-inject", action="store_true",
+                        help="fault-injection campaigns on the generated C (see the docstring)")
     arguments = parser.parse_args()
     trials = (() if arguments.latency_only
               else tuple(int(part) for part in arguments.trials.split(",")))
@@ -202,6 +261,9 @@ def main() -> None:
                          "artifact compress wrote without one.")
     if arguments.c:
         main_c(arguments.artifact, task, data)
+        return
+    if arguments.c_inject:
+        main_c_inject(arguments.artifact, task, data, trials)
         return
     bare_ram = load(arguments.artifact).peak_buffer_bytes
     rows = {}

@@ -36,6 +36,9 @@ def search(
                               "into OUT/folds/. Reference tasks only. Default: one split."),
     seeds: int = typer.Option(1, min=1, help="With --folds: seeds per fold (--seed, --seed+1, "
                               "...), each reshuffling the folds and retraining."),
+    protect: str = typer.Option("", help="Protections against upsets in RAM the chosen recipe "
+                                "records, comma-separated (ranges, tables, compact, scrub); a "
+                                "budget's max_sdc_probability is judged on that artifact."),
     model: str = user_options.MODEL,
     weights: Path = user_options.WEIGHTS,
     data: Path = user_options.DATA,
@@ -84,7 +87,9 @@ def search(
         with console.status(f"searching ({trials} trials, {workers} worker(s))"):
             result = run_search(subject, budget, trials, out, workers=workers, storage=storage,
                                 study_name=study_name, strategy=strategy, seed=seed,
-                                settings=SearchSettings(seed=seed, fec=fec), target=profile,
+                                settings=SearchSettings(seed=seed, fec=fec, protect=tuple(
+                                    name for name in protect.split(",") if name)),
+                                target=profile,
                                 folds=folds, seeds=range(seed, seed + seeds))
     except FoldsBudgetNotMet as failure:
         console.print(rich_table(failure.result.rows(), title=failure.result.mode))

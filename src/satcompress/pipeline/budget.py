@@ -14,9 +14,11 @@ probability that one random bit flip in the runtime's resident memory moves the 
 primary metric by more than :data:`satcompress.radiation.SDC_THRESHOLD`, with the protection
 the artifact records, estimated by a seeded campaign of
 :data:`satcompress.radiation.SDC_TRIALS` single-flip trials
-(:func:`satcompress.radiation.sdc_probability`). ``compress`` measures it on the artifact
-and records it among the artifact's metrics as :data:`SDC_METRIC`; a measurement without it
-(a stage's PyTorch model, a search candidate) is not judged on it.
+(:func:`satcompress.radiation.sdc_probability`). ``compress`` (and the final run of each
+candidate ``search`` delivers) measures it on the artifact once the artifact meets every other
+limit, and records it among the artifact's metrics as :data:`SDC_METRIC`; a measurement
+without it (a stage's PyTorch model, a search trial, an artifact already over another limit)
+is not judged on it.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 protection written into an artifact at compress time (:mod:`.protect`)."""
 
 from satcompress.radiation.inject import (
+    BACKENDS,
     BIT_CLASSES,
     PROTECTIONS,
     SDC_THRESHOLD,
@@ -10,6 +11,7 @@ from satcompress.radiation.inject import (
     Campaign,
     CampaignResult,
     FlipResult,
+    c_runtime,
     fault_probabilities,
     protection_overhead,
     run_campaign,
@@ -18,7 +20,7 @@ from satcompress.radiation.inject import (
 )
 from satcompress.radiation.protect import check_protections, protect_artifact
 
-__all__ = ["BIT_CLASSES", "PROTECTIONS", "SDC_THRESHOLD", "SDC_TRIALS", "WHERE", "Campaign",
-           "CampaignResult", "FlipResult", "check_protections", "fault_probabilities",
-           "protect_artifact", "protection_overhead", "run_campaign", "sdc_probability",
-           "task_scorer"]
+__all__ = ["BACKENDS", "BIT_CLASSES", "PROTECTIONS", "SDC_THRESHOLD", "SDC_TRIALS", "WHERE",
+           "Campaign", "CampaignResult", "FlipResult", "c_runtime", "check_protections",
+           "fault_probabilities", "protect_artifact", "protection_overhead", "run_campaign",
+           "sdc_probability", "task_scorer"]

@@ -25,6 +25,20 @@ ranges (Ranger: Chen et al., DSN 2021; :meth:`~satcompress.runtime.Runtime.
 restrict_activations`) calibrated on the calibration inputs (the training split).
 :func:`protection_overhead` measures what a protection costs at batch 1, and
 :func:`sdc_probability` is the vulnerability a budget's ``max_sdc_probability`` limits.
+
+``backend="c"`` runs the campaign on the artifact's generated C compiled for this machine
+(:class:`satcompress.firmware.host.CRuntime`, :func:`c_runtime`): bits are flipped in what the
+compiled library holds in RAM between inferences (its ``resident_memory``: the three copies
+of the protected tables and, with ``ram_bytes``, the weight tables decoded into RAM at init),
+its ``predict`` runs, and the metric is scored from its logits. Weights in flash (``const``
+data; read-only on the host) are not RAM and are out of scope for upsets in RAM, and the
+static arena is rewritten by every inference, so code without a protection record, or
+without ``tables`` and RAM weight tables, holds nothing to hit (a ``ValueError`` says so).
+The library is compiled with the artifact's protection and scrubbing deferred past the
+campaign (as the NumPy campaign turns it off), and its state is shared by the process: after
+every trial the resident memory is restored from a pristine copy, and checked.
+For the float bit classes a block's bytes are read as float32 words (the tables the code
+holds are float32 but for integer ones, whose words are hit as if they were floats).
 """
 
 from __future__ import annotations
@@ -33,17 +47,21 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from satcompress.artifact import ArtifactError, decode_artifact
 from satcompress.runtime import Runtime
 
-__all__ = ["BIT_CLASSES", "PROTECTIONS", "SDC_THRESHOLD", "SDC_TRIALS", "WHERE", "Campaign",
-           "FlipResult", "CampaignResult", "fault_probabilities", "protection_overhead",
-           "run_campaign", "sdc_probability", "task_scorer"]
+if TYPE_CHECKING:
+    from satcompress.firmware.host import CRuntime
+
+__all__ = ["BACKENDS", "BIT_CLASSES", "PROTECTIONS", "SDC_THRESHOLD", "SDC_TRIALS", "WHERE",
+           "Campaign", "FlipResult", "CampaignResult", "c_runtime", "fault_probabilities",
+           "protection_overhead", "run_campaign", "sdc_probability", "task_scorer"]
 
 BIT_CLASSES: dict[str, tuple[int, ...] | None] = {
     "any": None,
@@ -59,6 +77,12 @@ WHERE = ("weights", "file")
 
 PROTECTIONS = ("stored", "none", "ranger")
 """Protections a campaign can run the faulty models with (see the module docstring)."""
+
+BACKENDS = ("numpy", "c")
+"""What runs the faulty model: the NumPy runtime, or the generated C compiled for the host."""
+
+_NEVER = 2**31 - 1
+"""The scrub period the C of a campaign is compiled with: no scrub falls in a campaign."""
 
 SDC_TRIALS = 1000
 """Single-flip trials of :func:`sdc_probability` (0 of 1,000: a 95 % upper bound of 0.3 %)."""
@@ -83,8 +107,21 @@ class Campaign:
     seed: int = 0
     threshold: float = 0.1
     protect: str = "stored"
+    backend: str = "numpy"
+    ram_bytes: int = 0
 
     def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, "
+                             f"got {self.backend!r}.")
+        if not isinstance(self.ram_bytes, int) or self.ram_bytes < 0:
+            raise ValueError(f"ram_bytes must be a whole number >= 0, got {self.ram_bytes!r}.")
+        if self.backend == "numpy" and self.ram_bytes:
+            raise ValueError("ram_bytes (RAM weight tables) is for backend='c' only.")
+        if self.backend == "c" and (self.where != "weights" or self.protect != "stored"):
+            raise ValueError("backend='c' flips bits in the compiled library's RAM as the "
+                             "artifact's protection lays it out: use where='weights' and "
+                             "protect='stored'.")
         if self.protect not in PROTECTIONS:
             raise ValueError(f"protect must be one of {', '.join(PROTECTIONS)}, "
                              f"got {self.protect!r}.")
@@ -215,11 +252,44 @@ def _undo(tensors: dict[str, np.ndarray], flipped: list[tuple[str, int, int]]) -
         tensors[name].reshape(-1).view(np.uint8)[byte] ^= np.uint8(1 << bit)
 
 
-def _weights_trials(runtime: Runtime, x: np.ndarray, score: Scorer, campaign: Campaign,
-                    flips: int, rng: np.random.Generator) -> FlipResult:
-    memory = runtime.resident_memory
+def _c_memory(runtime: CRuntime) -> dict[str, np.ndarray]:
+    """The compiled library's resident blocks, each as float32 words where its size allows
+    (the float bit classes address them so), else as bytes; a ValueError when there is none."""
+    blocks = runtime.resident_memory
+    if not blocks:
+        raise ValueError("The compiled code holds nothing in RAM between inferences to flip: "
+                         "its weights are in flash (const data: out of scope for upsets in "
+                         "RAM) and its arena is rewritten by every inference. Protect the "
+                         "artifact with 'tables', or give ram_bytes for RAM weight tables "
+                         "(with a protection record).")
+    return {name: block.view(np.float32) if block.size % 4 == 0 else block
+            for name, block in blocks.items()}
+
+
+def _restorer(memory: dict[str, np.ndarray]) -> Callable[[list[tuple[str, int, int]]], None]:
+    """Undo a trial's flips in the compiled library's RAM: every block rewritten from a
+    pristine copy taken now, and checked (the library's state is shared by the process)."""
+    pristine = {name: array.view(np.uint8).copy() for name, array in memory.items()}
+
+    def restore(flipped: list[tuple[str, int, int]]) -> None:
+        for name, array in memory.items():
+            array.view(np.uint8)[:] = pristine[name]
+        if not all(np.array_equal(array.view(np.uint8), pristine[name])
+                   for name, array in memory.items()):
+            raise RuntimeError("The compiled library's resident memory was not restored.")
+
+    return restore
+
+
+def _memory_trials(runtime: Runtime | CRuntime, memory: dict[str, np.ndarray],
+                   restore: Callable[[list[tuple[str, int, int]]], None], x: np.ndarray,
+                   score: Scorer, campaign: Campaign, flips: int, rng: np.random.Generator
+                   ) -> FlipResult:
+    """``campaign.trials`` trials of ``flips`` flips in ``memory`` (what ``runtime`` holds
+    resident), each undone by ``restore`` once the inference has run."""
     names = _eligible(memory, campaign.bits)
     drops, hits, non_finite, failed = [], [], 0, 0
+    clipped = runtime.clipped_values
     for _ in range(campaign.trials):
         flipped, hit = _flip_weights(memory, names, campaign.bits, flips, rng)
         try:
@@ -229,12 +299,13 @@ def _weights_trials(runtime: Runtime, x: np.ndarray, score: Scorer, campaign: Ca
             failed += 1
             continue
         finally:
-            _undo(memory, flipped)
+            restore(flipped)
         probabilities, bad = fault_probabilities(logits)
         drops.append(score(probabilities))
         hits.append(hit)
         non_finite += bad
-    return FlipResult(flips, tuple(drops), non_finite, clipped_values=runtime.clipped_values,
+    return FlipResult(flips, tuple(drops), non_finite,
+                      clipped_values=runtime.clipped_values - clipped,
                       hit_tensors=tuple(hits), failed_trials=failed)
 
 
@@ -296,6 +367,29 @@ def _runtime(content: bytes, campaign: Campaign,
     return runtime
 
 
+def c_runtime(content: bytes, ram_bytes: int = 0) -> CRuntime:
+    """The artifact ``content``'s generated C as a C ``backend`` campaign runs it: compiled for
+    the host with the artifact's protection, scrubbing deferred past any campaign (the caller
+    may still :meth:`~satcompress.firmware.host.CRuntime.scrub`); dense weights in read-only
+    data, or with ``ram_bytes`` > 0 compressed with up to that many bytes of weight tables
+    decoded into RAM at init (a microcontroller build's RAM tables).
+
+    Raises
+    ------
+    ToolchainError
+        If there is no C compiler or the code does not compile.
+    """
+    from satcompress.codegen import generate_c
+    from satcompress.firmware.host import CRuntime, build_host_library
+    from satcompress.firmware.targets import TARGETS
+
+    reference = Runtime(decode_artifact(content), source=content)
+    if reference.protection.scrub_every:
+        reference.protection = replace(reference.protection, scrub_every=_NEVER)
+    source = generate_c(reference, compressed=ram_bytes > 0, ram_bytes=ram_bytes)
+    return CRuntime(reference, source, build_host_library(source, TARGETS["host"]))
+
+
 def run_campaign(content: bytes, x: np.ndarray, score: Scorer, campaign: Campaign,
                  calibration_x: np.ndarray | None = None) -> CampaignResult:
     """Run ``campaign`` on the artifact ``content`` with test inputs ``x``.
@@ -307,11 +401,20 @@ def run_campaign(content: bytes, x: np.ndarray, score: Scorer, campaign: Campaig
     bounds = _ranger_bounds(content, campaign.protect, calibration_x)
     rng = np.random.default_rng(campaign.seed)
     results = []
+    if campaign.backend == "c":  # one library, restored after every trial
+        compiled = c_runtime(content, campaign.ram_bytes)
+        memory = _c_memory(compiled)
+        restore = _restorer(memory)
     with _one_blas_thread():
         for flips in campaign.flips:
-            if campaign.where == "weights":  # a fresh copy per flip count
+            if campaign.backend == "c":
+                results.append(_memory_trials(compiled, memory, restore, x, score, campaign,
+                                              flips, rng))
+            elif campaign.where == "weights":  # a fresh copy per flip count
                 runtime = _runtime(content, campaign, bounds)
-                results.append(_weights_trials(runtime, x, score, campaign, flips, rng))
+                memory = runtime.resident_memory
+                results.append(_memory_trials(runtime, memory, partial(_undo, memory), x,
+                                              score, campaign, flips, rng))
             else:
                 results.append(_file_trials(content, x, score, campaign, flips, rng, bounds))
     return CampaignResult(campaign, tuple(results))

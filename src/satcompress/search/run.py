@@ -15,7 +15,11 @@ one's -- the one-standard-error rule (:func:`satcompress.search.front.one_standa
 the search does not pay bytes for differences within the noise of one small validation split.
 Only the chosen model's final run touches the test split. If it breaks the budget after all
 (the test split, or a latency measured with more repeats), the next candidates (best
-validation metric first) are tried, up to ``verify_candidates``.
+validation metric first) are tried, up to ``verify_candidates``. A budget's
+``max_sdc_probability`` is judged there alone (a trial is not: 1,000 seeded bit flips per
+artifact), on each candidate's artifact, with the protections of ``settings.protect``, once it
+meets every other limit (:func:`~satcompress.pipeline.runner.run_recipe`); a candidate over it
+sends the search to the next.
 
 With ``folds`` (``search --folds K``) the delivered recipe is then judged over K grouped
 folds exactly as ``compress --folds K`` judges a hand recipe

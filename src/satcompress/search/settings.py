@@ -12,6 +12,7 @@ from satcompress.cluster import MAX_CLUSTERS
 from satcompress.pipeline.recipe import DEFAULT_FEC
 from satcompress.prune import IMPORTANCE_CRITERIA
 from satcompress.quantize.fake_quant import MAX_BITS, MIN_BITS
+from satcompress.radiation import check_protections
 from satcompress.stages import StageConfig, config_type
 
 __all__ = ["CODECS", "DISTILL_STAGES", "SearchSettings", "parse_codec"]
@@ -124,6 +125,11 @@ class SearchSettings:
         Whether the artifacts carry Reed-Solomon error correction: candidates are measured,
         and the chosen recipe written, with it (see
         :data:`satcompress.pipeline.recipe.DEFAULT_FEC`).
+    protect : tuple of str
+        Protections against upsets in RAM the chosen recipe records (``Recipe.protect``;
+        :mod:`satcompress.runtime.protect`): the final runs measure and count them, and judge a
+        budget's ``max_sdc_probability`` on the protected artifact. Trials are measured
+        without them (their bytes are a few hundred at most).
     """
 
     student_fractions: tuple[float, ...] = (1.0, 0.25, 0.1, 0.05)
@@ -146,8 +152,10 @@ class SearchSettings:
     block_trial_fraction: float = 0.7
     seed: int = 0
     fec: bool = DEFAULT_FEC
+    protect: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "protect", check_protections(self.protect))
         for name in ("student_fractions", "prune_ratios", "rank_fractions", "codecs"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         _fractions(self.student_fractions, "student_fractions", True, 1.0, 1.0)
@@ -206,9 +214,12 @@ class SearchSettings:
         return min(50, max(4, trials // 5))
 
     def to_dict(self) -> dict[str, Any]:
+        """The settings as plain values (``protect`` only when set: a study stored before it
+        existed resumes with the same settings)."""
         return {field.name: (list(value) if isinstance(value, tuple) else value)
                 for field in dataclasses.fields(self)
-                for value in (getattr(self, field.name),)}
+                for value in (getattr(self, field.name),)
+                if field.name != "protect" or value}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)

@@ -261,7 +261,7 @@ class SearchSpace:
                 run(PostTrainingQuantizeConfig(**quantization))
         described = ", ".join(f"{key}={value}" for key, value in chosen.items()
                               if value != self.by_name()[key].choices[0]) or "nothing compressed"
-        recipe = Recipe(name, tuple(configs), fec=settings.fec,
+        recipe = Recipe(name, tuple(configs), fec=settings.fec, protect=settings.protect,
                         description=f"Found by satcompress search: {described}.")
         return recipe, model
 
