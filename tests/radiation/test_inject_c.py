@@ -11,7 +11,7 @@ import pytest
 
 from satcompress.artifact import encode_artifact
 from satcompress.radiation import Campaign, c_runtime, protect_artifact, run_campaign
-from satcompress.runtime.graph import GRAPH_FORMAT
+from tiny_mlp_graph import MLP_GRAPH
 
 pytestmark = pytest.mark.skipif(not shutil.which("cc"), reason="no C compiler (cc)")
 
@@ -27,14 +27,8 @@ limit, so not a table) is decoded into RAM at init."""
 
 def mlp(folder, protect: tuple[str, ...]) -> bytes:
     """x (40) -> Gemm(w1 clustered, b1) -> Relu -> Gemm(w2) -> logits (3), with ``protect``."""
-    graph = {"format": GRAPH_FORMAT,
-             "inputs": [{"name": "x", "dtype": "float32", "shape": [None, 40]}],
-             "outputs": [{"name": "logits", "dtype": "float32", "shape": [None, 3]}],
-             "nodes": [{"op": "Gemm", "in": ["x", "w1", "b1"], "out": ["pre"]},
-                       {"op": "Relu", "in": ["pre"], "out": ["hidden"]},
-                       {"op": "Gemm", "in": ["hidden", "w2"], "out": ["logits"]}]}
     path = folder / f"{'-'.join(protect) or 'bare'}.sca"
-    path.write_bytes(encode_artifact(graph, TENSORS, {"task": "tiny"}))
+    path.write_bytes(encode_artifact(MLP_GRAPH, TENSORS, {"task": "tiny"}))
     protect_artifact(path, protect, X)
     return path.read_bytes()
 

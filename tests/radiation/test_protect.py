@@ -23,6 +23,7 @@ from satcompress.radiation import (
 )
 from satcompress.runtime import load
 from satcompress.runtime.graph import GRAPH_FORMAT
+from tiny_mlp_graph import MLP_GRAPH
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(64, 40)).astype(np.float32)
@@ -33,13 +34,7 @@ TENSORS = {"w1": np.array([-0.3, -0.1, 0.1, 0.3], np.float32)[RNG.integers(0, 4,
 
 def mlp() -> bytes:
     """x (40) -> Gemm(w1, b1) -> Relu -> Gemm(w2) -> logits (3), with FEC."""
-    graph = {"format": GRAPH_FORMAT,
-             "inputs": [{"name": "x", "dtype": "float32", "shape": [None, 40]}],
-             "outputs": [{"name": "logits", "dtype": "float32", "shape": [None, 3]}],
-             "nodes": [{"op": "Gemm", "in": ["x", "w1", "b1"], "out": ["pre"]},
-                       {"op": "Relu", "in": ["pre"], "out": ["hidden"]},
-                       {"op": "Gemm", "in": ["hidden", "w2"], "out": ["logits"]}]}
-    return encode_artifact(graph, TENSORS, {"task": "tiny", "class_names": ["a", "b", "c"]},
+    return encode_artifact(MLP_GRAPH, TENSORS, {"task": "tiny", "class_names": ["a", "b", "c"]},
                            fec=True)
 
 

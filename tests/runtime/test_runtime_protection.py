@@ -11,6 +11,7 @@ from satcompress.radiation import protect_artifact
 from satcompress.runtime import Runtime, load
 from satcompress.runtime.graph import GRAPH_FORMAT
 from satcompress.runtime.protect import FAULT, Protection, classify_logits, widened
+from tiny_mlp_graph import MLP_GRAPH
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(64, 40)).astype(np.float32)
@@ -23,16 +24,10 @@ TOP_EXPONENT_BIT = np.uint32(1 << 30)
 
 def mlp(protection: dict | None = None, fec: bool = True) -> bytes:
     """x (40) -> Gemm(W1, B1) -> Relu -> Gemm(W2) -> logits (3)."""
-    graph = {"format": GRAPH_FORMAT,
-             "inputs": [{"name": "x", "dtype": "float32", "shape": [None, 40]}],
-             "outputs": [{"name": "logits", "dtype": "float32", "shape": [None, 3]}],
-             "nodes": [{"op": "Gemm", "in": ["x", "w1", "b1"], "out": ["pre"]},
-                       {"op": "Relu", "in": ["pre"], "out": ["hidden"]},
-                       {"op": "Gemm", "in": ["hidden", "w2"], "out": ["logits"]}]}
     metadata = {"task": "tiny", "class_names": ["a", "b", "c"]}
     if protection is not None:
         metadata["protection"] = protection
-    return encode_artifact(graph, {"w1": W1, "b1": B1, "w2": W2}, metadata, fec=fec)
+    return encode_artifact(MLP_GRAPH, {"w1": W1, "b1": B1, "w2": W2}, metadata, fec=fec)
 
 
 @pytest.fixture
