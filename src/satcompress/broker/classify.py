@@ -18,8 +18,8 @@ each Arrow batch, so both give the same probabilities bit for bit:
   :func:`predict_probabilities` pads such a chunk with a row of zeros and drops its output.
 
 An alert whose logits are not all finite (a fault: an upset in memory, a damaged weight) is
-never given a class: the logits go through
-:func:`satcompress.runtime.protect.classify_logits` (any backend's), and such a row comes out
+never given a class: the runtime's own ``classify`` (any backend; it counts the faults in
+``Runtime.faults``) reports it, and such a row comes out
 with null probabilities, predicted class :data:`FAULT` and reason :data:`FAULT_REASON`.
 
 The artifact is loaded once per process (an executor's Python worker) and kept in a cache
@@ -44,7 +44,7 @@ from satcompress import runtime
 from satcompress.broker.alerts import AlertProblem, Alerts, SelectionCuts, cut_reasons, light_curves
 from satcompress.broker.lsst import lsst_cut_reasons, lsst_light_curves, table_survey
 from satcompress.predict import FAULT_LABEL
-from satcompress.runtime.protect import Classification, classify_logits
+from satcompress.runtime.protect import Classification
 from satcompress.tasks import transients
 from satcompress.tasks.registry import TASKS
 from satcompress.tasks.lightcurves import (
@@ -191,16 +191,17 @@ def load_classifier(source: str | os.PathLike | bytes, backend: str = "numpy") -
 
 
 def classify_examples(model: runtime.Runtime, x: np.ndarray) -> Classification:
-    """``model``'s logits (any backend) for ``x`` classified by
-    :func:`~satcompress.runtime.protect.classify_logits` (a row with a non-finite logit is a
-    fault, never a class), never run on a one-example chunk (see the module docstring), so an
-    example's result does not depend on the batch it came in. Overflows inside the model are
-    not warned about: the rows they reach are reported as faults."""
+    """``model.classify(x)`` (any backend: a row with a non-finite logit is a fault, never a
+    class, and counted in ``model.faults``), never run on a one-example chunk (see the module
+    docstring), so an example's result does not depend on the batch it came in. Overflows
+    inside the model are not warned about: the rows they reach are reported as faults."""
     lone = len(x) % runtime.CHUNK_EXAMPLES == 1
     padded = np.concatenate([x, np.zeros_like(x[:1])]) if lone else x
     with np.errstate(over="ignore", invalid="ignore"):
-        logits = model.run(padded)[: len(x)]
-    return classify_logits(logits)
+        result = model.classify(padded)
+    if not lone:
+        return result
+    return Classification(result.probabilities[:-1], result.predicted[:-1], result.faults[:-1])
 
 
 def predict_probabilities(model: runtime.Runtime, x: np.ndarray) -> np.ndarray:
