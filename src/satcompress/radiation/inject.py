@@ -55,6 +55,7 @@ import numpy as np
 
 from satcompress.artifact import ArtifactError, decode_artifact
 from satcompress.runtime import Runtime
+from satcompress.runtime.protect import classify_logits
 
 if TYPE_CHECKING:
     from satcompress.firmware.host import CRuntime
@@ -207,13 +208,10 @@ class CampaignResult:
 def fault_probabilities(logits: np.ndarray) -> tuple[np.ndarray, bool]:
     """Softmax of ``logits``, a non-finite row replaced by the first class (what arg-max makes
     of it today), and whether there was one."""
-    logits = logits.astype(np.float64)
-    bad = ~np.isfinite(logits).all(axis=1)
-    with np.errstate(all="ignore"):
-        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probabilities = shifted / shifted.sum(axis=1, keepdims=True)
-    probabilities[bad] = np.eye(logits.shape[1])[0]
-    return probabilities, bool(bad.any())
+    result = classify_logits(logits)
+    probabilities = result.probabilities
+    probabilities[result.faults] = np.eye(probabilities.shape[1])[0]
+    return probabilities, bool(result.faults.any())
 
 
 def _eligible(memory: dict[str, np.ndarray], bits: str) -> list[str]:
