@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -126,7 +127,7 @@ def compress(
     *,
     metric: str | Callable[[np.ndarray, np.ndarray], float] = "accuracy",
     budget: str | Budget = "",
-    recipe: str | Path | Recipe = "assembled",
+    recipe: str | Path | Recipe | None = None,
     out: str | Path = "out/compress",
     target: str | None = None,
     fec: bool | None = None,
@@ -135,6 +136,10 @@ def compress(
     **data_options: Any,
 ) -> RunResult:
     """Compress ``model`` with ``recipe`` under ``budget``; write the artifact and report.
+
+    ``recipe``: a shipped recipe's name, a recipe TOML file or a ``Recipe``; by default the
+    ``general`` recipe (mild Deep Compression). A stage that lost most of the model's skill
+    over chance is warned about (``UserWarning``, and ``result.warnings``).
 
     Returns the :class:`~satcompress.pipeline.result.RunResult` (every stage's measurement,
     ``artifact_path``, ``report_path``, ``verification``). Raises
@@ -148,13 +153,17 @@ def compress(
     trained = prepare(model, data, metric=metric, standardize=standardize, seed=seed,
                       **data_options)
     limits = budget if isinstance(budget, Budget) else Budget.parse(budget)
-    chosen = recipe if isinstance(recipe, Recipe) else Recipe.load(str(recipe))
+    chosen = recipe if isinstance(recipe, Recipe) else Recipe.load(
+        str(trained.task.recipe if recipe is None else recipe))
     if fec is not None:
         chosen = dataclasses.replace(chosen, fec=fec)
     profile = None if target is None else get_target(target)
     if profile is not None:
         limits = target_budget(limits, profile)
-    return run_recipe(trained, chosen, limits, out, seed=seed, target=profile)
+    result = run_recipe(trained, chosen, limits, out, seed=seed, target=profile)
+    for warning in result.warnings:
+        warnings.warn(warning, UserWarning, stacklevel=2)
+    return result
 
 
 def search(

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from conftest import make_blobs
 
 from satcompress import stages
 from satcompress.pipeline.recipe import DEFAULT_FEC, Recipe, named_recipes
+from satcompress.tasks.registry import GENERAL_RECIPE, TASKS
+from satcompress.tasks.user import user_task
 
 REGISTERED = stages.load_builtin_stages()
 prune_config = REGISTERED["magnitude_prune"]
@@ -38,7 +41,7 @@ def test_a_recipe_without_the_fec_setting_gets_the_flight_default():
 def test_fec_is_on_for_the_flight_recipes_and_off_for_the_ground_broker():
     assert {name: Recipe.load(name).fec for name in named_recipes()} == {
         "assembled": True, "assembled-t2": True, "broker-t2": False, "deep-compression": True,
-        "int8": True, "tinho": True}
+        "general": True, "int8": True, "tinho": True}
 
 
 def test_clustering_before_pruning_is_refused_with_a_way_out():
@@ -107,6 +110,13 @@ def test_settings_left_at_a_none_default_round_trip_through_toml():
 def test_the_classic_recipes_are_shipped():
     assert {"assembled", "assembled-t2", "broker-t2", "deep-compression", "tinho", "int8"} <= set(
         named_recipes())
+
+
+def test_each_reference_task_defaults_to_the_recipe_tuned_on_it_and_yours_to_general():
+    assert {name: task.recipe for name, task in TASKS.items()} == {
+        "flares": "assembled", "transients": "assembled-t2", "transients-lsst": "assembled-t2"}
+    assert GENERAL_RECIPE == "general" in named_recipes()
+    assert user_task(make_blobs()).recipe == GENERAL_RECIPE
 
 
 def test_a_huge_or_binary_recipe_file_is_refused_before_it_is_parsed(tmp_path):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+from types import SimpleNamespace
 
 import pytest
 from conftest import make_blobs, tiny_mlp
@@ -11,8 +13,9 @@ from satcompress import stages
 from satcompress.pipeline.base_model import TrainedModel
 from satcompress.pipeline.budget import Budget
 from satcompress.pipeline.recipe import Recipe
-from satcompress.pipeline.runner import BudgetNotMet, run_recipe
+from satcompress.pipeline.runner import BudgetNotMet, run_recipe, skill_warnings
 from satcompress.tasks.registry import Task
+from satcompress.tasks.user import user_task
 
 REGISTERED = stages.load_builtin_stages()
 
@@ -199,3 +202,43 @@ def test_an_artifact_over_budget_is_written_as_rejected_never_as_model_sca(train
     assert (tmp_path / "rejected" / "model.sca").is_file()
     run = json.loads((tmp_path / "run.json").read_text())
     assert run["artifact"]["file"] == "rejected/model.sca" and not run["artifact"]["fits_budget"]
+
+
+def _stage(name, value, metric="accuracy"):
+    return SimpleNamespace(stage=name, metrics={metric: value})
+
+
+def _on_blobs(metric):
+    data = make_blobs()  # three balanced classes
+    return TrainedModel(task=user_task(data, metric), model=tiny_mlp(), data=data, metrics={})
+
+
+def test_a_model_that_learnt_nothing_scores_the_training_classes_frequencies():
+    data = make_blobs()
+    assert user_task(data, "accuracy").chance(data)["accuracy"] == pytest.approx(1 / 3)
+    assert user_task(data, "weighted_log_loss").chance(data)["weighted_log_loss"] == pytest.approx(
+        math.log(3), rel=1e-5)
+
+
+def test_the_first_stage_that_falls_towards_chance_is_warned_about_with_the_fix():
+    trained = _on_blobs("accuracy")
+    warned = skill_warnings(trained, RECIPE, [_stage("base", 0.95), _stage("1:a", 0.90),
+                                              _stage("2:b", 0.60), _stage("3:c", 0.34)])
+    # skill over chance (1/3): base 0.617; stage 2 keeps 0.267 of it, under half
+    assert len(warned) == 1 and warned[0].startswith("Stage 2:b lost most")
+    assert "0.3333" in warned[0] and "general" in warned[0] and "max_metric_drop" in warned[0]
+
+
+def test_a_mild_loss_or_a_base_no_better_than_chance_is_not_warned_about():
+    trained = _on_blobs("accuracy")
+    assert skill_warnings(trained, RECIPE, [_stage("base", 0.95), _stage("1:a", 0.70)]) == ()
+    assert skill_warnings(trained, RECIPE, [_stage("base", 0.30), _stage("1:a", 0.10)]) == ()
+
+
+def test_a_lower_is_better_metric_loses_skill_when_it_rises_towards_chance():
+    trained = _on_blobs("weighted_log_loss")  # chance: ln 3 = 1.099
+
+    def warned(value):
+        return skill_warnings(trained, RECIPE, [_stage("base", 0.2, "weighted_log_loss"),
+                                                _stage("1:a", value, "weighted_log_loss")])
+    assert warned(0.9) and not warned(0.5)

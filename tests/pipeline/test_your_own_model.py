@@ -3,6 +3,7 @@ PyTorch, trained on a CSV of raw features, compressed, verified and used to pred
 
 from __future__ import annotations
 
+import json
 import sys
 import textwrap
 
@@ -14,8 +15,9 @@ from torch import nn
 from typer.testing import CliRunner
 
 import satcompress
-from satcompress import runtime
+from satcompress import runtime, stages
 from satcompress.cli import app
+from satcompress.pipeline.recipe import Recipe
 from satcompress.pipeline.result import RunResult
 
 FEATURES = [f"sharp_{i}" for i in range(6)]
@@ -211,3 +213,26 @@ def test_a_stage_that_cannot_run_on_the_model_refuses_the_recipe_before_any_trai
                              out=tmp_path / "out")
     assert not (tmp_path / "out" / "checkpoints").exists() or not any(
         (tmp_path / "out" / "checkpoints").iterdir())
+
+
+def test_your_model_gets_the_mild_general_recipe_by_default(users_project, tmp_path):
+    _, model, table = users_project
+    result = satcompress.compress(model, table, metric="tss", split_column="split",
+                                  group_column="region", standardize=True, out=tmp_path / "out")
+    assert result.recipe.name == "general" and result.warnings == ()
+    assert result.flight.metrics["tss"] >= result.measurements[0].metrics["tss"] - 0.1
+
+
+def test_a_stage_that_loses_the_models_skill_is_warned_about_not_passed_silently(
+        users_project, tmp_path):
+    _, model, table = users_project
+    too_strong = Recipe("too-strong", (stages.load_builtin_stages()["magnitude_prune"](
+        sparsity=0.99, finetune_epochs=0),))
+    with pytest.warns(UserWarning, match="1:magnitude_prune lost most of the base model's skill"):
+        result = satcompress.compress(model, table, metric="tss", split_column="split",
+                                      group_column="region", standardize=True,
+                                      recipe=too_strong, out=tmp_path / "out")
+    assert len(result.warnings) == 1 and "general" in result.warnings[0]
+    assert json.loads((tmp_path / "out/stages.json").read_text())["warnings"] == list(
+        result.warnings)
+    assert "lost most of the base model's skill" in (tmp_path / "out/report.md").read_text()

@@ -24,7 +24,7 @@ from satcompress.cli.search import search
 from satcompress.cli.verify import verify
 from satcompress.data import DataFileError
 from satcompress.firmware.build import ToolchainError
-from satcompress.tasks.registry import get_task
+from satcompress.tasks.registry import GENERAL_RECIPE, get_task
 
 if TYPE_CHECKING:
     from satcompress.firmware.targets import Target
@@ -113,7 +113,9 @@ def demo(
 @app.command()
 def compress(
     task: str = typer.Option(None, help=TASK_HELP + " Or give --model and --data instead."),
-    recipe: str = typer.Option("assembled", help="Shipped recipe name or a recipe TOML file."),
+    recipe: str = typer.Option(None, help="Shipped recipe name or a recipe TOML file. Default: "
+                               "the one tuned on the task (flares: assembled, transients: "
+                               "assembled-t2), for your own model `general`."),
     budget: str = typer.Option("", help="Hard limits, e.g. max_bytes=40kB,max_metric_drop=tss:0.01"),
     out: Path = typer.Option(Path("out/compress"), help="Output folder (resumed if it exists)."),
     seed: int = typer.Option(0, help="Seed of the split and the base model."),
@@ -162,6 +164,8 @@ def compress(
     mine = user_options.from_arguments(task, locals())
     if task is not None:
         check_task(task)
+    if recipe is None:
+        recipe = GENERAL_RECIPE if task is None else get_task(task).recipe
     try:
         chosen_recipe, limits = Recipe.load(recipe), Budget.parse(budget)
         profile = None
@@ -195,6 +199,8 @@ def compress(
         fail(str(error))
     console.print(rich_table_by_column(result.rows(), title=f"{trained.task.name}: {recipe}"))
     _print_firmware(result.firmware)
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
     check = result.verification
     protection = (f"{check.fec_bytes} of them Reed-Solomon parity" if check.fec_parity
                   else "no error correction")

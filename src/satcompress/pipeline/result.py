@@ -35,6 +35,8 @@ class RunResult:
     ``flight`` is the final model as its artifact delivers it (see
     :func:`satcompress.pipeline.flight.flight_measurement`): the budget's verdict is
     ``flight_violations``; ``verification`` compares the artifact with the final model.
+    ``warnings``: what the run found wrong without breaking the budget (a stage that lost most
+    of the base model's skill, :func:`satcompress.pipeline.runner.skill_warnings`).
     """
 
     task: str
@@ -49,6 +51,7 @@ class RunResult:
     comparison: ModelComparison | None = None
     firmware: dict | None = None
     out_dir: Path | None = None
+    warnings: tuple[str, ...] = ()
 
     @property
     def artifact_path(self) -> Path | None:

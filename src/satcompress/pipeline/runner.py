@@ -64,8 +64,8 @@ from satcompress.report.comparison import compare_models
 from satcompress.report.document import write_report
 from satcompress.training import predict_proba
 
-__all__ = ["REJECTED_ARTIFACT", "BudgetNotMet", "RunResult", "run_recipe", "load_checkpoint",
-           "artifact_checkpoint"]
+__all__ = ["REJECTED_ARTIFACT", "SKILL_KEPT_FRACTION", "BudgetNotMet", "RunResult",
+           "artifact_checkpoint", "load_checkpoint", "run_recipe", "skill_warnings"]
 
 RUN_FORMAT = "satcompress-run/2"
 REJECTED_ARTIFACT = f"rejected/{ARTIFACT_FILE}"
@@ -224,6 +224,38 @@ def _drop_interval(trained: TrainedModel, artifact: Path, base: Measurement, see
                                lambda x: predict_proba(flight, x), seed=seed)
 
 
+SKILL_KEPT_FRACTION = 0.5
+"""A stage keeping less than this fraction of the base model's skill over chance (its primary
+metric's margin over :meth:`~satcompress.tasks.registry.Task.chance`) is warned about."""
+
+
+def skill_warnings(trained: TrainedModel, recipe: Recipe,
+                   measurements: list[Measurement]) -> tuple[str, ...]:
+    """A warning for the first stage that lost most of the base model's skill over chance
+    (kept less than :data:`SKILL_KEPT_FRACTION` of it); empty where none did, or where the
+    base model itself is no better than chance."""
+    metric, task = trained.task.primary_metric, trained.task
+    try:
+        chance = float(task.chance(trained.data)[metric])
+    except (KeyError, ValueError, ZeroDivisionError):  # a metric undefined for one class
+        return ()
+    sign = 1.0 if task.higher_is_better else -1.0
+    base = measurements[0].metrics.get(metric, float("nan"))
+    skill = sign * (base - chance)
+    if not skill > 0:
+        return ()
+    for measured in measurements[1:]:
+        value = measured.metrics.get(metric, float("nan"))
+        if sign * (value - chance) < SKILL_KEPT_FRACTION * skill:
+            return (f"Stage {measured.stage} lost most of the base model's skill: {metric} "
+                    f"{value:.4g} against the base's {base:.4g}, where a model that learnt "
+                    f"nothing (the training classes' frequencies for every example) scores "
+                    f"{chance:.4g}. The recipe {recipe.name!r} is too strong for this model: "
+                    "use a milder one (the `general` recipe, or `int8`), or give a budget "
+                    f"with max_metric_drop={metric}:... so that such a result is refused.",)
+    return ()
+
+
 def run_recipe(
     trained: TrainedModel,
     recipe: Recipe,
@@ -331,7 +363,7 @@ def run_recipe(
     result = RunResult(trained.task.name, recipe, budget, tuple(measurements), violations, model,
                        flight, flight_violations, verification,
                        compare_models(trained.model, model, trained.data, latency_repeats),
-                       firmware, out_dir)
+                       firmware, out_dir, skill_warnings(trained, recipe, measurements))
     report = {
         "task": trained.task.name,
         "recipe": recipe.to_dict(),
@@ -345,12 +377,14 @@ def run_recipe(
         "drop_interval": None if interval is None else interval.to_dict(),
         "firmware": firmware,
         "data_preprocessing": trained.data.preprocessing,
+        "warnings": list(result.warnings),
     }
     atomic_write_text(out_dir / "stages.json", json.dumps(report, indent=2) + "\n")
     atomic_write_text(out_dir / "summary.md", (
         f"# satcompress compress — {trained.task.name}, recipe `{recipe.name}`\n\n"
         f"{recipe.description}\n\nBudget: `{json.dumps(budget.to_dict())}`\n\n"
         f"Evaluation: one split{'' if interval is None else '; ' + interval.describe()}\n\n"
+        + "".join(f"**Warning.** {warning}\n\n" for warning in result.warnings)
         + markdown_table(result.rows())
     ))
     failure = None

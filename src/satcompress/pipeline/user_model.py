@@ -35,7 +35,7 @@ Example
 -------
 >>> trained = user_trained_model("mypackage.models:build", "data.csv", weights="model.pt",
 ...                              metric="tss", split_column="split")      # doctest: +SKIP
->>> run_recipe(trained, Recipe.load("assembled"), Budget.parse("max_bytes=40kB"), "out")
+>>> run_recipe(trained, Recipe.load("general"), Budget.parse("max_bytes=40kB"), "out")
 ...                                                                    # doctest: +SKIP
 """
 

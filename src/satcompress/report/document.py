@@ -138,8 +138,9 @@ def _budget_section(result: "RunResult", failure: str | None) -> list[Block]:
         verdict = Paragraph("Budget NOT met: " + "; ".join(map(str, broken)), "verdict-fail")
     else:
         verdict = Paragraph("Every limit met.", "verdict-pass")
+    warned = [Paragraph(f"Warning. {warning}", "verdict-fail") for warning in result.warnings]
     if not usage:
-        return [verdict, Paragraph("The budget sets no limit.")]
+        return [verdict, *warned, Paragraph("The budget sets no limit.")]
     rows = [{
         "limit": item.limit,
         "value": _quantity(item.limit, item.actual),
@@ -152,7 +153,7 @@ def _budget_section(result: "RunResult", failure: str | None) -> list[Block]:
     explanation = Paragraph(
         f"Judged on {what}: {candidate.stage}. Metric drops are measured in the metric's own "
         "direction relative to the base model; a positive margin is headroom.")
-    return [verdict, explanation, Table(rows)]
+    return [verdict, *warned, explanation, Table(rows)]
 
 
 def interval_row(interval: "DropInterval") -> dict[str, Any]:

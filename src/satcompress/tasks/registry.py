@@ -23,7 +23,11 @@ from satcompress.tasks.lightcurves import PreprocessingConfig
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["Task", "TASKS", "get_task", "task_names"]
+__all__ = ["GENERAL_RECIPE", "Task", "TASKS", "get_task", "task_names"]
+
+GENERAL_RECIPE = "general"
+"""The recipe a task without one tuned for it is compressed with (a user's task): mild enough
+for small models (Deep Compression at half sparsity)."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,9 @@ class Task:
     load_options : dict
         Keyword arguments of the module's ``load`` that make this task a variant of another
         on the same module (``transients-lsst``: ``survey="lsst"``).
+    recipe : str
+        The shipped recipe ``compress`` uses when none is named: the one tuned on this task,
+        else :data:`GENERAL_RECIPE`.
     """
 
     name: str
@@ -62,6 +69,7 @@ class Task:
     metric: str | None = None
     data: TaskData | None = field(default=None, repr=False, compare=False)
     load_options: dict = field(default_factory=dict)
+    recipe: str = GENERAL_RECIPE
 
     @property
     def _module(self) -> Any:
@@ -112,6 +120,14 @@ class Task:
         return self._module.score(val_probabilities, val_labels, test_probabilities, test_labels,
                                   **chosen)
 
+    def chance(self, data: TaskData) -> dict[str, float]:
+        """The test metrics of a model that learnt nothing: every example given the training
+        split's class frequencies."""
+        prior = (np.bincount(data.train.y, minlength=data.n_classes)
+                 / len(data.train.y)).astype(np.float32)
+        return self.score(np.tile(prior, (len(data.val.y), 1)), data.val.y,
+                          np.tile(prior, (len(data.test.y), 1)), data.test.y)
+
     def evaluate(self, model: "nn.Module", data: TaskData) -> dict[str, float]:
         """The model's test metrics (threshold or other tuning on validation)."""
         from satcompress.training import predict_proba
@@ -147,6 +163,7 @@ TASKS: dict[str, Task] = {
             model_builder="satcompress.networks.residual_mlp:build_residual_mlp",
             train_settings={"max_epochs": 40, "batch_size": 128, "learning_rate": 1e-3,
                             "weight_decay": 1e-2, "patience_epochs": 10},
+            recipe="assembled",
         ),
         Task(
             name="transients",
@@ -155,6 +172,7 @@ TASKS: dict[str, Task] = {
             model_builder="satcompress.networks.t2:build_t2",
             train_settings={"max_epochs": 40, "batch_size": 64, "learning_rate": 1e-3,
                             "weight_decay": 1e-4, "patience_epochs": 8},
+            recipe="assembled-t2",
         ),
         Task(
             name="transients-lsst",
@@ -167,6 +185,7 @@ TASKS: dict[str, Task] = {
             # the broker's batched grid search of the GP hyperparameters, as on alerts
             load_options={"survey": "lsst", "config": PreprocessingConfig(
                 hyperparameter_search="grid")},
+            recipe="assembled-t2",
         ),
     )
 }
