@@ -10,7 +10,13 @@ from satcompress.artifact import ArtifactError, decode_artifact, encode_artifact
 from satcompress.radiation import protect_artifact
 from satcompress.runtime import Runtime, load
 from satcompress.runtime.graph import GRAPH_FORMAT
-from satcompress.runtime.protect import FAULT, Protection, classify_logits, widened
+from satcompress.runtime.protect import (
+    FAULT,
+    Protection,
+    RangeCheck,
+    classify_logits,
+    widened,
+)
 from tiny_mlp_graph import MLP_GRAPH
 
 RNG = np.random.default_rng(0)
@@ -266,3 +272,57 @@ def test_stored_bounds_are_widened_one_float32_step_as_the_runtime_clips_to_them
     expected = np.array([widened(*stored[name]) for name in stored], np.float32)
     np.testing.assert_array_equal(np.stack([flight.resident_memory["bounds:low"],
                                             flight.resident_memory["bounds:high"]], 1), expected)
+
+
+def odd_values() -> list[np.ndarray]:
+    """Layer outputs as kernels may return them (C order, transposed, strided; float32 or
+    float64), some in [-1, 1], some with NaN, an infinity, -0.0, a value at a widened bound
+    or (float64) just beyond it."""
+    low, high = widened(-1.0, 1.0)
+    base = np.random.default_rng(5).uniform(-0.9, 0.9, size=(1, 6, 8))
+    specials = [None, np.nan, -np.nan, np.inf, -np.inf, -0.0, 1.5, -1.5, float(low),
+                float(high), np.nextafter(float(high), 2.0), np.nextafter(float(low), -2.0)]
+    values = []
+    for dtype in (np.float32, np.float64):
+        for special in specials:
+            value = base.astype(dtype)
+            if special is not None:
+                value[0, 4, 5] = special
+            values += [value, value.transpose(0, 2, 1), value[:, ::2, 1:]]
+    return values
+
+
+@pytest.mark.parametrize("nonnegative", [False, True])
+def test_a_value_checked_where_written_passes_exactly_when_its_reductions_lie_in_bounds(
+        nonnegative):
+    """The check by argmin/argmax gives the verdict of np.minimum/maximum.reduce (NaN
+    failing), whatever the value's layout or float dtype; a failing value is clipped (in
+    place) and counted, a passing one left as it is."""
+    runtime = load(mlp())
+    runtime.restrict_activations({"logits": (-1.0, 1.0)})
+    check = runtime._range_check(0, True, nonnegative)
+    low, high = runtime.resident_memory["bounds:low"], runtime.resident_memory["bounds:high"]
+    for value in odd_values():
+        value = np.abs(value) if nonnegative else value
+        kept = value.copy()
+        reduced = (nonnegative or low[0] <= np.minimum.reduce(value, None)) and (
+            np.maximum.reduce(value, None) <= high[0])
+        before = runtime.clipped_values
+        with np.errstate(invalid="ignore"):
+            result = check(value, low.tolist(), high.tolist())
+        assert result is value and (runtime.clipped_values == before) == bool(reduced)
+        if reduced:
+            np.testing.assert_array_equal(result, kept)
+        else:
+            assert np.isfinite(result).all() and low[0] <= result.min() <= result.max() <= high[0]
+
+
+@pytest.mark.parametrize("last, first, within", [
+    (0.5, 2.0, True), (np.nan, 2.0, False), (1.0, 2.0, False), (0.5, 0.0, False),
+    (0.5, 5.0, False), (-np.inf, 2.0, False)])
+def test_the_gathered_check_passes_only_when_every_value_lies_strictly_within(last, first,
+                                                                               within):
+    check = RangeCheck(3, {0: ((1, 4), 0.0, 5.0), 2: ((1, 2), -1.0, 1.0)})
+    check.slots[0][...] = [[first, 1.0, 2.0, 3.0]]
+    check.slots[2][...] = [[0.0, last]]
+    assert check.slots[1] is None and check.within() is within

@@ -210,7 +210,7 @@ class RangeCheck:
     Built from ``points``: step -> (the value's shape for this chunk, low, high). ``slots``
     (by step; None for other steps) are where the runtime copies each value; :meth:`within`
     then says whether every value lies strictly between its (widened) bounds -- NaN does not
-    -- in four NumPy calls, however many values there are. When it does not, the runtime
+    -- in three NumPy calls, however many values there are. When it does not, the runtime
     runs the chunk again clipping each value where it is written.
     """
 
@@ -229,20 +229,20 @@ class RangeCheck:
                               counts)
         self._high = np.repeat(np.array([high for _, _, high in points.values()], np.float32),
                                counts)
-        self._above, self._below = np.empty(total, bool), np.empty(total, bool)
+        self._flags = np.empty(2 * total, bool)  # above the low bound, then below the high
 
     @property
     def nbytes(self) -> int:
         """Bytes of the arena, its bounds and the comparison buffers."""
-        return sum(array.nbytes for array in (self.arena, self._low, self._high, self._above,
-                                              self._below))
+        return sum(array.nbytes for array in (self.arena, self._low, self._high, self._flags))
 
     def within(self) -> bool:
-        """Whether every gathered value lies strictly between its bounds."""
-        np.greater(self.arena, self._low, out=self._above)
-        np.less(self.arena, self._high, out=self._below)
-        np.logical_and(self._above, self._below, out=self._above)
-        return bool(np.logical_and.reduce(self._above))
+        """Whether every gathered value lies strictly between its bounds (the first False
+        flag, by ``argmin``, is False)."""
+        flags, total = self._flags, len(self.arena)
+        np.greater(self.arena, self._low, flags[:total])
+        np.less(self.arena, self._high, flags[total:])
+        return flags.item(flags.argmin())
 
 
 class _Triplicated:

@@ -66,13 +66,16 @@ limits are checked before allocating, so running out of memory is the machine's 
 _SHOWN_ERROR = 300
 """Characters of a kernel's own error message quoted in a GraphError."""
 _T = TypeVar("_T")
-_minimum, _maximum = np.minimum.reduce, np.maximum.reduce
 _FRESH_OUTPUTS = LAYER_OPS | {"Relu"}
 """Operators whose kernels return a new array: their output is clipped in place."""
 _GATHERED_ELEMENTS = 1 << 16
 """Largest chunk x bounded values (plus their bounds) whose range check is gathered into one
 arena (:class:`~satcompress.runtime.protect.RangeCheck`); a larger chunk checks each value
 where it is written."""
+
+
+_Check = Callable[[np.ndarray, list[float], list[float]], np.ndarray]
+"""A value's range check: (value, voted low bounds, voted high bounds) -> the value to use."""
 
 
 class InputError(ValueError):
@@ -380,8 +383,7 @@ class Runtime:
         gathered = self._gather(1)
         self.plan = replace(self.plan, resident_bytes=self._memory.nbytes
                             + (gathered.nbytes if gathered else 0))
-        self._checks: list[Callable[[np.ndarray], np.ndarray] | None] = [None] * len(
-            self._program)
+        self._checks: list[_Check | None] = [None] * len(self._program)
         for index, (name, (low, _)) in enumerate(ranges.items()):
             node = self._program[self._written[name]]
             rectified = node.op == "Relu" or node.attributes.get("activation") == "Relu"
@@ -422,18 +424,25 @@ class Runtime:
                 for name, (low, high) in ranges.items()}) if fits else None
         return self._gathers[batch]
 
-    def _range_check(self, index: int, in_place: bool, nonnegative: bool
-                     ) -> Callable[[np.ndarray], np.ndarray]:
-        """``check(value)``: ``value`` itself when it lies within bounds ``index``, else
-        clipped (in place when the kernel made it) and counted. A ``nonnegative`` value (a
-        rectifier's, whose low bound is below 0) has only its maximum checked."""
-        lows, highs = self._memory.low, self._memory.high  # read at every check: voted
+    def _range_check(self, index: int, in_place: bool, nonnegative: bool) -> _Check:
+        """``check(value, lows, highs)``: ``value`` itself when it lies within bounds
+        ``index`` (of ``lows`` and ``highs``, the voted bounds as Python floats), else clipped
+        (in place when the kernel made it) and counted. A ``nonnegative`` value (a
+        rectifier's, whose low bound is below 0) has only its maximum checked.
 
-        def check(value: np.ndarray) -> np.ndarray:
-            if ((nonnegative or lows[index] <= _minimum(value, None))
-                    and _maximum(value, None) <= highs[index]):  # NaN fails the comparisons
+        The extremes are found by ``argmin``/``argmax`` (which return the first NaN, as
+        the ufunc reductions propagate it: NaN fails the comparisons), at half the cost of
+        ``np.minimum.reduce`` at a layer output's size, over the value in memory order (a
+        view, where a kernel returns a transposed layout: no copy), and compared as Python
+        floats, exact for every float dtype."""
+        memory = self._memory
+
+        def check(value: np.ndarray, lows: list[float], highs: list[float]) -> np.ndarray:
+            flat = value.ravel("K")
+            if ((nonnegative or lows[index] <= flat.item(flat.argmin()))
+                    and flat.item(flat.argmax()) <= highs[index]):
                 return value
-            low, high = lows[index], highs[index]
+            low, high = memory.low[index], memory.high[index]  # clipped to as float32
             value = value if in_place else value.copy()  # another op's output may be a view
             np.fmax(value, low, out=value)
             np.fmin(value, high, out=value)
@@ -454,6 +463,8 @@ class Runtime:
         gather = (self._gather(len(x)) if gathered and observe is None and memory.ranges
                   else None)
         memory.vote()
+        if gather is None and memory.ranges:  # the voted bounds, read once per chunk
+            lows, highs = memory.low.tolist(), memory.high.tolist()
         values = {**self._constants, self._input_name: x}
         for step, node in enumerate(self._program):
             arguments = _inputs_of(node, values)
@@ -470,7 +481,7 @@ class Runtime:
                         return self._run_chunk(x, gathered=False)
                     slot[...] = outputs[0]
             elif checks[step] is not None:
-                outputs[0] = checks[step](outputs[0])
+                outputs[0] = checks[step](outputs[0], lows, highs)
             values.update(zip(node.outputs, outputs))
             for name in self._freed_after[step]:
                 del values[name]
