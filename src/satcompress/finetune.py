@@ -81,7 +81,9 @@ class FinetuneSettings(StageConfig):
         """Fine-tune ``model`` in place for ``finetune_epochs`` (no-op when that is 0).
 
         Early stopping is off (patience = epochs) but :func:`~satcompress.training.fit` still
-        returns the weights of the best validation loss among the epochs.
+        returns the weights of the best validation loss among the epochs. Weights that are
+        exactly zero when fine-tuning starts (an earlier stage pruned them) stay zero, as in
+        Deep Compression's retraining of a pruned network: a later stage never regrows them.
         """
         if self.finetune_epochs == 0:
             return model
@@ -97,8 +99,17 @@ class FinetuneSettings(StageConfig):
             patience_epochs=self.finetune_epochs,
             seed=self.seed,
         )
-        return fit(model, data, config, loss_fn=loss_fn, after_step=after_step, copy_model=False,
-                   description=f"{type(self).__name__} fine-tune")
+        kept = [(weight, weight.detach() != 0) for weight in model.parameters()
+                if weight.ndim >= 2 and not bool(weight.detach().all())]
+
+        def step(trained: nn.Module) -> None:
+            for weight, nonzero in kept:
+                weight.detach().mul_(nonzero)
+            if after_step is not None:
+                after_step(trained)
+
+        return fit(model, data, config, loss_fn=loss_fn, after_step=step if kept else after_step,
+                   copy_model=False, description=f"{type(self).__name__} fine-tune")
 
 
 @dataclasses.dataclass(frozen=True)

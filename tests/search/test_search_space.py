@@ -27,11 +27,13 @@ def test_mlp_space_has_a_student_then_a_prune_rank_and_codec_decision_per_group_
         ("rank", "stem", "stem"), ("rank", "blocks.0.fc1", "blocks.0"),
         ("rank", "blocks.0.fc2", "blocks.0"), ("rank", "blocks.1.fc1", "blocks.1+head"),
         ("rank", "blocks.1.fc2", "blocks.1+head"), ("rank", "head", "blocks.1+head"),
+        ("sparsity", "model", "sparsity"),
         *[("codec", layer, block) for layer, block in (
             ("stem", "stem"), ("blocks.0.fc1", "blocks.0"), ("blocks.0.fc2", "blocks.0"),
             ("blocks.1.fc1", "blocks.1+head"), ("blocks.1.fc2", "blocks.1+head"),
             ("head", "blocks.1+head"))]]
-    assert space.blocks == ("student", "stem", "blocks.0", "blocks.1+head")  # the head joins block 1
+    # the head joins block 1; the model-wide sparsity is a block of its own
+    assert space.blocks == ("student", "stem", "blocks.0", "blocks.1+head", "sparsity")
     assert all(d.choices[0] in (0.0, 1.0, "float") for d in space.decisions)
 
 
@@ -41,13 +43,16 @@ def test_t2_space_prunes_heads_and_feed_forward_width_and_merges_small_blocks():
     assert prune == {"blocks.0.attention": (0.0, 0.5), "blocks.0.ff1": (0.0, 0.25, 0.5, 0.75, 0.9)}
     codecs = [d.target for d in space.decisions if d.kind == "codec"]
     assert codecs[0] == "embedding" and codecs[-1] == "head" and len(codecs) == 8
-    assert space.blocks == ("student", "embedding+blocks.0+head")
+    assert space.blocks == ("student", "embedding+blocks.0+head", "sparsity")
 
 
 def test_choices_that_save_nothing_are_not_offered():
     settings = SearchSettings(rank_fractions=(1.0, 0.9), prune_ratios=(0.0, 0.01))
     space = derive_space(tiny_mlp(), make_blobs(), settings)
-    assert {d.kind for d in space.decisions} == {"student", "codec"}  # no rank saves weights, no ratio removes a unit
+    # no rank saves weights, no ratio removes a unit
+    assert {d.kind for d in space.decisions} == {"student", "sparsity", "codec"}
+    unpruned = derive_space(tiny_mlp(), make_blobs(), SearchSettings(sparsities=(0.0,)))
+    assert "sparsity" not in {d.kind for d in unpruned.decisions}
 
 
 def test_a_student_is_offered_wherever_distillation_can_shrink_the_model():
@@ -104,6 +109,23 @@ def test_a_trials_recipe_reproduces_its_model_through_the_pipeline(tmp_path):
     x = torch.from_numpy(trained.data.test.x)
     with torch.no_grad():
         assert torch.equal(result.model(x), model(x))
+
+
+def test_sparsity_prunes_by_magnitude_before_the_codec_and_no_training_regrows_the_zeros():
+    trained = trained_blobs()
+    space = derive_space(trained.model, trained.data)
+    recipe, model = space.compress({"sparsity:model": 0.75, "codec:stem": "int8",
+                                    "codec:head": "k4"}, trained.model, trained.data,
+                                   fine_tune=True)
+    assert [c.stage_name for c in recipe.stages] == [
+        "magnitude_prune", "weight_cluster", "post_training_quantize"]  # not QAT
+    assert recipe.stages[0].sparsity == 0.75 and recipe.stages[0].pruning_steps == 3
+    weights = [module.weight for module in model.modules() if isinstance(module, torch.nn.Linear)]
+    zeros = sum(int((w == 0).sum()) for w in weights)
+    assert zeros >= 0.75 * sum(w.numel() for w in weights) - 1
+    proxy, _ = space.compress({"sparsity:model": 0.75}, trained.model, trained.data,
+                              fine_tune=False)
+    assert proxy.stages[0].pruning_steps == 1 and proxy.stages[0].finetune_epochs == 0
 
 
 def test_integer_codecs_train_with_qat_in_a_full_evaluation_and_nothing_is_a_no_op_recipe():

@@ -147,7 +147,8 @@ def divide_and_conquer(job: StudyJob, trials: int, workers: int = 1) -> list[str
     enqueued = tuple({**space.defaults(), **student, **_merge(combination)}
                      for combination in chosen)
     combine_job = dataclasses.replace(job, study_name=f"{job.study_name}:combine",
-                                      total=len(enqueued), phase="combine")
+                                      total=len(enqueued), fixed=dict(student),
+                                      phase="combine")
     if enqueued:
         names.append(run_study(combine_job, workers, enqueue=enqueued).study_name)
     return names

@@ -20,8 +20,10 @@ Full evaluation
 The full evaluation also records the primary metric's standard error on the validation split,
 ``<metric>_se``: the standard deviation of the metric over :data:`BOOTSTRAP_RESAMPLES`
 bootstrap resamples of the validation GROUPS (regions, objects; Efron & Tibshirani 1993),
-so the final choice can tell a better candidate from the noise of one small split
-(:func:`satcompress.search.front.one_standard_error_choice`).
+and the metric on each resample (``resampled``). The resamples are the same for every
+candidate of a search, so the final choice can tell whether one candidate is better than
+another or within the noise of one small split by the paired standard error of their
+difference (:func:`satcompress.search.front.one_standard_error_choice`).
 
 Constraint values follow Optuna's convention, one per budget limit, ``<= 0`` meaning
 feasible: ``(value - limit) / limit`` (the relative excess; absolute for a zero limit).
@@ -85,6 +87,9 @@ class Evaluation:
         The stages that produced the model.
     seconds : float
         Wall time of compressing and measuring.
+    resampled : tuple of float
+        A full evaluation's primary metric on the search's fixed validation-group resamples
+        (see :meth:`Evaluator.validation_metrics`); ``()`` for a proxy.
     """
 
     kind: str
@@ -92,6 +97,7 @@ class Evaluation:
     usage: tuple[Violation, ...]
     recipe: Recipe
     seconds: float
+    resampled: tuple[float, ...] = ()
 
     @property
     def feasible(self) -> bool:
@@ -108,7 +114,9 @@ class Evaluation:
                 "latency_ms": m.latency_ms_p50, "macs": m.macs, "parameters": m.parameters,
                 "metrics": dict(m.metrics), "violations": [str(v) for v in self.broken],
                 "constraints": constraint_values(self.usage), "feasible": self.feasible,
-                "seconds": round(self.seconds, 3)}
+                "seconds": round(self.seconds, 3),
+                **({"resampled": [value if math.isfinite(value) else None
+                                  for value in self.resampled]} if self.resampled else {})}
 
 
 BOOTSTRAP_RESAMPLES = 200
@@ -146,9 +154,9 @@ class Evaluator:
         self.proxy_rows = np.sort(rng.permutation(len(val))[: self.settings.proxy_examples])
         self.example = torch.from_numpy(trained.data.train.x[:1])
         self.artifact_metadata = task_metadata(trained.task, trained.data)
-        self.base = base or self._measure(trained.model, "base", full=True)
+        self.base = base or self._measure(trained.model, "base", full=True)[0]
         self.base_proxy = dataclasses.replace(
-            self.base, metrics=self.validation_metrics(trained.model, full=False))
+            self.base, metrics=self.validation_metrics(trained.model, full=False)[0])
         for metric, _ in budget.max_metric_drop:
             if metric not in self.base.metrics:
                 raise ValueError(
@@ -158,39 +166,48 @@ class Evaluator:
 
     # ---------------------------------------------------------------------------------------
 
-    def validation_metrics(self, model: nn.Module, full: bool) -> dict[str, float]:
-        """The task's metrics on the validation split (or the proxy subset), finite only;
-        on the whole split also the primary metric's group-bootstrap standard error."""
+    def validation_metrics(self, model: nn.Module, full: bool
+                           ) -> tuple[dict[str, float], tuple[float, ...]]:
+        """The task's metrics on the validation split (or the proxy subset), finite only, and
+        on the whole split also the primary metric's group-bootstrap standard error
+        (``<metric>_se``) and its value on each of the search's fixed group resamples (NaN
+        where undefined; every candidate is scored on the same resamples, so two candidates'
+        difference has a paired standard error). A proxy has no resamples: ``()``."""
         val = self.trained.data.val
         x, y = (val.x, val.y) if full else (val.x[self.proxy_rows], val.y[self.proxy_rows])
         probabilities = predict_proba(model, x)
         scores = self.trained.task.score(probabilities, y, probabilities, y)
         finite = {name: float(value) for name, value in scores.items()
                   if isinstance(value, (int, float)) and math.isfinite(value)}
-        if full:
-            finite[f"{self.metric}_se"] = self._standard_error(probabilities, y, val.groups)
-        return finite
+        if not full:
+            return finite, ()
+        resampled = self._resampled(probabilities, y, val.groups)
+        defined = resampled[np.isfinite(resampled)]
+        finite[f"{self.metric}_se"] = float(np.std(defined)) if len(defined) > 1 else 0.0
+        return finite, tuple(float(value) for value in resampled)
 
-    def _standard_error(self, probabilities: np.ndarray, labels: np.ndarray,
-                        groups: np.ndarray) -> float:
-        """Standard deviation of the primary metric over bootstrap resamples of groups."""
+    def _resampled(self, probabilities: np.ndarray, labels: np.ndarray, groups: np.ndarray
+                   ) -> np.ndarray:
+        """The primary metric on each of the search's group-bootstrap resamples (NaN for a
+        resample lacking a class, where TSS/F1 are undefined)."""
         if len(np.unique(groups)) < 2:
-            return 0.0
+            return np.empty(0)
         values = []
         for rows in group_resamples(groups, BOOTSTRAP_RESAMPLES, self.settings.seed):
-            if len(np.unique(labels[rows])) < 2:
-                continue  # a resample without one of the classes has no TSS/F1 to speak of
-            p, y = probabilities[rows], labels[rows]
-            value = self.trained.task.score(p, y, p, y).get(self.metric, math.nan)
-            if math.isfinite(value):
-                values.append(value)
-        return float(np.std(values)) if len(values) > 1 else 0.0
+            value = math.nan
+            if len(np.unique(labels[rows])) > 1:
+                p, y = probabilities[rows], labels[rows]
+                value = self.trained.task.score(p, y, p, y).get(self.metric, math.nan)
+            values.append(value)
+        return np.asarray(values, dtype=np.float64)
 
-    def _measure(self, model: nn.Module, stage: str, full: bool) -> Measurement:
-        measurement = measure(model, self.example, metrics=self.validation_metrics(model, full),
+    def _measure(self, model: nn.Module, stage: str, full: bool
+                 ) -> tuple[Measurement, tuple[float, ...]]:
+        metrics, resampled = self.validation_metrics(model, full)
+        measurement = measure(model, self.example, metrics=metrics,
                               stage=stage, repeats=self.settings.latency_repeats, warmup=5)
         return dataclasses.replace(measurement, theoretical_bytes=artifact_size_bytes(
-            model, self.example, self.artifact_metadata, fec=self.settings.fec))
+            model, self.example, self.artifact_metadata, fec=self.settings.fec)), resampled
 
     def evaluate(self, assignment: Mapping[str, Any], full: bool, name: str = "search"
                  ) -> Evaluation:
@@ -198,10 +215,10 @@ class Evaluator:
         started = time.perf_counter()
         recipe, model = self.space.compress(assignment, self.trained.model, self.trained.data,
                                             fine_tune=full, name=name, students=self.students)
-        measurement = self._measure(model, "full" if full else "proxy", full)
+        measurement, resampled = self._measure(model, "full" if full else "proxy", full)
         usage = tuple(self.budget.usage(measurement, self.base if full else self.base_proxy))
         return Evaluation("full" if full else "proxy", measurement, usage, recipe,
-                          time.perf_counter() - started)
+                          time.perf_counter() - started, resampled)
 
     # ---------------------------------------------------------------------------------------
     # Screening a proxy

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 
 from satcompress.fileio import atomic_write_bytes
@@ -23,6 +24,7 @@ from satcompress.pipeline.budget import Violation, shortfall
 from satcompress.search.study import FINISHED
 
 __all__ = [
+    "difference_standard_error",
     "one_standard_error_choice",
     "EmptyFront",
     "TrialRecord",
@@ -66,6 +68,9 @@ class TrialRecord:
     duplicate_of: int | None = None
     metric_se: float = 0.0
     """Group-bootstrap standard error of ``metric`` (full evaluations; 0 for a proxy)."""
+    resampled: tuple[float, ...] = ()
+    """``metric`` on the search's fixed validation-group resamples (NaN where undefined;
+    full evaluations only)."""
 
     @property
     def label(self) -> str:
@@ -97,8 +102,23 @@ def trial_records(study: optuna.Study, metric: str) -> list[TrialRecord]:
             finished_at=trial.datetime_complete.timestamp(),
             duplicate_of=attrs.get("duplicate_of"),
             metric_se=float(measured["metrics"].get(f"{metric}_se", 0.0)),
+            resampled=tuple(math.nan if value is None else float(value)
+                            for value in measured.get("resampled", ())),
         ))
     return records
+
+
+def difference_standard_error(best: TrialRecord, other: TrialRecord) -> float:
+    """Standard error of ``best.metric - other.metric``: the standard deviation of the
+    difference over the validation-group resamples both were scored on (paired, so the part of
+    the noise both share -- which groups are in the split -- cancels); ``best.metric_se``
+    where either lacks the resamples (a study recorded before they were)."""
+    if best.resampled and len(best.resampled) == len(other.resampled):
+        difference = np.subtract(best.resampled, other.resampled)
+        difference = difference[np.isfinite(difference)]
+        if len(difference) > 1:
+            return float(np.std(difference))
+    return best.metric_se
 
 
 def one_standard_error_choice(candidates: Sequence[TrialRecord], higher_is_better: bool
@@ -107,13 +127,17 @@ def one_standard_error_choice(candidates: Sequence[TrialRecord], higher_is_bette
     metric is within one standard error of the best one's (the one-standard-error rule of
     Breiman et al. 1984, as in Hastie et al., "Elements of Statistical Learning", 7.10: a
     difference smaller than the noise of the validation split is no reason for more bytes),
-    then the rest, best metric first (fewest bytes on a tie)."""
+    then the rest, best metric first (fewest bytes on a tie). The standard error is that of
+    the difference between the two candidates (:func:`difference_standard_error`): both are
+    scored on the same examples, and one small split's luck, shared by both, is no reason to
+    give up skill either."""
     sign = 1.0 if higher_is_better else -1.0
     ranked = sorted(candidates, key=lambda r: (-sign * r.metric, r.bytes))
     if not ranked:
         return []
     best = ranked[0]
-    close = [r for r in ranked if sign * (best.metric - r.metric) <= best.metric_se]
+    close = [r for r in ranked
+             if sign * (best.metric - r.metric) <= difference_standard_error(best, r)]
     chosen = min(close, key=lambda r: (r.bytes, -sign * r.metric))
     return [chosen, *(r for r in ranked if r is not chosen)]
 

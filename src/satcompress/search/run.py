@@ -10,9 +10,11 @@ on the test split and verifies the budget). The study itself stays in its storag
 (``study.db`` by default), so running the same command again resumes it.
 
 The chosen model is the feasible trial with the fewest bytes among those whose validation
-metric is within one standard error (a group bootstrap of the validation split) of the best
-one's -- the one-standard-error rule (:func:`satcompress.search.front.one_standard_error_choice`):
-the search does not pay bytes for differences within the noise of one small validation split.
+metric is within one standard error of the best one's -- the one-standard-error rule
+(:func:`satcompress.search.front.one_standard_error_choice`), the error being that of the
+difference between the two, paired over the same bootstrap resamples of the validation
+groups: the search neither pays bytes for differences within the noise of one small
+validation split nor gives up skill for the luck both candidates share.
 Only the chosen model's final run touches the test split. If it breaks the budget after all
 (the test split, or a latency measured with more repeats), the next candidates (best
 validation metric first) are tried, up to ``verify_candidates``. A budget's

@@ -83,6 +83,10 @@ class SearchSettings:
     prune_ratios : tuple of float
         Fractions of a structured group's units (hidden channels, heads, residual features)
         a trial may remove; the first, 0.0, keeps the group whole.
+    sparsities : tuple of float
+        Fractions of the weights a trial may set to zero by global magnitude pruning (Deep
+        Compression, Han et al. 2016; gradual, Zhu & Gupta 2017, in a full evaluation) after
+        structured pruning and factorization, before the codec; the first, 0.0, prunes none.
     rank_fractions : tuple of float
         Ranks a factorizable layer may get, as fractions of its largest rank after pruning;
         the first, 1.0, leaves it unfactored. A rank that saves no weights is skipped.
@@ -137,6 +141,7 @@ class SearchSettings:
     distill_epochs: int = 12
     distill_patience: int = 5
     prune_ratios: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 0.9)
+    sparsities: tuple[float, ...] = (0.0, 0.5, 0.75, 0.85, 0.9)
     rank_fractions: tuple[float, ...] = (1.0, 0.25, 0.125, 0.0625)
     codecs: tuple[str, ...] = CODECS
     importance: str = "l2"
@@ -156,7 +161,8 @@ class SearchSettings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "protect", check_protections(self.protect))
-        for name in ("student_fractions", "prune_ratios", "rank_fractions", "codecs"):
+        for name in ("student_fractions", "prune_ratios", "sparsities", "rank_fractions",
+                     "codecs"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         _fractions(self.student_fractions, "student_fractions", True, 1.0, 1.0)
         if self.distill_stage not in DISTILL_STAGES:
@@ -165,6 +171,7 @@ class SearchSettings:
                 f"{self.distill_stage!r}."
             )
         _fractions(self.prune_ratios, "prune_ratios", False, 0.99, 0.0)
+        _fractions(self.sparsities, "sparsities", False, 0.99, 0.0)
         _fractions(self.rank_fractions, "rank_fractions", True, 1.0, 1.0)
         if not self.codecs or len(set(self.codecs)) != len(self.codecs):
             raise ValueError(f"SearchSettings.codecs must list distinct codecs, got {self.codecs!r}.")

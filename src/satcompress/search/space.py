@@ -13,6 +13,10 @@ family's own layer discovery:
     The fraction of a structured group's units to remove (hidden width, attention heads,
     residual stream; :meth:`satcompress.prune.StructuredPruner.groups`). The output layer is
     never pruned (its outputs are the classes).
+``sparsity:model``
+    The fraction of all remaining weights set to zero by global magnitude pruning (Deep
+    Compression's pruning; gradual with fine-tuning in a full evaluation), after structured
+    pruning and factorization; the artifact codes the zeros as runs.
 ``rank:<layer>``
     The rank of a truncated-SVD / Tucker-2 factorization of a layer, as a fraction of its
     largest rank after pruning (:func:`satcompress.lowrank.factorizable_layers`); offered
@@ -25,16 +29,18 @@ family's own layer discovery:
 A trial's decisions become an ordered list of registered stage configs -- a
 :class:`~satcompress.pipeline.recipe.Recipe` -- built stage by stage on the model (absolute
 ranks and the names of factored layers depend on the shapes earlier stages leave):
-``structured_prune(group_ratios)`` -> ``low_rank(layer_ranks)`` ->
+``structured_prune(group_ratios)`` -> ``low_rank(layer_ranks)`` -> ``magnitude_prune`` ->
 ``weight_cluster(layer_clusters)`` -> ``post_training_quantize`` (proxy) or
-``quantization_aware_train`` (full evaluation) with ``layer_bits``. The recipe alone
+``quantization_aware_train`` (full evaluation, without sparsity: training would regrow the
+pruned weights) with ``layer_bits``. The recipe alone
 reproduces the model: ``satcompress compress --recipe recipe.toml``. A student trial's
 recipe starts with its distillation stage.
 
 Blocks (for divide and conquer, EMO-DIR style) group the decisions by the top-level module
 they act on (``blocks.0`` for an element of a ``ModuleList``/``Sequential``); blocks holding
 less than ``min_block_fraction`` of the searched weights are merged into a neighbour. The
-student decision is a block of its own, ``student``, first.
+student decision is a block of its own, ``student``, first; the sparsity decision one of its
+own, ``sparsity``, last.
 """
 
 from __future__ import annotations
@@ -51,7 +57,13 @@ from satcompress.cluster import WeightClusterConfig
 from satcompress.distill import parameter_count, width_multiplier_for_fraction
 from satcompress.lowrank import FactorizableLayer, LowRankConfig, factorizable_layers
 from satcompress.pipeline.recipe import Recipe
-from satcompress.prune import StructuredPruneConfig, StructuredPruner, prunable_weights, units_to_remove
+from satcompress.prune import (
+    MagnitudePruneConfig,
+    StructuredPruneConfig,
+    StructuredPruner,
+    prunable_weights,
+    units_to_remove,
+)
 from satcompress.quantize import (
     PostTrainingQuantizeConfig,
     QuantizationAwareTrainConfig,
@@ -60,13 +72,17 @@ from satcompress.quantize import (
 from satcompress.search.settings import SearchSettings, parse_codec
 from satcompress.tasks.base import TaskData
 
-__all__ = ["DECISION_KINDS", "STUDENT", "Decision", "SearchSpace", "Students", "derive_space"]
+__all__ = ["DECISION_KINDS", "SPARSITY", "STUDENT", "Decision", "SearchSpace", "Students",
+           "derive_space"]
 
-DECISION_KINDS = ("student", "prune", "rank", "codec")
+DECISION_KINDS = ("student", "prune", "rank", "sparsity", "codec")
 """The kinds of decision, in the order their stages run."""
 
 STUDENT = "student:model"
 """Name of the student decision (and ``student`` its block)."""
+
+SPARSITY = "sparsity:model"
+"""Name of the magnitude-pruning decision (and ``sparsity`` its block)."""
 
 Students = MutableMapping[stages.StageConfig, nn.Module]
 """Distilled students by their distillation config: trained once, reused by later trials."""
@@ -129,20 +145,22 @@ class SearchSpace:
         return tuple(decision for decision in self.decisions if decision.block == block)
 
     def uniform(self, prune: float = 0.0, rank: float = 1.0, codec: str = "float",
-                student: float = 1.0) -> Assignment:
+                student: float = 1.0, sparsity: float = 0.0) -> Assignment:
         """Every decision at one setting where offered (else at its uncompressed choice)."""
-        wanted = {"student": student, "prune": prune, "rank": rank, "codec": codec}
+        wanted = {"student": student, "prune": prune, "rank": rank, "codec": codec,
+                  "sparsity": sparsity}
         return {decision.name: (wanted[decision.kind] if wanted[decision.kind] in decision.choices
                                 else decision.choices[0])
                 for decision in self.decisions}
 
     def anchors(self, trials: int) -> tuple[Assignment, ...]:
         """Uniform starting points for a fresh study of ``trials`` trials (at most a fifth of
-        them), in this order: every layer int8; the smallest offered student with k16; every
-        layer k16; half of every group pruned with int4; the second-smallest student with
-        k16; 90% of every group pruned with k4; the smallest student, half pruned, k16 --
-        they span the sizes hand-written recipes reach. None when ``settings.anchors`` is
-        off."""
+        them), in this order: every layer int8; the smallest offered student with k16; the
+        second-smallest student, half of every group pruned, 85% sparsity, k16 (the shape of
+        the `assembled` recipe); every layer k16; half of every group pruned with int4; the
+        second-smallest student with k16; 90% of every group pruned with k4; the smallest
+        student, half pruned, k16 -- they span the sizes hand-written recipes reach. None
+        when ``settings.anchors`` is off."""
         if not self.settings.anchors:
             return ()
         decisions = self.by_name()
@@ -150,7 +168,9 @@ class SearchSpace:
         smallest = students[:1] or [1.0]
         second = students[1:2] or smallest
         points = (
-            {"codec": "int8"}, {"student": smallest[0], "codec": "k16"}, {"codec": "k16"},
+            {"codec": "int8"}, {"student": smallest[0], "codec": "k16"},
+            {"student": second[0], "prune": 0.5, "sparsity": 0.85, "codec": "k16"},
+            {"codec": "k16"},
             {"prune": 0.5, "codec": "int4"}, {"student": second[0], "codec": "k16"},
             {"prune": 0.9, "codec": "k4"},
             {"student": smallest[0], "prune": 0.5, "codec": "k16"},
@@ -236,6 +256,10 @@ class SearchSpace:
         ranks = self._ranks(model, by_kind["rank"])
         if ranks:
             run(LowRankConfig(rank_by="layer_ranks", layer_ranks=ranks, **common))
+        sparsity = chosen.get(SPARSITY, 0.0)
+        if sparsity > 0:
+            run(MagnitudePruneConfig(sparsity=sparsity, pruning_steps=3 if fine_tune else 1,
+                                     **common))
         codecs: dict[str, tuple[str, int]] = {}
         for layer, codec in by_kind["codec"].items():
             parsed = parse_codec(codec)
@@ -253,7 +277,7 @@ class SearchSpace:
             exclude = tuple(layer for layer in quantizable_layers(model) if layer not in quantized)
             quantization = {"weight_bits": 8, "quantize_activations": False, "layer_bits": bits,
                             "exclude": exclude, "seed": settings.seed}
-            if fine_tune and not clusters and bits:
+            if fine_tune and not clusters and not sparsity and bits:
                 run(QuantizationAwareTrainConfig(max_epochs=settings.qat_epochs,
                                                  patience_epochs=settings.qat_patience,
                                                  **quantization))
@@ -367,6 +391,12 @@ def derive_space(model: nn.Module, data: TaskData, settings: SearchSettings | No
         decisions = (Decision("student", "model", "student", students, parameter_count(model)),
                      *decisions)
         blocks = ("student", *blocks)
+    if len(settings.sparsities) > 1:
+        at = sum(decision.kind in ("student", "prune", "rank") for decision in decisions)
+        decisions = (*decisions[:at], Decision("sparsity", "model", "sparsity",
+                                               settings.sparsities, sum(sizes.values())),
+                     *decisions[at:])
+        blocks = (*blocks, "sparsity")
     return SearchSpace(decisions, blocks, output_layer, settings)
 
 
