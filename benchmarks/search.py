@@ -41,6 +41,7 @@ from satcompress.pipeline.recipe import Recipe, named_recipes
 from satcompress.pipeline.runner import BudgetNotMet, run_recipe
 from satcompress.report import markdown_table
 from satcompress.search import EmptyFront, SearchSettings, hypervolume, run_search
+from satcompress.tasks.registry import get_task
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "search"))
 from postgres_server import PostgresServer, postgres_binaries  # noqa: E402  (test helper)
@@ -52,12 +53,9 @@ TOLERANCE = {"flares": 0.01, "transients": 0.02}
 VALIDATION_DROP = {"flares": "tss:0.05", "transients": "logloss:0.1"}
 """The search budgets' validation metric-drop limit (also the hypervolume reference)."""
 TRIALS = {"flares": 30, "transients": 24}
-SETTINGS = {
-    "flares": SearchSettings(),  # students by DynamicKD, 12 epochs, as the assembled recipe
-    "transients": SearchSettings(distill_stage="hinton_kd", distill_epochs=40,
-                                 distill_patience=8, student_fractions=(1.0, 0.2, 0.1)),
-}
-"""Search settings per task: the student decision distils as that task's hand recipe does."""
+SETTINGS = {name: SearchSettings.for_task(get_task(name)) for name in TRIALS}
+"""Search settings per task (``Task.search_settings``): the student decision distils as that
+task's hand recipe does (flares: DynamicKD, 12 epochs; transients: Hinton KD, 40 epochs)."""
 SCALING_TRIALS = 12
 VERIFY_CANDIDATES = 5
 """Candidates (best validation metric first) run on the test split before a search gives up:

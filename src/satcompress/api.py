@@ -189,4 +189,5 @@ def search(
                       **data_options)
     profile = None if target is None else get_target(target)
     return run_search(trained, budget, trials, out, workers=workers, strategy=strategy,
-                      seed=seed, settings=SearchSettings(seed=seed, fec=fec), target=profile)
+                      seed=seed, settings=SearchSettings.for_task(trained.task, seed=seed, fec=fec),
+                      target=profile)

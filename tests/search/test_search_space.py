@@ -10,6 +10,7 @@ from satcompress.pipeline.budget import Budget
 from satcompress.pipeline.recipe import Recipe
 from satcompress.pipeline.runner import run_recipe
 from satcompress.search import SearchSettings, derive_space, parse_codec
+from satcompress.tasks.registry import get_task
 from blob_task import trained_blobs
 
 
@@ -162,3 +163,10 @@ def test_bad_settings_and_assignments_are_refused_with_the_fix():
         SearchSettings(student_fractions=(0.25,))
     with pytest.raises(ValueError, match="distill_stage must be one of"):
         SearchSettings(distill_stage="fitnets")
+
+
+def test_a_task_sets_how_its_searches_distil_students_and_overrides_win():
+    t2 = SearchSettings.for_task(get_task("transients"), seed=3)
+    assert (t2.distill_stage, t2.distill_epochs, t2.student_fractions, t2.seed) == (
+        "hinton_kd", 40, (1.0, 0.2, 0.1), 3)  # as assembled-t2 distils
+    assert SearchSettings.for_task(get_task("flares")) == SearchSettings()

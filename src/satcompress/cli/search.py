@@ -68,6 +68,7 @@ def search(
     from satcompress.pipeline.result import BudgetNotMet
     from satcompress.report import rich_table
     from satcompress.search import EmptyFront, SearchSettings, front_rows, run_search
+    from satcompress.tasks.registry import get_task
 
     if trials < 1 or workers < 1:
         fail("--trials and --workers must be at least 1.")
@@ -87,8 +88,10 @@ def search(
         with console.status(f"searching ({trials} trials, {workers} worker(s))"):
             result = run_search(subject, budget, trials, out, workers=workers, storage=storage,
                                 study_name=study_name, strategy=strategy, seed=seed,
-                                settings=SearchSettings(seed=seed, fec=fec, protect=tuple(
-                                    name for name in protect.split(",") if name)),
+                                settings=SearchSettings.for_task(
+                                    get_task(task) if task is not None else subject.task,
+                                    seed=seed, fec=fec, protect=tuple(
+                                        name for name in protect.split(",") if name)),
                                 target=profile,
                                 folds=folds, seeds=range(seed, seed + seeds))
     except FoldsBudgetNotMet as failure:
@@ -98,8 +101,6 @@ def search(
         fail(f"{failure} (trials and front: {out / 'front.md'})")
     except (DataFileError, ValueError, RuntimeError) as error:
         fail(str(error))
-    from satcompress.tasks.registry import get_task
-
     metric = get_task(task).primary_metric if task is not None else subject.task.primary_metric
     console.print(rich_table(front_rows(result.front, metric, result.base.theoretical_bytes),
                              title=f"{result.task}: Pareto front (validation metric)"))

@@ -159,7 +159,8 @@ def run_search(
     strategy : {"whole", "divide"}
         See :data:`STRATEGIES`.
     settings : SearchSettings, optional
-        Choices offered and how trials are judged (default: ``SearchSettings(seed=seed)``).
+        Choices offered and how trials are judged (default: the task's,
+        ``SearchSettings.for_task(task, seed=seed)``).
     latency_repeats : int
         Timed runs of the final verification.
     verify_candidates : int
@@ -204,7 +205,7 @@ def run_search(
     out = Path(out_dir)
     storage = check_storage(storage or default_storage(out))
     trained = task if isinstance(task, TrainedModel) else cached_base_model(task, seed)
-    settings = settings or SearchSettings(seed=seed)
+    settings = settings or SearchSettings.for_task(trained.task, seed=seed)
     out.mkdir(parents=True, exist_ok=True)
     study_name = study_name or f"{trained.task.name}-{strategy}"
     space = derive_space(trained.model, trained.data, settings)

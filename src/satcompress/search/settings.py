@@ -6,7 +6,7 @@ import dataclasses
 import json
 import math
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from satcompress.cluster import MAX_CLUSTERS
 from satcompress.pipeline.recipe import DEFAULT_FEC
@@ -14,6 +14,9 @@ from satcompress.prune import IMPORTANCE_CRITERIA
 from satcompress.quantize.fake_quant import MAX_BITS, MIN_BITS
 from satcompress.radiation import check_protections
 from satcompress.stages import StageConfig, config_type
+
+if TYPE_CHECKING:
+    from satcompress.tasks.registry import Task
 
 __all__ = ["CODECS", "DISTILL_STAGES", "SearchSettings", "parse_codec"]
 
@@ -207,6 +210,11 @@ class SearchSettings:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0 <= value < 1):
                 raise ValueError(f"SearchSettings.{name} must be a fraction in [0, 1), got {value!r}.")
+
+    @classmethod
+    def for_task(cls, task: "Task", **overrides: Any) -> "SearchSettings":
+        """The settings of a search on ``task``: its ``search_settings``, then ``overrides``."""
+        return cls(**{**task.search_settings, **overrides})
 
     def student_config(self, fraction: float) -> StageConfig:
         """The distillation stage of a student of ``fraction`` of the model's parameters."""

@@ -59,6 +59,9 @@ class Task:
     recipe : str
         The shipped recipe ``compress`` uses when none is named: the one tuned on this task,
         else :data:`GENERAL_RECIPE`.
+    search_settings : dict
+        Keyword arguments of :class:`satcompress.search.SearchSettings` for this task's
+        searches (their student decision distils as the task's tuned recipe does).
     """
 
     name: str
@@ -70,6 +73,7 @@ class Task:
     data: TaskData | None = field(default=None, repr=False, compare=False)
     load_options: dict = field(default_factory=dict)
     recipe: str = GENERAL_RECIPE
+    search_settings: dict = field(default_factory=dict)
 
     @property
     def _module(self) -> Any:
@@ -153,6 +157,10 @@ class Task:
         return self._module.baseline(data, seed=seed, test_probabilities=test_probabilities)
 
 
+_T2_SEARCH = {"distill_stage": "hinton_kd", "distill_epochs": 40, "distill_patience": 8,
+              "student_fractions": (1.0, 0.2, 0.1)}
+"""Students of a t2 search as `assembled-t2` distils them (Hinton KD, 40 epochs)."""
+
 TASKS: dict[str, Task] = {
     task.name: task
     for task in (
@@ -173,6 +181,7 @@ TASKS: dict[str, Task] = {
             train_settings={"max_epochs": 40, "batch_size": 64, "learning_rate": 1e-3,
                             "weight_decay": 1e-4, "patience_epochs": 8},
             recipe="assembled-t2",
+            search_settings=_T2_SEARCH,
         ),
         Task(
             name="transients-lsst",
@@ -186,6 +195,7 @@ TASKS: dict[str, Task] = {
             load_options={"survey": "lsst", "config": PreprocessingConfig(
                 hyperparameter_search="grid")},
             recipe="assembled-t2",
+            search_settings=_T2_SEARCH,
         ),
     )
 }
