@@ -170,3 +170,15 @@ def test_a_task_sets_how_its_searches_distil_students_and_overrides_win():
     assert (t2.distill_stage, t2.distill_epochs, t2.student_fractions, t2.seed) == (
         "hinton_kd", 40, (1.0, 0.2, 0.1), 3)  # as assembled-t2 distils
     assert SearchSettings.for_task(get_task("flares")) == SearchSettings()
+
+
+def test_the_search_starts_from_the_shape_of_the_tasks_hand_recipe():
+    space = derive_space(tiny_mlp(), make_blobs())
+    anchor = space.anchors(30)[2]  # after int8 and the smallest student with k16
+    assert anchor["student:model"] == 0.1 and anchor["sparsity:model"] == 0.85
+    assert anchor["prune:stem"] == 0.5 and anchor["codec:head"] == "k16"
+    t2 = SearchSettings.for_task(get_task("transients"))
+    assert dict(t2.recipe_anchor) == {"student": 0.2, "sparsity": 0.4, "codec": "k16"}
+    assert 0.4 in t2.sparsities  # the anchor's sparsity is one the space offers
+    with pytest.raises(ValueError, match="recipe_anchor sets \\['depth'\\]"):
+        SearchSettings(recipe_anchor=(("depth", 0.5),))

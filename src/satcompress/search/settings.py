@@ -18,7 +18,10 @@ from satcompress.stages import StageConfig, config_type
 if TYPE_CHECKING:
     from satcompress.tasks.registry import Task
 
-__all__ = ["CODECS", "DISTILL_STAGES", "SearchSettings", "parse_codec"]
+__all__ = ["ANCHOR_SETTINGS", "CODECS", "DISTILL_STAGES", "SearchSettings", "parse_codec"]
+
+ANCHOR_SETTINGS = ("student", "prune", "rank", "sparsity", "codec")
+"""What an anchor sets, each for every decision of its kind."""
 
 CODECS = ("float", "int8", "int6", "int4", "int3", "int2", "k64", "k16", "k8", "k4")
 """Default weight codecs a layer may get: float32, integer weights of ``intB`` bits
@@ -120,6 +123,12 @@ class SearchSettings:
     anchors : bool
         Start a fresh study with a few uniform settings (every layer int8, int4, k16, and
         half of every group pruned with int4) before the evolutionary search.
+    recipe_anchor : tuple of (str, value) pairs
+        One of those anchors: the shape of the task's tuned recipe as uniform settings
+        (``student``, ``prune``, ``sparsity``, ``codec``, ``rank``; see
+        :meth:`satcompress.search.SearchSpace.uniform`), so the search starts where the hand
+        recipe is. Default: `assembled`'s (student 1/10, half of every group pruned, 85 %
+        sparsity, 16 clusters).
     min_block_fraction : float
         Divide and conquer: a block of layers holding less than this fraction of the
         searched weights is merged into its neighbour.
@@ -156,6 +165,8 @@ class SearchSettings:
     latency_repeats: int = 30
     population_size: int | None = None
     anchors: bool = True
+    recipe_anchor: tuple[tuple[str, Any], ...] = (("student", 0.1), ("prune", 0.5),
+                                                  ("sparsity", 0.85), ("codec", "k16"))
     min_block_fraction: float = 0.05
     block_trial_fraction: float = 0.7
     seed: int = 0
@@ -167,6 +178,12 @@ class SearchSettings:
         for name in ("student_fractions", "prune_ratios", "sparsities", "rank_fractions",
                      "codecs"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
+        object.__setattr__(self, "recipe_anchor",
+                           tuple((str(key), value) for key, value in self.recipe_anchor))
+        unknown = {key for key, _ in self.recipe_anchor} - set(ANCHOR_SETTINGS)
+        if unknown:
+            raise ValueError(f"SearchSettings.recipe_anchor sets {sorted(unknown)}; it may set "
+                             f"{', '.join(ANCHOR_SETTINGS)}.")
         _fractions(self.student_fractions, "student_fractions", True, 1.0, 1.0)
         if self.distill_stage not in DISTILL_STAGES:
             raise ValueError(

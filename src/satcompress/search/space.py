@@ -156,8 +156,7 @@ class SearchSpace:
     def anchors(self, trials: int) -> tuple[Assignment, ...]:
         """Uniform starting points for a fresh study of ``trials`` trials (at most a fifth of
         them), in this order: every layer int8; the smallest offered student with k16; the
-        second-smallest student, half of every group pruned, 85% sparsity, k16 (the shape of
-        the `assembled` recipe); every layer k16; half of every group pruned with int4; the
+        task's hand recipe's shape (``settings.recipe_anchor``); every layer k16; half of every group pruned with int4; the
         second-smallest student with k16; 90% of every group pruned with k4; the smallest
         student, half pruned, k16 -- they span the sizes hand-written recipes reach. None
         when ``settings.anchors`` is off."""
@@ -169,8 +168,7 @@ class SearchSpace:
         second = students[1:2] or smallest
         points = (
             {"codec": "int8"}, {"student": smallest[0], "codec": "k16"},
-            {"student": second[0], "prune": 0.5, "sparsity": 0.85, "codec": "k16"},
-            {"codec": "k16"},
+            dict(self.settings.recipe_anchor), {"codec": "k16"},
             {"prune": 0.5, "codec": "int4"}, {"student": second[0], "codec": "k16"},
             {"prune": 0.9, "codec": "k4"},
             {"student": smallest[0], "prune": 0.5, "codec": "k16"},

@@ -158,8 +158,10 @@ class Task:
 
 
 _T2_SEARCH = {"distill_stage": "hinton_kd", "distill_epochs": 40, "distill_patience": 8,
-              "student_fractions": (1.0, 0.2, 0.1)}
-"""Students of a t2 search as `assembled-t2` distils them (Hinton KD, 40 epochs)."""
+              "student_fractions": (1.0, 0.2, 0.1), "sparsities": (0.0, 0.25, 0.4, 0.6, 0.8),
+              "recipe_anchor": (("student", 0.2), ("sparsity", 0.4), ("codec", "k16"))}
+"""A t2 search: students distilled as `assembled-t2` does (Hinton KD, 40 epochs), the milder
+sparsities a transformer keeps, and an anchor of `assembled-t2`'s shape."""
 
 TASKS: dict[str, Task] = {
     task.name: task
