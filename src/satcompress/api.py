@@ -19,9 +19,9 @@ is a name of :data:`satcompress.tasks.user.METRICS` or a function ``f(labels, pr
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np

@@ -83,14 +83,14 @@ def search(
         if task is None:
             with console.status("reading your model and data"):
                 subject = mine.trained(seed)
+            searched = subject.task
         else:
-            subject = task
+            subject, searched = task, get_task(task)
         with console.status(f"searching ({trials} trials, {workers} worker(s))"):
             result = run_search(subject, budget, trials, out, workers=workers, storage=storage,
                                 study_name=study_name, strategy=strategy, seed=seed,
                                 settings=SearchSettings.for_task(
-                                    get_task(task) if task is not None else subject.task,
-                                    seed=seed, fec=fec, protect=tuple(
+                                    searched, seed=seed, fec=fec, protect=tuple(
                                         name for name in protect.split(",") if name)),
                                 target=profile,
                                 folds=folds, seeds=range(seed, seed + seeds))
@@ -101,7 +101,7 @@ def search(
         fail(f"{failure} (trials and front: {out / 'front.md'})")
     except (DataFileError, ValueError, RuntimeError) as error:
         fail(str(error))
-    metric = get_task(task).primary_metric if task is not None else subject.task.primary_metric
+    metric = searched.primary_metric
     console.print(rich_table(front_rows(result.front, metric, result.base.theoretical_bytes),
                              title=f"{result.task}: Pareto front (validation metric)"))
     chosen, final = result.chosen, result.run.final

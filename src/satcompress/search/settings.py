@@ -18,10 +18,11 @@ from satcompress.stages import StageConfig, config_type
 if TYPE_CHECKING:
     from satcompress.tasks.registry import Task
 
-__all__ = ["ANCHOR_SETTINGS", "CODECS", "DISTILL_STAGES", "SearchSettings", "parse_codec"]
+__all__ = ["CODECS", "DECISION_KINDS", "DISTILL_STAGES", "SearchSettings", "parse_codec"]
 
-ANCHOR_SETTINGS = ("student", "prune", "rank", "sparsity", "codec")
-"""What an anchor sets, each for every decision of its kind."""
+DECISION_KINDS = ("student", "prune", "rank", "sparsity", "codec")
+"""The kinds of search decision, in the order their stages run (an anchor sets each for every
+decision of its kind; :mod:`satcompress.search.space`)."""
 
 CODECS = ("float", "int8", "int6", "int4", "int3", "int2", "k64", "k16", "k8", "k4")
 """Default weight codecs a layer may get: float32, integer weights of ``intB`` bits
@@ -180,10 +181,10 @@ class SearchSettings:
             object.__setattr__(self, name, tuple(getattr(self, name)))
         object.__setattr__(self, "recipe_anchor",
                            tuple((str(key), value) for key, value in self.recipe_anchor))
-        unknown = {key for key, _ in self.recipe_anchor} - set(ANCHOR_SETTINGS)
+        unknown = {key for key, _ in self.recipe_anchor} - set(DECISION_KINDS)
         if unknown:
             raise ValueError(f"SearchSettings.recipe_anchor sets {sorted(unknown)}; it may set "
-                             f"{', '.join(ANCHOR_SETTINGS)}.")
+                             f"{', '.join(DECISION_KINDS)}.")
         _fractions(self.student_fractions, "student_fractions", True, 1.0, 1.0)
         if self.distill_stage not in DISTILL_STAGES:
             raise ValueError(

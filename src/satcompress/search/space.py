@@ -69,14 +69,11 @@ from satcompress.quantize import (
     QuantizationAwareTrainConfig,
     quantizable_layers,
 )
-from satcompress.search.settings import SearchSettings, parse_codec
+from satcompress.search.settings import DECISION_KINDS, SearchSettings, parse_codec
 from satcompress.tasks.base import TaskData
 
 __all__ = ["DECISION_KINDS", "SPARSITY", "STUDENT", "Decision", "SearchSpace", "Students",
            "derive_space"]
-
-DECISION_KINDS = ("student", "prune", "rank", "sparsity", "codec")
-"""The kinds of decision, in the order their stages run."""
 
 STUDENT = "student:model"
 """Name of the student decision (and ``student`` its block)."""
@@ -156,10 +153,10 @@ class SearchSpace:
     def anchors(self, trials: int) -> tuple[Assignment, ...]:
         """Uniform starting points for a fresh study of ``trials`` trials (at most a fifth of
         them), in this order: every layer int8; the smallest offered student with k16; the
-        task's hand recipe's shape (``settings.recipe_anchor``); every layer k16; half of every group pruned with int4; the
-        second-smallest student with k16; 90% of every group pruned with k4; the smallest
-        student, half pruned, k16 -- they span the sizes hand-written recipes reach. None
-        when ``settings.anchors`` is off."""
+        task's hand recipe's shape (``settings.recipe_anchor``); every layer k16; half of
+        every group pruned with int4; the second-smallest student with k16; 90% of every group
+        pruned with k4; the smallest student, half pruned, k16 -- they span the sizes
+        hand-written recipes reach. None when ``settings.anchors`` is off."""
         if not self.settings.anchors:
             return ()
         decisions = self.by_name()
@@ -382,20 +379,19 @@ def derive_space(model: nn.Module, data: TaskData, settings: SearchSettings | No
     block_weights = {block: sum(sizes[layer] for layer in layers
                                 if _block_of(model, layer) == block) for block in block_order}
     merged = _merge_small_blocks(block_order, block_weights, settings.min_block_fraction)
-    decisions = tuple(Decision(kind, target, merged[_block_of(model, target)], choices, weight)
-                      for kind, target, choices, weight in raw)
-    blocks = tuple(dict.fromkeys(merged[block] for block in block_order))
-    if len(students) > 1:
-        decisions = (Decision("student", "model", "student", students, parameter_count(model)),
-                     *decisions)
-        blocks = ("student", *blocks)
+    decisions = [Decision(kind, target, merged[_block_of(model, target)], choices, weight)
+                 for kind, target, choices, weight in raw]
+    blocks = list(dict.fromkeys(merged[block] for block in block_order))
+    if len(students) > 1:  # whole-model decisions: each a block of its own
+        decisions.append(Decision("student", "model", "student", students,
+                                  parameter_count(model)))
+        blocks.insert(0, "student")
     if len(settings.sparsities) > 1:
-        at = sum(decision.kind in ("student", "prune", "rank") for decision in decisions)
-        decisions = (*decisions[:at], Decision("sparsity", "model", "sparsity",
-                                               settings.sparsities, sum(sizes.values())),
-                     *decisions[at:])
-        blocks = (*blocks, "sparsity")
-    return SearchSpace(decisions, blocks, output_layer, settings)
+        decisions.append(Decision("sparsity", "model", "sparsity", settings.sparsities,
+                                  sum(sizes.values())))
+        blocks.append("sparsity")
+    decisions.sort(key=lambda decision: DECISION_KINDS.index(decision.kind))  # stable
+    return SearchSpace(tuple(decisions), tuple(blocks), output_layer, settings)
 
 
 def _student_choices(model: nn.Module, fractions: tuple[float, ...],
