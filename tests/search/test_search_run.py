@@ -46,6 +46,22 @@ def whole_search(tmp_path_factory):
     return trained, result, out
 
 
+def test_the_same_search_again_finds_the_same_trials_and_delivers_the_same_model(
+        whole_search, tmp_path):
+    """Its objectives are deterministic (MACs, not a measured latency), so the evolution does
+    not depend on the machine's load."""
+    trained, result, _ = whole_search
+    again = run_search(trained, "max_bytes=2.5kB,max_metric_drop=accuracy:0.05", 10, tmp_path,
+                       settings=FAST, latency_repeats=2)
+    first, second = ([(r.params, r.metric, r.bytes, r.macs) for r in run.records]
+                     for run in (result, again))
+    assert first == second and len(first) == 10
+    assert again.chosen.label == result.chosen.label
+    study = optuna.load_study(study_name=result.studies[0], storage=result.storage)
+    assert all(trial.values[2] == trial.user_attrs[trial.user_attrs["evaluation"]]["macs"]
+               for trial in study.trials if trial.values is not None)
+
+
 def test_the_chosen_trial_is_the_best_feasible_one_and_its_recipe_reproduces_it(whole_search):
     trained, result, tmp_path = whole_search
     feasible = [r for r in result.records if r.candidate]
@@ -123,7 +139,7 @@ def test_combinations_keep_to_the_byte_limit_and_rank_by_estimated_drop():
 
 
 def _record(number, metric, size, feasible=True, se=0.0, resampled=()):
-    return TrialRecord("s", number, "COMPLETE", "whole", "full", feasible, metric, size, 1.0, 0,
+    return TrialRecord("s", number, "COMPLETE", "whole", "full", feasible, metric, size, 1.0, 0, 0,
                        (Violation("max_bytes", 10_000, size),), {}, {}, 1.0, float(number),
                        metric_se=se, resampled=tuple(resampled))
 

@@ -36,6 +36,12 @@ def search(
                               "into OUT/folds/. Reference tasks only. Default: one split."),
     seeds: int = typer.Option(1, min=1, help="With --folds: seeds per fold (--seed, --seed+1, "
                               "...), each reshuffling the folds and retraining."),
+    rank_candidates: int = typer.Option(4, min=0, help="Reference tasks: rank the best N "
+                                        "candidates again over grouped folds of the training "
+                                        "data, each fold with its own base model, before the "
+                                        "final run (OUT/ranking/); 0: the validation split's "
+                                        "order."),
+    rank_folds: int = typer.Option(4, min=3, help="The folds of that ranking."),
     protect: str = typer.Option("", help="Protections against upsets in RAM the chosen recipe "
                                 "records, comma-separated (ranges, tables, compact, scrub); a "
                                 "budget's max_sdc_probability is judged on that artifact."),
@@ -93,7 +99,8 @@ def search(
                                     searched, seed=seed, fec=fec, protect=tuple(
                                         name for name in protect.split(",") if name)),
                                 target=profile,
-                                folds=folds, seeds=range(seed, seed + seeds))
+                                folds=folds, seeds=range(seed, seed + seeds),
+                                rank_candidates=rank_candidates, rank_folds=rank_folds)
     except FoldsBudgetNotMet as failure:
         console.print(rich_table(failure.result.rows(), title=failure.result.mode))
         fail(f"{failure} (the search: {out / 'front.md'})")
@@ -104,6 +111,9 @@ def search(
     metric = searched.primary_metric
     console.print(rich_table(front_rows(result.front, metric, result.base.theoretical_bytes),
                              title=f"{result.task}: Pareto front (validation metric)"))
+    if result.ranking is not None:
+        console.print(rich_table(result.ranking.rows(), title=f"best candidates ranked over "
+                                 f"{result.ranking.n_folds} folds of the training data"))
     chosen, final = result.chosen, result.run.final
     console.print(
         f"chosen trial {chosen.label}: {final.theoretical_bytes:,} bytes, test {metric} "

@@ -39,6 +39,7 @@ __all__ = [
     "model_from_saved",
     "train_base_model",
     "cached_base_model",
+    "stored_base_model",
 ]
 
 MODEL_FORMAT = "satcompress-model/1"
@@ -230,12 +231,21 @@ def cached_base_model(
     split = {} if fold is None else {"fold": fold, "n_folds": n_folds}
     name = task.name + f"-seed{seed}" + (f"-fold{fold}of{n_folds}" if split else "")
     path = cache_dir / "models" / f"{name}-{_cache_key(task, seed, split)}.pt"
-    data = task.load(seed=seed, **split)
+    return stored_base_model(path, task_name, seed, task.load(seed=seed, **split), progress,
+                             **split)
+
+
+def stored_base_model(path: str | os.PathLike, task_name: str, seed: int, data: TaskData,
+                      progress: bool = False, **metadata: Any) -> TrainedModel:
+    """The task's base model for ``data``: read from ``path`` if the file is there, else
+    trained on ``data`` (:func:`train_base_model`) and written there with ``metadata``."""
+    path = Path(path)
+    task = get_task(task_name)
     if path.is_file():
         model, _ = load_model(path, data)
         return TrainedModel(task, model, data, task.evaluate(model, data), path)
     trained = train_base_model(task_name, seed, progress=progress, data=data)
-    metadata = {"task": task.name, "seed": seed, "width_multiplier": 1.0,
-                "depth_multiplier": 1.0, "metrics": trained.metrics, **split}
-    save_model(trained.model, path, metadata)
+    save_model(trained.model, path, {"task": task.name, "seed": seed, "width_multiplier": 1.0,
+                                     "depth_multiplier": 1.0, "metrics": trained.metrics,
+                                     **metadata})
     return TrainedModel(task, trained.model, data, trained.metrics, path)

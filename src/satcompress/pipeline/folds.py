@@ -36,7 +36,7 @@ from satcompress.fileio import atomic_write_text
 from satcompress.firmware.targets import Target
 from satcompress.measure import Measurement
 from satcompress.measure.uncertainty import DropInterval, paired_t_interval
-from satcompress.pipeline.base_model import cached_base_model
+from satcompress.pipeline.base_model import TrainedModel, cached_base_model
 from satcompress.pipeline.budget import Budget, Violation
 from satcompress.pipeline.recipe import Recipe
 from satcompress.pipeline.result import BudgetNotMet, RunResult
@@ -289,11 +289,14 @@ def run_folds(
     on_stage: Callable[[str], None] | None = None,
     target: Target | None = None,
     progress: bool = False,
+    base_model: Callable[[int, int], TrainedModel] | None = None,
 ) -> FoldsResult:
     """Run ``recipe`` on the reference ``task`` for every fold of ``folds`` and every seed.
 
     ``on_stage(text)`` is called before each stage, the text naming the run. ``progress``
-    shows the base models' training. Returns the :class:`FoldsResult` (also written as
+    shows the base models' training. ``base_model(fold, seed)`` gives a run's trained base
+    model with its data (default: the task's fold ``fold`` of ``folds`` for ``seed``,
+    :func:`~satcompress.pipeline.base_model.cached_base_model`). Returns the :class:`FoldsResult` (also written as
     ``OUT/folds.json``, ``OUT/summary.md`` and ``OUT/report.html``).
 
     Raises
@@ -312,7 +315,8 @@ def run_folds(
     for seed in seeds:
         for fold in range(folds):
             folder = out_dir / f"fold{fold}of{folds}-seed{seed}"
-            trained = cached_base_model(task, seed, progress, fold=fold, n_folds=folds)
+            trained = (cached_base_model(task, seed, progress, fold=fold, n_folds=folds)
+                       if base_model is None else base_model(fold, seed))
             report = None if on_stage is None else (
                 lambda stage, name=folder.name: on_stage(f"{name}: stage {stage}"))
             try:

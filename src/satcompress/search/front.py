@@ -1,7 +1,7 @@
 """Reading a finished search: trial records, the Pareto front, hypervolume, table and plot.
 
-The front is taken over fully evaluated, feasible trials and three objectives (validation
-metric in its direction, artifact bytes, latency). The hypervolume used to compare search
+The front is taken over fully evaluated, feasible trials and the search's three objectives
+(validation metric in its direction, artifact bytes, MACs per inference). The hypervolume used to compare search
 strategies is two-dimensional -- metric drop against ``log10`` of the stored-bytes ratio to
 the base model, both to be minimised, reference point (allowed drop, 0 = base size) -- so
 that a front reaching 100x smaller counts more than one stopping at 10x, and latency noise
@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import optuna
 
 from satcompress.fileio import atomic_write_bytes
 from satcompress.pipeline.budget import Violation, shortfall
+from satcompress.search.evaluate import OBJECTIVES
 from satcompress.search.study import FINISHED
 
 __all__ = [
@@ -36,6 +37,10 @@ __all__ = [
     "front_rows",
     "plot_front",
 ]
+
+
+Ranked = TypeVar("Ranked")
+"""Anything with a ``metric`` and ``bytes`` (a trial record, a candidate ranked over folds)."""
 
 
 class EmptyFront(RuntimeError):
@@ -59,6 +64,7 @@ class TrialRecord:
     metric: float
     bytes: int
     latency_ms: float
+    macs: int
     ram_bytes: int
     usage: tuple[Violation, ...]
     params: dict[str, Any]
@@ -96,7 +102,8 @@ def trial_records(study: optuna.Study, metric: str) -> list[TrialRecord]:
             study=study.study_name, number=trial.number, state=trial.state.name,
             phase=attrs.get("phase", ""), evaluation=kind, feasible=bool(attrs["feasible"]),
             metric=float(measured["metrics"][metric]), bytes=int(measured["bytes"]),
-            latency_ms=float(measured["latency_ms"]), ram_bytes=int(measured["ram_bytes"]),
+            latency_ms=float(measured["latency_ms"]), macs=int(measured["macs"]),
+            ram_bytes=int(measured["ram_bytes"]),
             usage=tuple(Violation(*item) for item in attrs["usage"]), params=dict(trial.params),
             recipe=attrs["recipe"], seconds=0.0 if "duplicate_of" in attrs else seconds,
             finished_at=trial.datetime_complete.timestamp(),
@@ -121,23 +128,23 @@ def difference_standard_error(best: TrialRecord, other: TrialRecord) -> float:
     return best.metric_se
 
 
-def one_standard_error_choice(candidates: Sequence[TrialRecord], higher_is_better: bool
-                              ) -> list[TrialRecord]:
-    """Candidates in the order the search delivers them: first the SMALLEST whose validation
-    metric is within one standard error of the best one's (the one-standard-error rule of
-    Breiman et al. 1984, as in Hastie et al., "Elements of Statistical Learning", 7.10: a
-    difference smaller than the noise of the validation split is no reason for more bytes),
-    then the rest, best metric first (fewest bytes on a tie). The standard error is that of
-    the difference between the two candidates (:func:`difference_standard_error`): both are
-    scored on the same examples, and one small split's luck, shared by both, is no reason to
-    give up skill either."""
+def one_standard_error_choice(candidates: Sequence[Ranked], higher_is_better: bool,
+                              standard_error: Callable[[Ranked, Ranked], float]
+                              = difference_standard_error) -> list[Ranked]:
+    """Candidates in the order the search delivers them: first the SMALLEST whose metric is
+    within one standard error of the best one's (the one-standard-error rule of Breiman et
+    al. 1984, as in Hastie et al., "Elements of Statistical Learning", 7.10: a difference
+    smaller than the noise of the validation split is no reason for more bytes), then the
+    rest, best metric first (fewest bytes on a tie). Each candidate has a ``metric`` and
+    ``bytes``; ``standard_error(best, other)`` is that of the difference between the two
+    (default :func:`difference_standard_error`: both are scored on the same examples, and one
+    small split's luck, shared by both, is no reason to give up skill either)."""
     sign = 1.0 if higher_is_better else -1.0
     ranked = sorted(candidates, key=lambda r: (-sign * r.metric, r.bytes))
     if not ranked:
         return []
     best = ranked[0]
-    close = [r for r in ranked
-             if sign * (best.metric - r.metric) <= difference_standard_error(best, r)]
+    close = [r for r in ranked if sign * (best.metric - r.metric) <= standard_error(best, r)]
     chosen = min(close, key=lambda r: (r.bytes, -sign * r.metric))
     return [chosen, *(r for r in ranked if r is not chosen)]
 
@@ -147,7 +154,7 @@ def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
 
 
 def pareto_front(records: Sequence[TrialRecord], higher_is_better: bool,
-                 objectives: tuple[str, ...] = ("metric", "bytes", "latency_ms")
+                 objectives: tuple[str, ...] = OBJECTIVES
                  ) -> list[TrialRecord]:
     """The non-dominated candidates (fully evaluated, feasible), sorted by bytes.
 
@@ -206,9 +213,10 @@ def hypervolume(records: Sequence[TrialRecord], base_metric: float, base_bytes: 
 
 
 def front_rows(front: Sequence[TrialRecord], metric: str, base_bytes: int) -> list[dict[str, Any]]:
-    """Table rows of a front: trial, metric, bytes and ratio, latency, RAM, the stages."""
+    """Table rows of a front: trial, metric, bytes and ratio, MACs, latency, RAM, the stages."""
     return [{"trial": r.label, f"val {metric}": round(r.metric, 4), "bytes": r.bytes,
-             "ratio": round(base_bytes / r.bytes, 1), "p50 ms": round(r.latency_ms, 3),
+             "ratio": round(base_bytes / r.bytes, 1), "MACs": r.macs,
+             "p50 ms": round(r.latency_ms, 3),
              "RAM kB": round(r.ram_bytes / 1000, 1),
              "stages": " -> ".join(stage["stage"] for stage in r.recipe["stage"])}
             for r in front]

@@ -23,6 +23,12 @@ artifact), on each candidate's artifact, with the protections of ``settings.prot
 meets every other limit (:func:`~satcompress.pipeline.runner.run_recipe`); a candidate over it
 sends the search to the next.
 
+On a reference task the best ``rank_candidates`` candidates in that order are then ranked
+again over ``rank_folds`` grouped folds of the base model's training and validation examples,
+each fold with a base model of its own (:mod:`satcompress.search.rank`, into ``ranking/``):
+the smallest within one standard error of the best mean over those folds goes first. A user's
+model cannot be retrained per fold; its candidates keep the validation split's order.
+
 With ``folds`` (``search --folds K``) the delivered recipe is then judged over K grouped
 folds exactly as ``compress --folds K`` judges a hand recipe
 (:func:`satcompress.pipeline.folds.run_folds`: the recipe re-run on every fold and seed with a
@@ -71,6 +77,7 @@ from satcompress.search.front import (
     plot_front,
     trial_records,
 )
+from satcompress.search.rank import RANKING_DIR, Ranking, rank_over_folds
 from satcompress.search.settings import SearchSettings
 from satcompress.search.space import derive_space
 from satcompress.search.students import StudentStore
@@ -88,8 +95,9 @@ whose fronts are combined (:mod:`satcompress.search.divide`)."""
 
 @dataclasses.dataclass(frozen=True)
 class SearchResult:
-    """A finished search: every trial, the front, the chosen trial and its verified run, and
-    with ``folds`` the chosen recipe judged over grouped folds."""
+    """A finished search: every trial, the front, the chosen trial and its verified run, with
+    ``folds`` the chosen recipe judged over grouped folds, and the candidates' ranking over
+    folds of the training data (None where there was none)."""
 
     task: str
     strategy: str
@@ -103,6 +111,7 @@ class SearchResult:
     out_dir: Path
     seconds: float
     folds: FoldsResult | None = None
+    ranking: Ranking | None = None
 
 
 def default_storage(out_dir: str | Path) -> str:
@@ -135,6 +144,8 @@ def run_search(
     target: Target | None = None,
     folds: int | None = None,
     seeds: Sequence[int] | None = None,
+    rank_candidates: int = 4,
+    rank_folds: int = 4,
 ) -> SearchResult:
     """Search per-layer compression decisions of a task's base model under ``budget``.
 
@@ -175,6 +186,11 @@ def run_search(
         see the module docstring), into ``out_dir/folds``.
     seeds : sequence of int, optional
         With ``folds``: the seeds of the runs over folds (default ``(seed,)``).
+    rank_candidates : int
+        A reference task's candidates ranked again over grouped folds of the training data
+        before the final run (see the module docstring); 0 or 1: the validation split's order.
+    rank_folds : int
+        The folds of that ranking (at least 3).
 
     Raises
     ------
@@ -199,6 +215,12 @@ def run_search(
                              "reference task can (--task); a model of your own is judged on "
                              "its one test split.")
         seeds = check_folds(folds, (seed,) if seeds is None else seeds)
+    if isinstance(rank_candidates, bool) or not isinstance(rank_candidates, int) \
+            or rank_candidates < 0:
+        raise ValueError(f"rank_candidates must be an integer >= 0, got {rank_candidates!r}.")
+    if isinstance(rank_folds, bool) or not isinstance(rank_folds, int) or rank_folds < 3:
+        raise ValueError(f"rank_folds must be an integer >= 3 (a held-out, a validation and a "
+                         f"training fold), got {rank_folds!r}.")
     budget = Budget.parse(budget) if isinstance(budget, str) else budget
     if target is not None:
         budget = target_budget(budget, target)
@@ -231,6 +253,11 @@ def run_search(
         message = empty_front_message(answers or records, metric)
         report.write_summary(None, None, message, time.perf_counter() - started)
         raise EmptyFront(message)
+    if isinstance(task, str) and rank_candidates > 1 and len(candidates) > 1:
+        report.ranking = rank_over_folds(trained, candidates[:rank_candidates], budget,
+                                         out / RANKING_DIR, n_folds=rank_folds, seed=seed,
+                                         target=target)
+        candidates = [c.record for c in report.ranking.order] + candidates[rank_candidates:]
     failure: BudgetNotMet | None = None
     for chosen in candidates[:verify_candidates]:
         recipe = Recipe.from_dict(chosen.recipe)
@@ -256,7 +283,7 @@ def run_search(
             raise failure_over_folds
         return SearchResult(trained.task.name, strategy, storage, tuple(names), base,
                             tuple(records), tuple(front), chosen, result, out, seconds,
-                            over_folds)
+                            over_folds, report.ranking)
     report.write_summary(None, None, str(failure), time.perf_counter() - started)
     raise BudgetNotMet(
         f"The {len(report.rejected)} best candidates of the search met the budget on the "
@@ -278,6 +305,7 @@ class _Report:
     front: list[TrialRecord]
     out: Path
     rejected: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    ranking: Ranking | None = None
 
     @property
     def metric(self) -> str:
@@ -315,6 +343,7 @@ class _Report:
                 "artifact": folds.to_dict()["summary"]["artifact"],
                 "drop_interval": folds.interval.to_dict(), "fits_budget": folds.fits_budget,
                 "violations": [str(v) for v in folds.violations]},
+            "ranking": None if self.ranking is None else self.ranking.to_dict(),
             "rejected": self.rejected, "failure": failure, "seconds": round(seconds, 1),
         }
         atomic_write_text(self.out / "search.json", json.dumps(summary, indent=2) + "\n")
@@ -324,13 +353,20 @@ class _Report:
                  f"{self.base.metrics[self.metric]:.4f}. Trials: "
                  + ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
                  + f"; {seconds:.0f} s.", "",
-                 "## Pareto front (validation metric, artifact bytes, latency; within budget)", "",
+                 "## Pareto front (validation metric, artifact bytes, MACs; within budget)", "",
                  markdown_table(front_rows(self.front, self.metric, base_bytes))
                  if self.front else "(empty)", "", "![front](front.png)", ""]
+        if self.ranking is not None:
+            lines += ["## Candidates ranked over folds", "",
+                      f"The best {len(self.ranking.order)} candidates re-run on "
+                      f"{self.ranking.n_folds} grouped folds of the training and validation "
+                      "examples, each fold with its own base model (the test split unused), "
+                      "in the order tried: the fewest bytes within one standard error of the "
+                      "best mean first.", "", markdown_table(self.ranking.rows()), ""]
         if chosen is not None and result is not None:
             lines += ["## Chosen model", "",
-                      f"Trial {chosen.label}: best validation {self.metric} within the budget "
-                      f"({chosen.metric:.4f}, {chosen.bytes:,} bytes). Test split: "
+                      f"Trial {chosen.label}: validation {self.metric} {chosen.metric:.4f}, "
+                      f"{chosen.bytes:,} bytes, within the budget. Test split: "
                       + ", ".join(f"{k} {v:.4f}" for k, v in delivered.metrics.items()
                                   if k == self.metric)
                       + f" (base {result.measurements[0].metrics[self.metric]:.4f}). "

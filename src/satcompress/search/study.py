@@ -42,7 +42,7 @@ from optuna.trial import TrialState
 from satcompress.measure import Measurement
 from satcompress.pipeline.base_model import TrainedModel
 from satcompress.pipeline.budget import Budget
-from satcompress.search.evaluate import Evaluation, Evaluator, objective_directions
+from satcompress.search.evaluate import OBJECTIVES, Evaluation, Evaluator, objective_directions
 from satcompress.search.settings import SearchSettings
 from satcompress.search.space import SearchSpace, Students
 
@@ -259,7 +259,7 @@ def run_study(job: StudyJob, workers: int = 1, enqueue: tuple[dict[str, Any], ..
         raise ValueError(f"workers must be >= 1, got {workers}.")
     metadata = {"task": job.trained.task.name, "budget": job.budget.to_dict(),
                 "space": job.space.to_dict(), "settings": job.space.settings.to_dict(),
-                "fixed": job.fixed, "phase": job.phase}
+                "fixed": job.fixed, "phase": job.phase, "objectives": list(OBJECTIVES)}
     directions = objective_directions(job.trained.task.higher_is_better)
     study = open_study(job.storage, job.study_name, directions, metadata)
     if not study.trials:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -12,6 +12,7 @@ __all__ = [
     "balanced_class_weights",
     "grouped_folds",
     "grouped_fold_split",
+    "refolded",
     "stratified_group_split",
 ]
 
@@ -132,3 +133,17 @@ def stratified_group_split(
     """Indices of train/validation/test (60/20/20) with every group in exactly one split:
     fold 0 of five :func:`grouped_folds` is test, fold 1 validation and the rest train."""
     return grouped_fold_split(labels, groups, fold=0, n_folds=5, seed=seed)
+
+
+def refolded(data: TaskData, fold: int, n_folds: int, seed: int = 0) -> TaskData:
+    """``data``'s training and validation examples dealt again into ``n_folds`` grouped folds
+    (:func:`grouped_fold_split` with ``seed``): fold ``fold`` as test, the next as validation,
+    the rest as training. ``data.test`` is left out, so cross-validation on these folds never
+    sees the split's test examples. The preprocessing constants stay ``data``'s (fitted on its
+    training part, which the new test fold partly is)."""
+    x = np.concatenate([data.train.x, data.val.x])
+    y = np.concatenate([data.train.y, data.val.y])
+    groups = np.concatenate([data.train.groups, data.val.groups])
+    train, val, test = (Split(x[rows], y[rows], groups[rows])
+                        for rows in grouped_fold_split(y, groups, fold, n_folds, seed))
+    return replace(data, train=train, val=val, test=test)
