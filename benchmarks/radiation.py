@@ -76,7 +76,8 @@ from satcompress.tasks.registry import get_task  # noqa: E402
 RESULTS = Path(__file__).parent / "results"
 VARIANTS = {"none": (), "ranges": ("ranges",),
             "ranges+tables+scrub": ("ranges", "tables", "scrub"),
-            "all (+compact)": ("ranges", "tables", "scrub", "compact")}
+            "all (+compact)": ("ranges", "tables", "scrub", "compact"),
+            "tables+scrub+compact": ("tables", "scrub", "compact")}
 CAMPAIGNS = (("any", 1), ("exponent_top", 1), ("any", 100))
 """(bits, flips) of each campaign."""
 LATENCY_RUNS = 3
@@ -244,6 +245,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="the data split's seed")
     parser.add_argument("--trials", default="1000,500,200",
                         help="trials of the 1-flip, top-exponent and 100-flip campaigns")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="the protection sets of VARIANTS to measure, comma-separated "
+                             "(a subset writes radiation_<task>_<sets>.json)")
     parser.add_argument("--latency-only", action="store_true",
                         help="bytes, RAM and batch-1 latency only (no campaigns)")
     parser.add_argument("--c", action="store_true",
@@ -265,10 +269,14 @@ def main() -> None:
     if arguments.c_inject:
         main_c_inject(arguments.artifact, task, data, trials)
         return
+    variants = arguments.variants.split(",")
+    if set(variants) - set(VARIANTS):
+        raise SystemExit(f"--variants: unknown {sorted(set(variants) - set(VARIANTS))}; "
+                         f"choose among {', '.join(VARIANTS)}.")
     bare_ram = load(arguments.artifact).peak_buffer_bytes
     rows = {}
     with tempfile.TemporaryDirectory() as folder:
-        for name, protect in VARIANTS.items():
+        for name, protect in ((name, VARIANTS[name]) for name in variants):
             path = Path(folder) / "model.sca"
             shutil.copyfile(arguments.artifact, path)
             protect_artifact(path, protect, data.train.x)
@@ -279,7 +287,9 @@ def main() -> None:
               "threshold": Campaign().threshold,
               "variants": {name: {"protect": list(VARIANTS[name]), **row}
                            for name, row in rows.items()}}
-    out = RESULTS / f"radiation_{'latency_' if not trials else ''}{task.name}.json"
+    subset = "" if variants == list(VARIANTS) else "_" + "_".join(
+        name.replace("+", "-").replace(" ", "").strip("()") for name in variants)
+    out = RESULTS / f"radiation_{'latency_' if not trials else ''}{task.name}{subset}.json"
     atomic_write_text(out, json.dumps(record, indent=2) + "\n")
     print(markdown_table([{"protection": name, **row} for name, row in rows.items()]))
     print(f"wrote {out}")

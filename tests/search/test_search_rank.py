@@ -13,6 +13,7 @@ from fold_task import PRIMARY_METRIC, tiny_task
 from test_search_run import FAST
 
 from satcompress.pipeline import base_model
+from satcompress.pipeline.budget import Budget
 from satcompress.search import run_search
 from satcompress.search.rank import (
     RANKING_DIR,
@@ -59,6 +60,8 @@ def test_each_candidate_runs_on_every_ranking_fold_with_that_folds_own_base_mode
     ranking = result.ranking
     assert ranking is not None and ranking.n_folds == 3 and len(ranking.order) >= 2
     for candidate in ranking.order:
+        # judged on the mean drop only: bytes are the delivered model's, on its own final run
+        assert candidate.folds.budget == Budget(max_metric_drop=Budget.parse(BUDGET).max_metric_drop)
         runs = candidate.folds.runs
         assert [run.fold for run in runs] == [0, 1, 2]
         assert candidate.folds.out_dir.parent == out / RANKING_DIR

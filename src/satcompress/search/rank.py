@@ -19,9 +19,12 @@ The candidates are then ordered by the one-standard-error rule over the folds
 (its trial's artifact on the search's base model) among those whose mean metric is within one
 standard error of the best mean, the error being that of the paired difference over the folds
 (sd of the per-fold differences / sqrt(K): Hastie et al., "Elements of Statistical Learning",
-7.10). A candidate whose mean drop over the folds breaks the budget's metric-drop limit, or
-whose worst fold breaks a resource limit, comes after those that do not. The search delivers
-the first that then passes its final run on the test split.
+7.10). A candidate whose mean drop over the folds breaks the budget's metric-drop limit comes
+after those that do not. Resource limits are left to the delivered model's own final run: a
+fold's base model compresses to an artifact a few tens of bytes off the delivered one (on
+transients the hand recipe's shape came to 19,518-19,567 B on the four folds, 19,474 B on the
+search's base model). The search delivers the first that then passes its final run on the
+test split.
 """
 
 from __future__ import annotations
@@ -35,7 +38,6 @@ from typing import Any
 
 import numpy as np
 
-from satcompress.firmware.targets import Target
 from satcompress.pipeline.base_model import TrainedModel, stored_base_model
 from satcompress.pipeline.budget import Budget
 from satcompress.pipeline.folds import FoldsBudgetNotMet, FoldsResult, run_folds
@@ -52,8 +54,8 @@ RANKING_DIR = "ranking"
 
 @dataclasses.dataclass(frozen=True)
 class RankedCandidate:
-    """One candidate's recipe run on every ranking fold (``folds``; its budget verdict is
-    ``folds.fits_budget``)."""
+    """One candidate's recipe run on every ranking fold (``folds``; whether its mean drop keeps
+    to the budget's metric-drop limits is ``folds.fits_budget``)."""
 
     record: TrialRecord
     folds: FoldsResult
@@ -102,7 +104,7 @@ class Ranking:
                  f"mean {metric} over folds": round(c.metric, 4),
                  "sd over folds": round(float(np.std(c.values, ddof=1)), 4),
                  "SE of difference to best": round(fold_difference_error(best, c), 4),
-                 "budget over folds": "met" if c.folds.fits_budget else "; ".join(
+                 "drop limit over folds": "met" if c.folds.fits_budget else "; ".join(
                      str(v) for v in c.folds.violations),
                  "folder": str(c.folds.out_dir.relative_to(self.out_dir.parent))}
                 for c in self.order]
@@ -111,10 +113,10 @@ class Ranking:
         """What ``search.json`` records of the ranking."""
         return {"folder": self.out_dir.name, "n_folds": self.n_folds, "seed": self.seed,
                 "rule": "fewest bytes within one SE (paired over folds) of the best mean; "
-                        "candidates over the budget on the folds last",
+                        "candidates whose mean drop breaks the limit last",
                 "candidates": [{"trial": c.record.label, "bytes": c.bytes,
                                 "validation": c.record.metric, "folds": c.values.tolist(),
-                                "mean": c.metric, "fits_budget": c.folds.fits_budget}
+                                "mean": c.metric, "meets_drop_limit": c.folds.fits_budget}
                                for c in self.order]}
 
 
@@ -138,23 +140,24 @@ def _folder_name(record: TrialRecord) -> str:
 
 def rank_over_folds(trained: TrainedModel, candidates: Sequence[TrialRecord], budget: Budget,
                     out_dir: str | Path, *, n_folds: int = 4, seed: int = 0,
-                    latency_repeats: int = 20, target: Target | None = None,
+                    latency_repeats: int = 20,
                     on_candidate: Callable[[str], None] | None = None) -> Ranking:
-    """Run every candidate's recipe on ``n_folds`` ranking folds and order them (see the
-    module docstring); each candidate's runs go to ``out_dir/<trial>/``, the fold base models
+    """Run every candidate's recipe on ``n_folds`` ranking folds and order them by the mean
+    metric and ``budget``'s metric-drop limits (see the module docstring); each candidate's runs go to ``out_dir/<trial>/``, the fold base models
     to ``out_dir/bases/``. ``trained`` must be a reference task's base model (the folds
     retrain it). ``on_candidate(label)`` is called before each candidate."""
     out_dir = Path(out_dir)
     bases = _base_models(trained, out_dir / "bases", n_folds)
+    judged = Budget(max_metric_drop=budget.max_metric_drop)  # resources: on the final run
     ranked = []
     for record in candidates:
         if on_candidate is not None:
             on_candidate(record.label)
         recipe = Recipe.from_dict(record.recipe)
         try:
-            result = run_folds(trained.task.name, recipe, budget, out_dir / _folder_name(record),
+            result = run_folds(trained.task.name, recipe, judged, out_dir / _folder_name(record),
                                folds=n_folds, seeds=(seed,), latency_repeats=latency_repeats,
-                               target=target, base_model=bases)
+                               base_model=bases)
         except FoldsBudgetNotMet as failure:
             result = failure.result
         ranked.append(RankedCandidate(record, result))

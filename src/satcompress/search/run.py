@@ -255,8 +255,7 @@ def run_search(
         raise EmptyFront(message)
     if isinstance(task, str) and rank_candidates > 1 and len(candidates) > 1:
         report.ranking = rank_over_folds(trained, candidates[:rank_candidates], budget,
-                                         out / RANKING_DIR, n_folds=rank_folds, seed=seed,
-                                         target=target)
+                                         out / RANKING_DIR, n_folds=rank_folds, seed=seed)
         candidates = [c.record for c in report.ranking.order] + candidates[rank_candidates:]
     failure: BudgetNotMet | None = None
     for chosen in candidates[:verify_candidates]:
