@@ -77,7 +77,9 @@ RESULTS = Path(__file__).parent / "results"
 VARIANTS = {"none": (), "ranges": ("ranges",),
             "ranges+tables+scrub": ("ranges", "tables", "scrub"),
             "all (+compact)": ("ranges", "tables", "scrub", "compact"),
-            "tables+scrub+compact": ("tables", "scrub", "compact")}
+            "tables+scrub+compact": ("tables", "scrub", "compact"),
+            "ranges+tables+scrub+compact-vulnerable": ("ranges", "tables", "scrub",
+                                                       "compact-vulnerable")}
 CAMPAIGNS = (("any", 1), ("exponent_top", 1), ("any", 100))
 """(bits, flips) of each campaign."""
 LATENCY_RUNS = 3

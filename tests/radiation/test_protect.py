@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,7 @@ from satcompress.radiation import (
     run_campaign,
     sdc_probability,
 )
+from satcompress.radiation import protect as radiation_protect
 from satcompress.runtime import load
 from satcompress.runtime.graph import GRAPH_FORMAT
 from tiny_mlp_graph import MLP_GRAPH
@@ -119,6 +121,34 @@ def test_stored_protection_lowers_what_top_exponent_flips_do_and_compact_weights
     assert p["bare"] > 0.9 and rows["bare"]["non_finite_rate"] > 0.1
     assert p[("ranges", "tables")] < 0.6 and rows[("ranges", "tables")]["non_finite_rate"] == 0
     assert p[("ranges", "tables", "compact")] == 0
+
+
+def test_compact_vulnerable_holds_as_indices_only_the_weights_the_probe_finds_vulnerable(
+        tmp_path, monkeypatch):
+    """Selective hardening: the one clustered weight over the table size, where a top-exponent
+    flip gets past ranges and tables (above), is probed vulnerable and held as indices, which
+    ends those faults as ``compact`` does; a probe no flip can fail leaves every weight float."""
+    path = tmp_path / "model.sca"
+    path.write_bytes(mlp())
+    protect = ("ranges", "tables", "scrub", "compact-vulnerable")
+    artifact = protect_artifact(path, protect, X)
+    assert artifact.metadata["protection"]["compact"] == ["w1"]
+    runtime = load(path)
+    assert runtime.protection.names == protect[:2] + ("compact-vulnerable", "scrub")
+    assert runtime.resident_memory["w1:indices"].dtype == np.uint8
+    np.testing.assert_array_equal(runtime.run(X), load(mlp()).run(X))
+    score = accuracy_drop(load(mlp()).run(X).argmax(1))
+    campaign = Campaign(flips=(1,), bits="exponent_top", trials=200)
+    assert run_campaign(path.read_bytes(), X, score, campaign).summary_rows()[0][
+        "p_drop_over_threshold"] == 0
+    assert protect_artifact(path, protect, X).sha256 == artifact.sha256  # the probe is seeded
+    monkeypatch.setattr(radiation_protect, "PROBE_NATS", math.inf)
+    untouched = protect_artifact(path, protect, X)
+    assert untouched.metadata["protection"]["compact"] == []
+    assert "w1" in load(path).resident_memory and load(path).protection.names == (
+        "ranges", "tables", "scrub")
+    with pytest.raises(ValueError, match="choose one"):
+        protect_artifact(path, ("compact", "compact-vulnerable"), X)
 
 
 def test_protection_overhead_is_a_positive_ratio(tmp_path):

@@ -98,6 +98,8 @@ def test_load_can_leave_the_stored_protection_off_for_comparison(protected):
      "is malformed"),
     ({"ranges": {}, "tables": "yes", "compact": False, "scrub_every": 0}, "is malformed"),
     ({"ranges": {}, "tables": False, "compact": False, "scrub_every": -1}, "is malformed"),
+    ({"ranges": {}, "tables": False, "compact": [3], "scrub_every": 0}, "is malformed"),
+    ({"ranges": {}, "tables": False, "compact": "w1", "scrub_every": 0}, "is malformed"),
 ])
 def test_a_malformed_protection_record_is_refused_naming_the_fix(record, problem):
     with pytest.raises(ArtifactError, match=problem) as error:

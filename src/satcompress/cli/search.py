@@ -43,7 +43,8 @@ def search(
                                         "order."),
     rank_folds: int = typer.Option(4, min=3, help="The folds of that ranking."),
     protect: str = typer.Option("", help="Protections against upsets in RAM the chosen recipe "
-                                "records, comma-separated (ranges, tables, compact, scrub); a "
+                                "records, comma-separated (ranges, tables, compact, "
+                                "compact-vulnerable, scrub); a "
                                 "budget's max_sdc_probability is judged on that artifact."),
     model: str = user_options.MODEL,
     weights: Path = user_options.WEIGHTS,

@@ -26,7 +26,7 @@ by its C library as the NumPy runtime applies it at load (:mod:`satcompress.runt
     mask of what failed. ``predict`` calls it every ``scrub_every`` inferences (the artifact's
     value), and the caller may at any time (Saleh, Serrano & Patel, "Reliability of scrubbing
     recovery-techniques for memory systems", IEEE Trans. Reliability 1990).
-``compact``
+``compact``, ``compact-vulnerable``
     Nothing more: the generated code keeps compressed weights in flash and decodes them where
     they are read (:mod:`satcompress.codegen.emit`).
 

@@ -25,6 +25,12 @@ its bytes are part of the artifact's, hence of ``max_bytes``):
     buffer before the node that reads them: no float exponent of a large weight stays in
     memory between inferences. An index beyond the codebook wraps around, so with 16
     clusters an upset in an index's upper four bits changes nothing.
+``compact-vulnerable``
+    ``compact`` for the weights a probe finds vulnerable only (selective hardening: Li et al.,
+    "Understanding error propagation in deep learning neural network (DNN) accelerators and
+    applications", SC'17): the record names them
+    (:func:`satcompress.radiation.protect.vulnerable_weights` chooses them at compress time),
+    so the others are not decoded per inference.
 ``scrub``
     Scrubbing (Saleh, Serrano & Patel, "Reliability of scrubbing recovery-techniques for
     memory systems", IEEE Trans. Reliability 1990) every :data:`DEFAULT_SCRUB_EVERY`
@@ -56,7 +62,7 @@ __all__ = ["CODEBOOK_MAX", "DEFAULT_SCRUB_EVERY", "FAULT", "LAYER_OPS", "PROTECT
            "TABLE_MAX_ELEMENTS", "Classification", "Protection", "RangeCheck",
            "ResidentMemory", "classify_logits", "layer_steps", "layer_weights", "widened"]
 
-PROTECTIONS = ("ranges", "tables", "compact", "scrub")
+PROTECTIONS = ("ranges", "tables", "compact", "compact-vulnerable", "scrub")
 """What a recipe's ``protect`` list may name (see the module docstring)."""
 
 DEFAULT_SCRUB_EVERY = 100
@@ -80,31 +86,42 @@ _REBUILD = ("rebuild it with `satcompress compress` (a recipe's protect = [...])
             "with protect=False")
 _ALIGN = 8
 """Bytes each table starts on in the triplicated arena (its widest dtype)."""
+_NAME_MAX = 256
+"""Longest weight name a protection record may list."""
 
 
 @dataclass(frozen=True)
 class Protection:
     """What the runtime applies at load (see the module docstring): the ``ranges`` by layer
-    output (``{value: (low, high)}``), ``tables``, ``compact``, and ``scrub_every`` examples
-    between scrubs (0: on demand only)."""
+    output (``{value: (low, high)}``), ``tables``, ``compact`` (True: every weight it can
+    hold so; a tuple: the weights it names, ``compact-vulnerable``), and ``scrub_every``
+    examples between scrubs (0: on demand only)."""
 
     ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     tables: bool = False
-    compact: bool = False
+    compact: bool | tuple[str, ...] = False
     scrub_every: int = 0
 
     @property
     def names(self) -> tuple[str, ...]:
         """The :data:`PROTECTIONS` this applies, in their order."""
-        on = {"ranges": bool(self.ranges), "tables": self.tables, "compact": self.compact,
+        on = {"ranges": bool(self.ranges), "tables": self.tables,
+              "compact": self.compact is True,
+              "compact-vulnerable": isinstance(self.compact, tuple) and bool(self.compact),
               "scrub": self.scrub_every > 0}
         return tuple(name for name in PROTECTIONS if on[name])
+
+    def compacts(self, name: str) -> bool:
+        """Whether weight ``name`` is to be held as codebook indices."""
+        return self.compact is True or (isinstance(self.compact, tuple) and name in self.compact)
 
     def to_metadata(self) -> dict[str, Any]:
         """The artifact metadata entry ``"protection"`` that :meth:`from_metadata` reads."""
         return {"ranges": {name: [float(low), float(high)]
                            for name, (low, high) in self.ranges.items()},
-                "tables": self.tables, "compact": self.compact, "scrub_every": self.scrub_every}
+                "tables": self.tables,
+                "compact": list(self.compact) if isinstance(self.compact, tuple)
+                else self.compact, "scrub_every": self.scrub_every}
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any]) -> "Protection":
@@ -120,16 +137,21 @@ class Protection:
             raise ArtifactError(f"The artifact's protection record {shown(entry)} does not have "
                                 f"exactly ranges, tables, compact and scrub_every; {_REBUILD}.")
         ranges, every = entry["ranges"], entry["scrub_every"]
-        flags_ok = isinstance(entry["tables"], bool) and isinstance(entry["compact"], bool)
+        compact = entry["compact"]
+        flags_ok = isinstance(entry["tables"], bool) and (
+            isinstance(compact, bool) or (isinstance(compact, list) and all(
+                isinstance(name, str) and len(name) <= _NAME_MAX for name in compact)))
         every_ok = isinstance(every, int) and not isinstance(every, bool) and every >= 0
         if not (isinstance(ranges, dict) and flags_ok and every_ok
                 and all(_is_bound(bound) for bound in ranges.values())):
             raise ArtifactError(f"The artifact's protection record {shown(entry)} is malformed "
                                 "(ranges must map values to [low, high] finite numbers with "
-                                "low <= high, tables and compact be true or false, scrub_every "
-                                f"a whole number >= 0); {_REBUILD}.")
+                                "low <= high, tables be true or false, compact true, false "
+                                "or a list of weight names, scrub_every a whole number >= 0); "
+                                f"{_REBUILD}.")
         return cls({name: (float(low), float(high)) for name, (low, high) in ranges.items()},
-                   entry["tables"], entry["compact"], every)
+                   entry["tables"], tuple(compact) if isinstance(compact, list) else compact,
+                   every)
 
 
 def _is_bound(bound: Any) -> bool:
@@ -329,7 +351,7 @@ class ResidentMemory:
         weights = layer_weights(program, owned)
         compact = {}
         if protection.compact:
-            for name in (name for name in owned if name in weights):
+            for name in (name for name in owned if name in weights and protection.compacts(name)):
                 form = (_compact_form(owned[name]) if owned[name].size > TABLE_MAX_ELEMENTS
                         else None)
                 if form is not None:
