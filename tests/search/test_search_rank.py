@@ -28,11 +28,11 @@ BUDGET = "max_bytes=4kB,max_metric_drop=accuracy:0.5"
 
 @pytest.fixture(scope="module")
 def ranked(tmp_path_factory):
-    """A 6-trial search of the tiny task whose best 3 candidates are ranked on 3 folds."""
+    """A 4-trial search of the tiny task whose best 2 candidates are ranked on 3 folds."""
     out = tmp_path_factory.mktemp("search-rank")
     with tiny_task():
-        result = run_search("tiny", BUDGET, 6, out, settings=FAST, latency_repeats=2,
-                            rank_candidates=3, rank_folds=3)
+        result = run_search("tiny", BUDGET, 4, out, settings=FAST, latency_repeats=2,
+                            rank_candidates=2, rank_folds=3)
         default = base_model.cached_base_model("tiny", 0)
         yield result, out, default
 
