@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from fold_task import PRIMARY_METRIC, tiny_task
 from test_search_run import FAST
+from typer.testing import CliRunner
 
+from satcompress.cli.app import app
 from satcompress.pipeline import base_model
 from satcompress.pipeline.budget import Budget
 from satcompress.search import run_search
@@ -123,3 +125,25 @@ def test_impossible_ranking_settings_are_refused_before_any_trial(tmp_path):
     with pytest.raises(ValueError, match="rank_candidates must be an integer >= 0"):
         run_search("flares", BUDGET, 2, tmp_path, rank_candidates=-1)
     assert not (tmp_path / "study.db").exists()
+
+
+def test_search_prints_the_ranking_and_passes_its_options(ranked, monkeypatch):
+    import satcompress.search
+
+    result, out, _ = ranked
+    asked = {}
+
+    def search(subject, budget, trials, out_dir, **options):
+        asked.update(options)
+        return result
+
+    monkeypatch.setattr(satcompress.search, "run_search", search)
+    with tiny_task():
+        printed = CliRunner().invoke(app, ["search", "--task", "tiny", "--budget", BUDGET,
+                                           "--rank-candidates", "2", "--rank-folds", "3",
+                                           "--out", str(out)], terminal_width=200)
+    output = " ".join(printed.output.split())
+    assert printed.exit_code == 0, output
+    assert asked["rank_candidates"] == 2 and asked["rank_folds"] == 3
+    assert "best candidates ranked over 3 folds of the training data" in output
+    assert result.ranking.order[0].record.label in output

@@ -113,7 +113,9 @@ def search(
     console.print(rich_table(front_rows(result.front, metric, result.base.theoretical_bytes),
                              title=f"{result.task}: Pareto front (validation metric)"))
     if result.ranking is not None:
-        console.print(rich_table(result.ranking.rows(), title=f"best candidates ranked over "
+        console.print(rich_table([{key: value for key, value in row.items() if key != "folder"}
+                                  for row in result.ranking.rows()],
+                                 title=f"best candidates ranked over "
                                  f"{result.ranking.n_folds} folds of the training data"))
     chosen, final = result.chosen, result.run.final
     console.print(

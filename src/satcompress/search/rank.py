@@ -104,8 +104,9 @@ class Ranking:
                  f"mean {metric} over folds": round(c.metric, 4),
                  "sd over folds": round(float(np.std(c.values, ddof=1)), 4),
                  "SE of difference to best": round(fold_difference_error(best, c), 4),
-                 "drop limit over folds": "met" if c.folds.fits_budget else "; ".join(
-                     str(v) for v in c.folds.violations),
+                 "mean drop vs limit": "; ".join(
+                     f"{v.actual:.4f} {'>' if v.broken else '<='} {v.allowed}"
+                     for v in c.folds.usage),
                  "folder": str(c.folds.out_dir.relative_to(self.out_dir.parent))}
                 for c in self.order]
 
