@@ -46,6 +46,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before NumPy loads its BLA
 import argparse  # noqa: E402
 import ctypes  # noqa: E402
 import json  # noqa: E402
+import re  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
@@ -90,7 +91,9 @@ C_ROUNDS = 400
 C_INJECT = {"scrub, RAM tables": (("scrub",), True),
             "ranges, RAM tables": (("ranges",), True),
             "ranges+tables+scrub, RAM tables": (C_PROTECT, True),
-            "ranges+tables+scrub, dense": (C_PROTECT, False)}
+            "ranges+tables+scrub, dense": (C_PROTECT, False),
+            "tables+scrub, RAM tables": (("tables", "scrub"), True),
+            "tables+scrub, dense": (("tables", "scrub"), False)}
 """Build -> (protection, RAM weight tables) of ``--c-inject``."""
 
 
@@ -200,11 +203,12 @@ def main_c(artifact: Path, task, data) -> None:
     print(f"wrote {out}")
 
 
-def main_c_inject(artifact: Path, task, data, trials: tuple[int, ...]) -> None:
-    """``--c-inject``: the campaigns of :data:`CAMPAIGNS` on the builds of :data:`C_INJECT`."""
+def main_c_inject(artifact: Path, task, data, trials: tuple[int, ...],
+                  builds: list[str]) -> None:
+    """``--c-inject``: the campaigns of :data:`CAMPAIGNS` on ``builds`` of :data:`C_INJECT`."""
     rows = {}
     with tempfile.TemporaryDirectory() as folder:
-        for name, (protect, ram_tables) in C_INJECT.items():
+        for name, (protect, ram_tables) in ((name, C_INJECT[name]) for name in builds):
             path = Path(folder) / "model.sca"
             shutil.copyfile(artifact, path)
             protect_artifact(path, protect, data.train.x)
@@ -229,7 +233,9 @@ def main_c_inject(artifact: Path, task, data, trials: tuple[int, ...]) -> None:
     record = {"artifact": str(artifact), "sha256": read_artifact(artifact).sha256,
               "task": task.name, "campaigns": [[*c, n] for c, n in zip(CAMPAIGNS, trials)],
               "threshold": Campaign().threshold, "builds": rows}
-    out = RESULTS / f"radiation_c_inject_{task.name}.json"
+    subset = "" if builds == list(C_INJECT) else "_" + "_".join(
+        name.replace("+", "-").replace(", ", "-").replace(" ", "-") for name in builds)
+    out = RESULTS / f"radiation_c_inject_{task.name}{subset}.json"
     atomic_write_text(out, json.dumps(record, indent=2) + "\n")
     table = [{"build": name, "RAM hit (B)": sum(row["resident_bytes"].values()),
               **{key: f"{row[key]['p_drop_over_threshold']:.2%} of {row[key]['trials']} "
@@ -247,9 +253,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="the data split's seed")
     parser.add_argument("--trials", default="1000,500,200",
                         help="trials of the 1-flip, top-exponent and 100-flip campaigns")
-    parser.add_argument("--variants", default=",".join(VARIANTS),
-                        help="the protection sets of VARIANTS to measure, comma-separated "
-                             "(a subset writes radiation_<task>_<sets>.json)")
+    parser.add_argument("--variants", default=None,
+                        help="the protection sets of VARIANTS (with --c-inject: the builds of "
+                             "C_INJECT) to measure, separated by commas not followed by a "
+                             "space; a subset writes radiation_<task>_<sets>.json")
     parser.add_argument("--latency-only", action="store_true",
                         help="bytes, RAM and batch-1 latency only (no campaigns)")
     parser.add_argument("--c", action="store_true",
@@ -269,9 +276,13 @@ def main() -> None:
         main_c(arguments.artifact, task, data)
         return
     if arguments.c_inject:
-        main_c_inject(arguments.artifact, task, data, trials)
+        builds = re.split(r",(?! )", arguments.variants) if arguments.variants else list(C_INJECT)
+        if set(builds) - set(C_INJECT):
+            raise SystemExit(f"--variants: unknown {sorted(set(builds) - set(C_INJECT))}; "
+                             f"choose among {', '.join(C_INJECT)}.")
+        main_c_inject(arguments.artifact, task, data, trials, builds)
         return
-    variants = arguments.variants.split(",")
+    variants = re.split(r",(?! )", arguments.variants) if arguments.variants else list(VARIANTS)
     if set(variants) - set(VARIANTS):
         raise SystemExit(f"--variants: unknown {sorted(set(variants) - set(VARIANTS))}; "
                          f"choose among {', '.join(VARIANTS)}.")
