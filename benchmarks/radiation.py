@@ -246,6 +246,16 @@ def main_c_inject(artifact: Path, task, data, trials: tuple[int, ...],
     print(f"wrote {out}")
 
 
+def chosen(text: str | None, offered: dict) -> list[str]:
+    """The names ``--variants`` gives (separated by commas not followed by a space: a build's
+    name holds ", "), every one of ``offered`` without it."""
+    names = re.split(r",(?! )", text) if text else list(offered)
+    if set(names) - set(offered):
+        raise SystemExit(f"--variants: unknown {sorted(set(names) - set(offered))}; "
+                         f"choose among {', '.join(offered)}.")
+    return names
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("artifact", type=Path, help="an artifact built without protection")
@@ -276,16 +286,10 @@ def main() -> None:
         main_c(arguments.artifact, task, data)
         return
     if arguments.c_inject:
-        builds = re.split(r",(?! )", arguments.variants) if arguments.variants else list(C_INJECT)
-        if set(builds) - set(C_INJECT):
-            raise SystemExit(f"--variants: unknown {sorted(set(builds) - set(C_INJECT))}; "
-                             f"choose among {', '.join(C_INJECT)}.")
-        main_c_inject(arguments.artifact, task, data, trials, builds)
+        main_c_inject(arguments.artifact, task, data, trials,
+                      chosen(arguments.variants, C_INJECT))
         return
-    variants = re.split(r",(?! )", arguments.variants) if arguments.variants else list(VARIANTS)
-    if set(variants) - set(VARIANTS):
-        raise SystemExit(f"--variants: unknown {sorted(set(variants) - set(VARIANTS))}; "
-                         f"choose among {', '.join(VARIANTS)}.")
+    variants = chosen(arguments.variants, VARIANTS)
     bare_ram = load(arguments.artifact).peak_buffer_bytes
     rows = {}
     with tempfile.TemporaryDirectory() as folder:

@@ -296,8 +296,9 @@ def run_folds(
     ``on_stage(text)`` is called before each stage, the text naming the run. ``progress``
     shows the base models' training. ``base_model(fold, seed)`` gives a run's trained base
     model with its data (default: the task's fold ``fold`` of ``folds`` for ``seed``,
-    :func:`~satcompress.pipeline.base_model.cached_base_model`). Returns the :class:`FoldsResult` (also written as
-    ``OUT/folds.json``, ``OUT/summary.md`` and ``OUT/report.html``).
+    :func:`~satcompress.pipeline.base_model.cached_base_model`). Returns the
+    :class:`FoldsResult` (also written as ``OUT/folds.json``, ``OUT/summary.md`` and
+    ``OUT/report.html``).
 
     Raises
     ------

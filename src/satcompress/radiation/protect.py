@@ -20,12 +20,13 @@ import numpy as np
 
 from satcompress.artifact import Artifact, read_artifact, write_artifact
 from satcompress.runtime import Runtime
+from satcompress.radiation.inject import BIT_CLASSES
 from satcompress.runtime.protect import (
-    CODEBOOK_MAX,
     DEFAULT_SCRUB_EVERY,
     PROTECTIONS,
-    TABLE_MAX_ELEMENTS,
     Protection,
+    classify_logits,
+    compact_form,
     layer_weights,
 )
 
@@ -39,7 +40,7 @@ PROBE_ROWS = 256
 PROBE_NATS = 0.1
 """A flip moving the class probabilities by more than this mean KL divergence (nats) makes
 its weight vulnerable."""
-_TOP_EXPONENT = np.uint32(1 << 30)
+_TOP_EXPONENT = np.uint32(1 << BIT_CLASSES["exponent_top"][0])
 
 
 def check_protections(protect: Sequence[str]) -> tuple[str, ...]:
@@ -102,8 +103,7 @@ def vulnerable_weights(artifact: Artifact, protection: Protection, calibration_x
     vulnerable = []
     for name in sorted(weights):
         value = memory[name]
-        if (value.dtype != np.float32 or value.size <= TABLE_MAX_ELEMENTS
-                or len(np.unique(value)) > CODEBOOK_MAX):
+        if compact_form(value) is None:
             continue
         bits = value.reshape(-1).view(np.uint32)
         for element in rng.choice(bits.size, min(PROBE_FLIPS, bits.size), replace=False):
@@ -121,8 +121,6 @@ def vulnerable_weights(artifact: Artifact, protection: Protection, calibration_x
 
 
 def _probabilities(logits: np.ndarray) -> np.ndarray:
-    """Softmax in float64, floored at 1e-12 so a KL divergence stays finite."""
-    shifted = np.asarray(logits, np.float64)
-    shifted = shifted - shifted.max(axis=1, keepdims=True)
-    exponentials = np.exp(shifted)
-    return np.maximum(exponentials / exponentials.sum(axis=1, keepdims=True), 1e-12)
+    """:func:`~satcompress.runtime.protect.classify_logits`'s probabilities (NaN in a fault
+    row), floored at 1e-12 so a KL divergence stays finite."""
+    return np.maximum(classify_logits(logits).probabilities, 1e-12)

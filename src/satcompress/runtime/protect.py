@@ -60,7 +60,8 @@ from satcompress.runtime.graph import Node
 
 __all__ = ["CODEBOOK_MAX", "DEFAULT_SCRUB_EVERY", "FAULT", "LAYER_OPS", "PROTECTIONS",
            "TABLE_MAX_ELEMENTS", "Classification", "Protection", "RangeCheck",
-           "ResidentMemory", "classify_logits", "layer_steps", "layer_weights", "widened"]
+           "ResidentMemory", "classify_logits", "compact_form", "layer_steps", "layer_weights",
+           "widened"]
 
 PROTECTIONS = ("ranges", "tables", "compact", "compact-vulnerable", "scrub")
 """What a recipe's ``protect`` list may name (see the module docstring)."""
@@ -321,9 +322,11 @@ class _Triplicated:
         return repaired, zlib.crc32(self.working) == self.crc
 
 
-def _compact_form(value: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """(codebook, uint8 indices) of a float32 weight of few distinct values, bit for bit."""
-    if value.dtype != np.float32:
+def compact_form(value: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(codebook, uint8 indices) of a layer weight ``compact`` holds as indices -- float32,
+    over :data:`TABLE_MAX_ELEMENTS` elements (a smaller one is a table), at most
+    :data:`CODEBOOK_MAX` distinct values -- bit for bit; None for any other."""
+    if value.dtype != np.float32 or value.size <= TABLE_MAX_ELEMENTS:
         return None
     codes, indices = np.unique(value.view(np.uint32), return_inverse=True)
     if len(codes) > CODEBOOK_MAX:
@@ -352,8 +355,7 @@ class ResidentMemory:
         compact = {}
         if protection.compact:
             for name in (name for name in owned if name in weights and protection.compacts(name)):
-                form = (_compact_form(owned[name]) if owned[name].size > TABLE_MAX_ELEMENTS
-                        else None)
+                form = compact_form(owned[name])
                 if form is not None:
                     compact[name] = form
         codebooks = {f"{name}:codebook": codebook for name, (codebook, _) in compact.items()}
@@ -428,7 +430,7 @@ class ResidentMemory:
             return np.array([bound[side] for bound in self.ranges.values()], np.float32)
         base, _, part = name.rpartition(":")
         if part in ("indices", "codebook") and base in self._codebooks:
-            codebook, indices = _compact_form(fresh[base])
+            codebook, indices = compact_form(fresh[base])
             return indices if part == "indices" else codebook
         return fresh[name]
 
