@@ -133,15 +133,18 @@ def test_runtime_classify_counts_the_faults_it_reports():
     assert set(result.predicted[~result.faults]) <= {0, 1, 2}
 
 
-def test_a_flipped_copy_of_a_triplicated_table_is_outvoted_and_scrub_rewrites_it(protected):
+@pytest.mark.parametrize("copy", [0, 1, 2])
+def test_a_flipped_copy_of_a_triplicated_table_is_outvoted_and_scrub_rewrites_it(protected,
+                                                                                 copy):
+    """Whichever copy is hit (the vote copies the first when it equals the second)."""
     runtime = load(protected("tables"))
     clean = runtime.run(X)
     memory = runtime.resident_memory
     assert {"b1#0", "b1#1", "b1#2", "w2#2"} <= set(memory) and "w1" in memory
-    flip_top_exponent(memory["b1#1"], 5)
+    flip_top_exponent(memory[f"b1#{copy}"], 5)
     assert np.array_equal(runtime.run(X), clean)
     assert runtime.scrub() == 1 and runtime.repairs == 1
-    assert np.array_equal(memory["b1#1"], memory["b1#0"])
+    assert np.array_equal(memory[f"b1#{copy}"], memory[f"b1#{(copy + 1) % 3}"])
     assert runtime.scrub() == 0
 
 
@@ -230,6 +233,42 @@ def test_the_one_pass_check_of_single_examples_equals_clipping_where_written(pro
     singles = np.concatenate([one_by_one.run(X[i : i + 1]) for i in range(len(X))])
     np.testing.assert_allclose(singles, batched.run(X), rtol=1e-5, atol=1e-5)
     assert one_by_one.clipped_values == batched.clipped_values > 0
+
+
+@pytest.mark.parametrize("outer", [False, True])
+def test_values_that_do_not_scale_with_the_batch_are_checked_as_where_written(tmp_path, outer):
+    """x -> Gemm(w3) -> direct (b, 3); the mean over the batch -> Gemm(w3) -> shift (1, 3),
+    smaller than its slot beyond batch 1 (the check reads it broadcast); logits = direct +
+    shift. With ``outer``, also the outer product x x^T flattened -> Gemm(w4) -> outer
+    (b*b, 3), larger than its slot (the chunk is then checked where each value is written),
+    whose mean over the batch is added too. Either way the logits and the count of clipped
+    values are those of the check where each value is written."""
+    nodes = [{"op": "Gemm", "in": ["x", "w3"], "out": ["direct"]},
+             {"op": "ReduceMean", "in": ["x", "batch_axis"], "out": ["mean"]},
+             {"op": "Gemm", "in": ["mean", "w3"], "out": ["shift"]},
+             {"op": "Add", "in": ["direct", "shift"], "out": ["logits" if not outer else "sum"]}]
+    if outer:
+        nodes += [{"op": "Transpose", "in": ["x"], "out": ["xt"]},
+                  {"op": "MatMul", "in": ["x", "xt"], "out": ["square"]},
+                  {"op": "Reshape", "in": ["square", "column"], "out": ["flat"]},
+                  {"op": "Gemm", "in": ["flat", "w4"], "out": ["outer"]},
+                  {"op": "ReduceMean", "in": ["outer", "batch_axis"], "out": ["outer_mean"]},
+                  {"op": "Add", "in": ["sum", "outer_mean"], "out": ["logits"]}]
+    graph = {**MLP_GRAPH, "nodes": nodes}
+    tensors = {"w3": W2[:40], "w4": np.array([[0.01, -0.02, 0.03]], np.float32),
+               "column": np.array([-1, 1]), "batch_axis": np.array([0])}
+    path = tmp_path / "unscaled.sca"
+    path.write_bytes(encode_artifact(graph, tensors, {"task": "tiny",
+                                                      "class_names": ["a", "b", "c"]}))
+    protect_artifact(path, ["ranges"], X[:8])
+    for batch in (1, 4):
+        gathered, where_written = load(path), load(path)
+        assert set(gathered.protection.ranges) == {"direct", "shift", *["outer"] * outer}
+        x = X[8 : 8 + batch] * 3  # beyond the calibration's ranges
+        logits = gathered.run(x)
+        np.testing.assert_array_equal(logits, where_written._run_chunk(x, gathered=False))
+        assert gathered.clipped_values == where_written.clipped_values > 0
+        assert (gathered._gathers[batch] is None) == (outer and batch > 1)
 
 
 def test_protected_memory_counts_in_the_planned_peak(protected):

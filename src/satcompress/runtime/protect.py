@@ -252,7 +252,8 @@ class RangeCheck:
                               counts)
         self._high = np.repeat(np.array([high for _, _, high in points.values()], np.float32),
                                counts)
-        self._flags = np.empty(2 * total, bool)  # above the low bound, then below the high
+        self._flags = np.empty(2 * total, bool)
+        self._above, self._below = self._flags[:total], self._flags[total:]
 
     @property
     def nbytes(self) -> int:
@@ -262,10 +263,9 @@ class RangeCheck:
     def within(self) -> bool:
         """Whether every gathered value lies strictly between its bounds (the first False
         flag, by ``argmin``, is False)."""
-        flags, total = self._flags, len(self.arena)
-        np.greater(self.arena, self._low, flags[:total])
-        np.less(self.arena, self._high, flags[total:])
-        return flags.item(flags.argmin())
+        np.greater(self.arena, self._low, self._above)
+        np.less(self.arena, self._high, self._below)
+        return self._flags.item(self._flags.argmin())
 
 
 class _Triplicated:
@@ -297,8 +297,13 @@ class _Triplicated:
                 for name, view in self._views(copy).items()}
 
     def vote(self) -> None:
-        """Bitwise majority of the three copies into the working copy."""
+        """Bitwise majority of the three copies into the working copy: the first copy when
+        it equals the second, as it nearly always does (one byte comparison and one copy,
+        a third of the four bitwise passes' time)."""
         a, b, c = self.copies
+        if a.tobytes() == b.tobytes():
+            np.copyto(self.working, a)
+            return
         np.bitwise_or(b, c, out=self.working)
         np.bitwise_and(self.working, a, out=self.working)
         np.bitwise_and(b, c, out=self._scratch)

@@ -459,27 +459,29 @@ class Runtime:
         :class:`RangeCheck` and checked once at the end; only if one is out of range (or
         ``gathered`` is False, or there is no such check) is each checked, and clipped, where
         it is written: the same logits either way."""
-        memory, checks = self._memory, self._checks
+        memory, checks, decoders = self._memory, self._checks, self._memory.decoders
         gather = (self._gather(len(x)) if gathered and observe is None and memory.ranges
                   else None)
         memory.vote()
         if gather is None and memory.ranges:  # the voted bounds, read once per chunk
             lows, highs = memory.low.tolist(), memory.high.tolist()
+        slots = gather.slots if gather is not None else None
         values = {**self._constants, self._input_name: x}
         for step, node in enumerate(self._program):
             arguments = _inputs_of(node, values)
-            for position, take, indices, decoded in memory.decoders[step]:
+            for position, take, indices, decoded in decoders[step]:
                 arguments[position] = take(indices, None, decoded, "wrap")
             outputs = _execute(step, node, arguments)
             if observe is not None:
                 observe(step, outputs[0])
-            elif gather is not None:
-                slot = gather.slots[step]
+            elif slots is not None:
+                slot = slots[step]
                 if slot is not None:
-                    if slot.shape != outputs[0].shape:  # the value does not scale with batch
+                    try:  # every value of the output lands in the slot, broadcast or not
+                        slot[...] = outputs[0]
+                    except ValueError:  # larger than the slot: it does not scale with batch
                         self._gathers[len(x)] = None
                         return self._run_chunk(x, gathered=False)
-                    slot[...] = outputs[0]
             elif checks[step] is not None:
                 outputs[0] = checks[step](outputs[0], lows, highs)
             values.update(zip(node.outputs, outputs))
