@@ -15,7 +15,7 @@ from satcompress.cli.app import app
 from satcompress.codegen import generate_c
 from satcompress.firmware import TARGETS, CRuntime, get_target, missing_tools
 from satcompress.firmware.emulate import run_firmware
-from satcompress.firmware.export import ram_for_tables
+from satcompress.firmware.export import RAM_TABLES_UNPROTECTED, ram_for_tables
 from satcompress.firmware.host import build_host_library
 from satcompress.radiation import protect_artifact
 from satcompress.runtime import GRAPH_FORMAT
@@ -199,6 +199,23 @@ def test_export_c_carries_the_artifacts_protection_into_the_c(artifact, tmp_path
         header = (out / "model.h").read_text()
         assert ("uint32_t scm_scrub(void);" in header) == bool(names)
         assert ("protection" in result.output) == bool(names)
+
+
+def test_a_protected_artifacts_code_keeps_its_weights_in_flash_unless_asked(artifact,
+                                                                            tmp_path):
+    """RAM tables are float weights no protection covers: off by default for a protected
+    artifact; asked for, they are built and the report warns."""
+    path = _protected(artifact, tmp_path)
+    for options, tables in (([], False), (["--ram-tables"], True), (["--no-protection"], True)):
+        out = tmp_path / "-".join(options or ["default"])
+        result = CliRunner().invoke(app, ["export-c", str(path), "--target", "samv71",
+                                          "--no-emulate", "--out", str(out), *options])
+        assert result.exit_code == 0, result.output
+        report = json.loads((out / "firmware.json").read_text())
+        assert bool(report["source"]["ram_tables"]) == tables
+        warned = tables and "--no-protection" not in options
+        assert report["warnings"] == ([RAM_TABLES_UNPROTECTED] if warned else [])
+        assert ("warning" in result.output) == warned
 
 
 def test_a_protected_build_runs_on_qemu_with_the_host_builds_outputs(artifact, tmp_path):

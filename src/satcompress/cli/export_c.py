@@ -23,9 +23,11 @@ def export_c(
     emulate: bool = typer.Option(True, "--emulate/--no-emulate", help="Run the test firmware "
                                  "on QEMU (stack, instructions, agreement with the host build) "
                                  "when it is installed."),
-    ram_tables: bool = typer.Option(True, "--ram-tables/--no-ram-tables", help="Decode the "
+    ram_tables: bool = typer.Option(None, "--ram-tables/--no-ram-tables", help="Decode the "
                                     "most read compressed weights into the RAM the target has "
-                                    "left after the arena (at init) instead of at every read."),
+                                    "left after the arena (at init) instead of at every read. "
+                                    "Default: on, unless the C applies the artifact's "
+                                    "protection (no protection covers those RAM copies)."),
     ram_limit: str = typer.Option("", help="RAM the firmware may take in all, e.g. 64KiB "
                                   "(default: the target's RAM); limits the RAM tables."),
     protection: bool = typer.Option(True, "--protection/--no-protection", help="Apply in the "
@@ -48,6 +50,8 @@ def export_c(
         profile = get_target(target)
         limit = parse_bytes(ram_limit) if ram_limit else None
         flight = runtime.load(artifact, protect=protection)
+        if ram_tables is None:
+            ram_tables = not flight.protection.names
         with console.status(f"generating C for {profile.name}"):
             report = export(flight, profile, out, prefix=prefix, emulate=emulate,
                             ram_tables=ram_tables, ram_limit=limit)

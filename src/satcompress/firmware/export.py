@@ -7,11 +7,15 @@ installed, the footprint firmware's flash and static RAM and (with QEMU) the sta
 mark, instructions per inference (and for ``init``) and the logits' agreement with the host
 build of the same code.
 
-RAM tables (``ram_tables=True``; ``export-c``'s default): on a microcontroller with compressed
-weights, the RAM left after the arena and :data:`RAM_RESERVE` (the stack and the caller's data)
-holds decoded copies of the compressed weights read most often per inference (decoded once by
-``PREFIX_init``; each read is then one load instead of a decode); with no room, every weight
-is decoded where it is read, as before.
+RAM tables (``ram_tables=True``; ``export-c``'s default for an artifact without a protection
+record): on a microcontroller with compressed weights, the RAM left after the arena and
+:data:`RAM_RESERVE` (the stack and the caller's data) holds decoded copies of the compressed
+weights read most often per inference (decoded once by ``PREFIX_init``; each read is then one
+load instead of a decode); with no room, every weight is decoded where it is read, as before.
+Those copies are float weights in RAM, which no protection covers (on the transformer, 4-5 % of
+top-exponent flips there changed its log loss by more than 0.1: benchmarks/README.md,
+"Injection on the generated C"), so a protected artifact's code keeps its weights in flash
+unless asked otherwise, and the report then warns (:data:`RAM_TABLES_UNPROTECTED`).
 
 Torch-free: part of the flight path.
 """
@@ -33,12 +37,17 @@ from satcompress.firmware.host import CRuntime, build_host_library
 from satcompress.firmware.targets import TARGETS, Target
 from satcompress.runtime import Runtime
 
-__all__ = ["ExportReport", "export_c", "FIRMWARE_JSON", "RAM_RESERVE", "ram_for_tables"]
+__all__ = ["ExportReport", "export_c", "FIRMWARE_JSON", "RAM_RESERVE", "RAM_TABLES_UNPROTECTED",
+           "ram_for_tables"]
 
 FIRMWARE_JSON = "firmware.json"
 RAM_RESERVE = STACK_BYTES
 """RAM kept free of RAM tables for the stack and the caller's data (the test firmware's stack
 reservation)."""
+RAM_TABLES_UNPROTECTED = (
+    "the weights decoded into RAM at init are floats the artifact's protection does not cover "
+    "(an upset there is not caught); keep them in flash with --no-ram-tables")
+"""The report's warning for RAM tables in the code of a protected artifact."""
 _EXAMPLES = 8
 """Examples compiled into the test firmware when none are given (zeros and fixed noise)."""
 
@@ -46,13 +55,15 @@ _EXAMPLES = 8
 @dataclass(frozen=True)
 class ExportReport:
     """What :func:`export_c` wrote and measured (``firmware`` holds the firmware numbers
-    when a toolchain was there; ``skipped`` says why something was not measured)."""
+    when a toolchain was there; ``skipped`` says why something was not measured;
+    ``warnings``, what the code leaves exposed)."""
 
     folder: str
     target: dict
     source: dict
     firmware: dict = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def flash_bytes(self) -> int | None:
@@ -101,11 +112,12 @@ class ExportReport:
                      {"quantity": "predictions differing from the NumPy runtime",
                       "value": firmware.get("differing_predictions_vs_numpy")}]
         rows += [{"quantity": "not measured", "value": reason} for reason in self.skipped]
+        rows += [{"quantity": "warning", "value": warning} for warning in self.warnings]
         return rows
 
     def to_dict(self) -> dict:
         return {"folder": self.folder, "target": self.target, "source": self.source,
-                "firmware": self.firmware, "skipped": self.skipped}
+                "firmware": self.firmware, "skipped": self.skipped, "warnings": self.warnings}
 
 
 def _examples(flight: Runtime, x: np.ndarray | None) -> np.ndarray:
@@ -180,6 +192,8 @@ def export_c(flight: Runtime, target: Target, out: str | os.PathLike, *,
         else:
             with tempfile.TemporaryDirectory() as scratch:
                 firmware = _measure(flight, source, target, Path(scratch), emulate, examples)
-    result = ExportReport(str(folder), target.to_dict(), source.summary(), firmware, skipped)
+    exposed = bool(source.ram_tables) and bool(source.protection)
+    result = ExportReport(str(folder), target.to_dict(), source.summary(), firmware, skipped,
+                          [RAM_TABLES_UNPROTECTED] if exposed else [])
     (folder / FIRMWARE_JSON).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     return result
