@@ -63,7 +63,8 @@ def test_each_candidate_runs_on_every_ranking_fold_with_that_folds_own_base_mode
     assert ranking is not None and ranking.n_folds == 3 and len(ranking.order) >= 2
     for candidate in ranking.order:
         # judged on the mean drop only: bytes are the delivered model's, on its own final run
-        assert candidate.folds.budget == Budget(max_metric_drop=Budget.parse(BUDGET).max_metric_drop)
+        drop_limits = Budget.parse(BUDGET).max_metric_drop
+        assert candidate.folds.budget == Budget(max_metric_drop=drop_limits)
         runs = candidate.folds.runs
         assert [run.fold for run in runs] == [0, 1, 2]
         assert candidate.folds.out_dir.parent == out / RANKING_DIR

@@ -260,8 +260,9 @@ def _aggregate_usage(budget: Budget, runs: Sequence[FoldRun]) -> tuple[Violation
     return tuple(aggregated)
 
 
-def check_folds(folds: int, seeds: Sequence[int]) -> tuple[int, ...]:
-    """``seeds`` as a tuple, once ``folds`` and ``seeds`` are known to be possible.
+def check_folds(folds: int, seeds: Sequence[int], name: str = "--folds") -> tuple[int, ...]:
+    """``seeds`` as a tuple, once ``folds`` (the option ``name``) and ``seeds`` are known to
+    be possible.
 
     Raises
     ------
@@ -270,7 +271,7 @@ def check_folds(folds: int, seeds: Sequence[int]) -> tuple[int, ...]:
     """
     seeds = tuple(seeds)
     if isinstance(folds, bool) or not (isinstance(folds, int) and folds >= 3):
-        raise ValueError(f"--folds must be an integer >= 3 (test, validation and training "
+        raise ValueError(f"{name} must be an integer >= 3 (test, validation and training "
                          f"folds), got {folds!r}.")
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"Give one or more distinct seeds, got {list(seeds)}.")

@@ -51,8 +51,8 @@ from satcompress.search.settings import SearchSettings
 from satcompress.search.space import SearchSpace, Students
 from satcompress.training import predict_proba
 
-__all__ = ["BOOTSTRAP_RESAMPLES", "OBJECTIVES", "Evaluation", "Evaluator", "constraint_values", "objective_directions",
-           "RESOURCE_LIMITS"]
+__all__ = ["BOOTSTRAP_RESAMPLES", "OBJECTIVES", "Evaluation", "Evaluator", "constraint_values",
+           "objective_directions", "RESOURCE_LIMITS"]
 
 RESOURCE_LIMITS = ("max_bytes", "max_ram_bytes", "max_latency_ms")
 """Limits that fine-tuning cannot change: the proxy decides them."""

@@ -1,8 +1,8 @@
 """Reading a finished search: trial records, the Pareto front, hypervolume, table and plot.
 
 The front is taken over fully evaluated, feasible trials and the search's three objectives
-(validation metric in its direction, artifact bytes, MACs per inference). The hypervolume used to compare search
-strategies is two-dimensional -- metric drop against ``log10`` of the stored-bytes ratio to
+(validation metric in its direction, artifact bytes, MACs per inference). The hypervolume
+used to compare search strategies is two-dimensional -- metric drop against ``log10`` of the stored-bytes ratio to
 the base model, both to be minimised, reference point (allowed drop, 0 = base size) -- so
 that a front reaching 100x smaller counts more than one stopping at 10x, and latency noise
 does not blur the comparison.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,6 +26,7 @@ from satcompress.search.study import FINISHED
 
 __all__ = [
     "difference_standard_error",
+    "best_first",
     "one_standard_error_choice",
     "EmptyFront",
     "TrialRecord",
@@ -128,6 +129,12 @@ def difference_standard_error(best: TrialRecord, other: TrialRecord) -> float:
     return best.metric_se
 
 
+def best_first(candidates: Iterable[Ranked], higher_is_better: bool) -> list[Ranked]:
+    """``candidates`` by metric, best first, fewest bytes on a tie."""
+    sign = 1.0 if higher_is_better else -1.0
+    return sorted(candidates, key=lambda r: (-sign * r.metric, r.bytes))
+
+
 def one_standard_error_choice(candidates: Sequence[Ranked], higher_is_better: bool,
                               standard_error: Callable[[Ranked, Ranked], float]
                               = difference_standard_error) -> list[Ranked]:
@@ -140,7 +147,7 @@ def one_standard_error_choice(candidates: Sequence[Ranked], higher_is_better: bo
     (default :func:`difference_standard_error`: both are scored on the same examples, and one
     small split's luck, shared by both, is no reason to give up skill either)."""
     sign = 1.0 if higher_is_better else -1.0
-    ranked = sorted(candidates, key=lambda r: (-sign * r.metric, r.bytes))
+    ranked = best_first(candidates, higher_is_better)
     if not ranked:
         return []
     best = ranked[0]

@@ -42,7 +42,7 @@ from satcompress.pipeline.base_model import TrainedModel, stored_base_model
 from satcompress.pipeline.budget import Budget
 from satcompress.pipeline.folds import FoldsBudgetNotMet, FoldsResult, run_folds
 from satcompress.pipeline.recipe import Recipe
-from satcompress.search.front import TrialRecord, one_standard_error_choice
+from satcompress.search.front import TrialRecord, best_first, one_standard_error_choice
 from satcompress.tasks.base import refolded
 
 __all__ = ["RANKING_DIR", "RankedCandidate", "Ranking", "delivery_order", "fold_difference_error",
@@ -144,8 +144,8 @@ def rank_over_folds(trained: TrainedModel, candidates: Sequence[TrialRecord], bu
                     latency_repeats: int = 20,
                     on_candidate: Callable[[str], None] | None = None) -> Ranking:
     """Run every candidate's recipe on ``n_folds`` ranking folds and order them by the mean
-    metric and ``budget``'s metric-drop limits (see the module docstring); each candidate's runs go to ``out_dir/<trial>/``, the fold base models
-    to ``out_dir/bases/``. ``trained`` must be a reference task's base model (the folds
+    metric and ``budget``'s metric-drop limits (see the module docstring); each candidate's
+    runs go to ``out_dir/<trial>/``, the fold base models to ``out_dir/bases/``. ``trained`` must be a reference task's base model (the folds
     retrain it). ``on_candidate(label)`` is called before each candidate."""
     out_dir = Path(out_dir)
     bases = _base_models(trained, out_dir / "bases", n_folds)
@@ -172,6 +172,5 @@ def delivery_order(ranked: Sequence[RankedCandidate], higher_is_better: bool
     them, then the others, best mean first."""
     within = one_standard_error_choice([c for c in ranked if c.folds.fits_budget],
                                        higher_is_better, fold_difference_error)
-    over = sorted((c for c in ranked if not c.folds.fits_budget),
-                  key=lambda c: (-c.metric if higher_is_better else c.metric, c.bytes))
+    over = best_first((c for c in ranked if not c.folds.fits_budget), higher_is_better)
     return (*within, *over)

@@ -218,9 +218,7 @@ def run_search(
     if isinstance(rank_candidates, bool) or not isinstance(rank_candidates, int) \
             or rank_candidates < 0:
         raise ValueError(f"rank_candidates must be an integer >= 0, got {rank_candidates!r}.")
-    if isinstance(rank_folds, bool) or not isinstance(rank_folds, int) or rank_folds < 3:
-        raise ValueError(f"rank_folds must be an integer >= 3 (a held-out, a validation and a "
-                         f"training fold), got {rank_folds!r}.")
+    check_folds(rank_folds, (seed,), "rank_folds")
     budget = Budget.parse(budget) if isinstance(budget, str) else budget
     if target is not None:
         budget = target_budget(budget, target)
