@@ -233,9 +233,7 @@ def main_c_inject(artifact: Path, task, data, trials: tuple[int, ...],
     record = {"artifact": str(artifact), "sha256": read_artifact(artifact).sha256,
               "task": task.name, "campaigns": [[*c, n] for c, n in zip(CAMPAIGNS, trials)],
               "threshold": Campaign().threshold, "builds": rows}
-    subset = "" if builds == list(C_INJECT) else "_" + "_".join(
-        name.replace("+", "-").replace(", ", "-").replace(" ", "-") for name in builds)
-    out = RESULTS / f"radiation_c_inject_{task.name}{subset}.json"
+    out = RESULTS / f"radiation_c_inject_{task.name}{subset_suffix(builds, C_INJECT)}.json"
     atomic_write_text(out, json.dumps(record, indent=2) + "\n")
     table = [{"build": name, "RAM hit (B)": sum(row["resident_bytes"].values()),
               **{key: f"{row[key]['p_drop_over_threshold']:.2%} of {row[key]['trials']} "
@@ -254,6 +252,14 @@ def chosen(text: str | None, offered: dict) -> list[str]:
         raise SystemExit(f"--variants: unknown {sorted(set(names) - set(offered))}; "
                          f"choose among {', '.join(offered)}.")
     return names
+
+
+def subset_suffix(names: list[str], offered: dict) -> str:
+    """The results file name's suffix for a subset of ``offered`` (empty for all of them):
+    ``_`` and each name with its runs of other characters than letters and digits as ``-``."""
+    if names == list(offered):
+        return ""
+    return "".join("_" + re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-") for name in names)
 
 
 def main() -> None:
@@ -304,9 +310,8 @@ def main() -> None:
               "threshold": Campaign().threshold,
               "variants": {name: {"protect": list(VARIANTS[name]), **row}
                            for name, row in rows.items()}}
-    subset = "" if variants == list(VARIANTS) else "_" + "_".join(
-        name.replace("+", "-").replace(" ", "").strip("()") for name in variants)
-    out = RESULTS / f"radiation_{'latency_' if not trials else ''}{task.name}{subset}.json"
+    out = RESULTS / (f"radiation_{'latency_' if not trials else ''}{task.name}"
+                     f"{subset_suffix(variants, VARIANTS)}.json")
     atomic_write_text(out, json.dumps(record, indent=2) + "\n")
     print(markdown_table([{"protection": name, **row} for name, row in rows.items()]))
     print(f"wrote {out}")
